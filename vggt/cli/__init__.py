@@ -1,0 +1,1 @@
+"""The `vggt` command line."""

@@ -1,0 +1,141 @@
+"""One dataclass that fixes every size of a VGGT model, and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class VGGTConfig:
+    """Every architectural size of VGGT. `VGGTConfig()` is VGGT-1B.
+
+    Widths of the heads follow from `embed_dim`: they read frame and global tokens concatenated,
+    i.e. `2 * embed_dim` channels.
+    """
+
+    # Images and patches.
+    img_size: int = 518  # the patch encoder's position grid is trained at this size
+    patch_size: int = 14
+    embed_dim: int = 1024
+    num_register_tokens: int = 4
+
+    # Patch encoder (DINOv2 ViT with registers). Its width is `embed_dim`.
+    patch_embed_depth: int = 24
+    patch_embed_num_heads: int = 16
+    patch_embed_mlp_ratio: float = 4.0
+    patch_embed_layerscale: float = 1.0
+
+    # Aggregator: `depth` frame blocks alternating with `depth` global blocks.
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    qk_norm: bool = True
+    rope_freq: float = 100.0
+    layerscale: float = 0.01
+
+    # Camera head.
+    camera_trunk_depth: int = 4
+    camera_num_heads: int = 16
+    camera_mlp_ratio: float = 4.0
+    camera_iterations: int = 4
+
+    # Dense (DPT) heads for depth and world points.
+    dpt_features: int = 256
+    dpt_out_channels: tuple[int, int, int, int] = (256, 512, 1024, 1024)
+    dpt_layers: tuple[int, int, int, int] = (4, 11, 17, 23)
+
+    # Track head: DPT feature extractor plus iterative tracker.
+    track_features: int = 128
+    track_iterations: int = 4
+    track_stride: int = 2
+    track_corr_levels: int = 7
+    track_corr_radius: int = 4
+    track_hidden_size: int = 384
+    track_updateformer_depth: int = 6
+    track_updateformer_num_heads: int = 8
+    track_num_virtual_tracks: int = 64
+
+    # Which heads exist.
+    enable_camera: bool = True
+    enable_depth: bool = True
+    enable_point: bool = True
+    enable_track: bool = True
+
+    # Inference memory: the dense heads run this many frames at a time (None: all at once).
+    frames_chunk_size: int | None = 8
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.dpt_out_channels = tuple(self.dpt_out_channels)
+        self.dpt_layers = tuple(self.dpt_layers)
+        if self.embed_dim % self.num_heads or self.embed_dim % self.patch_embed_num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} must be divisible by the number of attention heads")
+        if len(self.dpt_layers) != 4 or max(self.dpt_layers) >= self.depth:
+            raise ValueError(f"dpt_layers {self.dpt_layers} must name 4 aggregator blocks below depth {self.depth}")
+
+    @property
+    def head_dim_in(self) -> int:
+        """Width of the tokens the heads read: frame and global outputs concatenated."""
+        return 2 * self.embed_dim
+
+    @property
+    def patch_start_idx(self) -> int:
+        """Index of the first patch token: after 1 camera token and the register tokens."""
+        return 1 + self.num_register_tokens
+
+    def layers_needed(self) -> list[int]:
+        """Aggregator outputs the enabled heads read; the rest are dropped at inference."""
+        needed: set[int] = set()
+        if self.enable_camera:
+            needed.add(self.depth - 1)
+        if self.enable_depth or self.enable_point or self.enable_track:
+            needed.update(self.dpt_layers)
+        return sorted(needed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["dpt_out_channels"] = list(self.dpt_out_channels)
+        d["dpt_layers"] = list(self.dpt_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VGGTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown VGGT config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+
+PRESETS: dict[str, VGGTConfig] = {
+    "vggt-1b": VGGTConfig(),
+    # The configuration of ../shared/golden/tiny_config.json: a few MB, for tests and CPU demos.
+    "tiny": VGGTConfig(
+        embed_dim=64,
+        patch_embed_depth=2,
+        patch_embed_num_heads=4,
+        depth=4,
+        num_heads=4,
+        camera_trunk_depth=2,
+        camera_num_heads=4,
+        dpt_features=32,
+        dpt_out_channels=(16, 32, 64, 64),
+        dpt_layers=(0, 1, 2, 3),
+        track_features=32,
+        track_corr_levels=3,
+        track_corr_radius=2,
+        track_hidden_size=64,
+        track_updateformer_depth=2,
+        track_num_virtual_tracks=64,
+    ),
+}
+
+
+def get_preset(name: str) -> VGGTConfig:
+    """A fresh copy of a named preset's config."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], extra=dict(PRESETS[name].extra))
