@@ -1,0 +1,103 @@
+"""Inference wall time and peak memory over frame counts and resolutions.
+
+Random weights are fine for timing. Examples:
+
+    python benchmarks/inference.py                       # vggt-1b on the best device, default sweep
+    python benchmarks/inference.py --preset tiny --frames 1 4 16 --sizes 518x518 294x518
+    python benchmarks/inference.py --device cuda --dtype bf16 --frames 1 8 32 64
+
+Peak memory is CUDA's max_memory_allocated on a GPU and the process's peak RSS growth on a CPU
+(coarser: it includes allocator caching). "MB/frame" is the slope of peak memory against frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import sys
+import time
+
+import torch
+
+from vggt.models.vggt import VGGT
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
+def _peak_rss_mb() -> float:
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024**2
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_once(
+    model: VGGT, frames: int, size: tuple[int, int], device: torch.device, dtype: torch.dtype, repeats: int
+) -> tuple[float, float]:
+    """Median seconds per forward and peak memory in MB for one configuration."""
+    images = torch.rand(1, frames, 3, *size, device=device)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _peak_rss_mb()
+    times = []
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    with torch.inference_mode(), autocast:
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            model(images)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        peak = _peak_rss_mb() - base
+    return sorted(times)[len(times) // 2], peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="vggt-1b")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--frames", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--sizes", type=_parse_size, nargs="+", default=[(294, 518), (518, 518)])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    torch.manual_seed(0)
+    model = VGGT.from_preset(args.preset).to(device).eval()
+    params = sum(p.numel() for p in model.parameters())
+    print(f"# preset={args.preset} params={params / 1e6:.1f}M device={device} dtype={dtype} torch={torch.__version__}")
+    print(f"{'size':>9} {'frames':>6} {'seconds':>9} {'peak MB':>9}")
+    for size in args.sizes:
+        for _ in range(args.warmup):
+            run_once(model, args.frames[0], size, device, dtype, 1)
+        results = []
+        for frames in args.frames:
+            seconds, peak = run_once(model, frames, size, device, dtype, args.repeats)
+            results.append((frames, peak))
+            print(f"{size[0]:>4}x{size[1]:<4} {frames:>6} {seconds:>9.3f} {peak:>9.1f}", flush=True)
+        if len(results) > 1:
+            (f0, m0), (f1, m1) = results[0], results[-1]
+            print(f"{size[0]:>4}x{size[1]:<4} memory added per frame: {(m1 - m0) / (f1 - f0):.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Bad inputs to the model give a ValueError that says what was expected; training mode works."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vggt.models.vggt import VGGT
+
+
+@pytest.fixture(scope="module")
+def tiny() -> VGGT:
+    torch.manual_seed(0)
+    return VGGT.from_preset("tiny").eval()
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((3, 28, 28), r"\[S, 3, H, W\] or \[B, S, 3, H, W\]"),
+        ((1, 1, 1, 3, 28, 28), r"\[S, 3, H, W\] or \[B, S, 3, H, W\]"),
+        ((2, 4, 28, 28), "3 \\(RGB\\) channels"),
+        ((2, 3, 30, 28), "multiples of the patch size 14"),
+        ((1, 0, 3, 28, 28), "empty"),
+    ],
+)
+def test_bad_image_shapes(tiny, shape, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(torch.rand(shape))
+
+
+def test_non_finite_images(tiny):
+    images = torch.rand(2, 3, 28, 28)
+    images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        tiny(images)
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 3), (2, 4, 2), (1, 1, 4, 2)])
+def test_bad_query_points(tiny, shape):
+    with pytest.raises(ValueError, match="query_points must have shape"):
+        tiny(torch.rand(2, 3, 28, 42), query_points=torch.rand(shape))
+
+
+def test_non_tensor_images(tiny):
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        tiny([[0.0]])
+
+
+def test_output_shapes_and_tracks(tiny):
+    with torch.no_grad():
+        out = tiny(torch.rand(2, 3, 28, 42), query_points=torch.rand(4, 2) * 20)
+    assert out["pose_enc"].shape == (1, 2, 9) and len(out["pose_enc_list"]) == 4
+    assert out["depth"].shape == (1, 2, 28, 42, 1) and out["depth_conf"].shape == (1, 2, 28, 42)
+    assert out["world_points"].shape == (1, 2, 28, 42, 3)
+    assert out["track"].shape == (1, 2, 4, 2) and out["vis"].shape == (1, 2, 4) and out["conf"].shape == (1, 2, 4)
+    assert (out["depth"] > 0).all() and (out["depth_conf"] >= 1).all()
+
+
+def test_training_step_with_checkpointing_matches_without(tiny):
+    torch.manual_seed(0)
+    model = VGGT.from_preset("tiny", enable_track=False).train()
+    images = torch.rand(1, 2, 3, 28, 28)
+    grads = []
+    for checkpointing in (True, False):
+        model.zero_grad()
+        model.set_gradient_checkpointing(checkpointing)
+        out = model(images)
+        loss = out["depth"].mean() + out["pose_enc"].square().mean() + out["world_points"].abs().mean()
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert "images" not in out
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_autocast_runs(tiny):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tiny(torch.rand(2, 3, 28, 28))
+    assert out["depth"].dtype == torch.float32 and torch.isfinite(out["depth"]).all()
+    assert torch.isfinite(out["pose_enc"]).all()

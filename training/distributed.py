@@ -1,0 +1,150 @@
+"""Process groups under torchrun: DDP or FSDP wrapping, rank helpers and per-rank seeding.
+
+A run started with plain `python` is a world of one process and uses no process group at all;
+under `torchrun` the usual environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+MASTER_PORT) decide. gloo serves CPU runs, NCCL GPU runs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+DDP_STRATEGY = "ddp"
+FSDP_STRATEGY = "fsdp"
+STRATEGIES = (DDP_STRATEGY, FSDP_STRATEGY)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str = "auto", backend: str = "auto", timeout_minutes: float = 30.0) -> DistributedContext:
+    """Join the torchrun process group (if any) and pick this process's device.
+
+    Args:
+        device: "auto" (this rank's GPU when CUDA is available, else CPU), "cpu" or "cuda".
+        backend: "auto" (NCCL on GPU, gloo on CPU), "gloo" or "nccl".
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was requested but CUDA is not available; set device=cpu")
+        torch.cuda.set_device(local_rank)
+        torch_device = torch.device("cuda", local_rank)
+    else:
+        torch_device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        if backend == "auto":
+            backend = "nccl" if torch_device.type == "cuda" else "gloo"
+        if backend not in ("gloo", "nccl"):
+            raise ValueError(f"distributed.backend must be 'auto', 'gloo' or 'nccl', got {backend!r}")
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average scalar metrics over ranks (identity in a one-process run)."""
+    if not dist.is_initialized() or not values:
+        return values
+    keys = sorted(values)
+    stacked = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+    stacked /= dist.get_world_size()
+    return dict(zip(keys, stacked.tolist()))
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Send a picklable object from rank `src` to every rank."""
+    if not dist.is_initialized():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every GPU) with one value."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A distinct, reproducible seed per rank, for anything random that must differ between ranks."""
+    return seed + 1_000_003 * rank
+
+
+def wrap_model(model: nn.Module, ctx: DistributedContext, strategy: str = DDP_STRATEGY) -> nn.Module:
+    """Wrap for data parallelism: DDP replicates the model, FSDP shards it per transformer block.
+
+    A one-process run gets the model back unchanged.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"distributed.strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if not ctx.enabled:
+        return model
+    if strategy == DDP_STRATEGY:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
+        # Heads that receive no ground truth in a batch (e.g. no depth) leave parameters without gradients.
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+    return _shard_with_fsdp(model)
+
+
+def _shard_with_fsdp(model: nn.Module) -> nn.Module:
+    """FSDP2: shard each transformer block, then the remainder, across all ranks."""
+    from torch.distributed.fsdp import fully_shard
+
+    from vggt.layers.block import Block
+
+    for module in model.modules():
+        if isinstance(module, Block):
+            fully_shard(module)
+    fully_shard(model)
+    return model
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside a DDP wrapper (FSDP2 shards in place and needs no unwrapping)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model

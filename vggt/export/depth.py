@@ -1,0 +1,57 @@
+"""Depth maps as float32 .npy files and colour previews (.png)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Inverse depth is scaled between these percentiles of each map, so a few outliers do not wash out the preview.
+PREVIEW_PERCENTILES = (2.0, 98.0)
+
+
+def unique_stems(names: Sequence[str]) -> list[str]:
+    """File stems for `names` (`a.jpg` -> `a`), keeping the full name where two stems would collide."""
+    stems = [Path(n).stem for n in names]
+    counts: dict[str, int] = {}
+    for s in stems:
+        counts[s] = counts.get(s, 0) + 1
+    return [s if counts[s] == 1 else Path(n).name for s, n in zip(stems, names)]
+
+
+def colorize_depth(depth: np.ndarray) -> np.ndarray:
+    """[H, W] depth -> [H, W, 3] uint8 RGB preview (turbo colour map on inverse depth: near is red)."""
+    import cv2
+
+    depth = np.asarray(depth, dtype=np.float32)
+    valid = np.isfinite(depth) & (depth > 0)
+    inverse = np.zeros_like(depth)
+    inverse[valid] = 1.0 / depth[valid]
+    if valid.any():
+        low, high = np.percentile(inverse[valid], PREVIEW_PERCENTILES)
+        scaled = (inverse - low) / max(high - low, np.finfo(np.float32).eps)
+    else:
+        scaled = inverse
+    gray = (np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8)
+    bgr = cv2.applyColorMap(gray, cv2.COLORMAP_TURBO)
+    bgr[~valid] = 0
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def write_depth_maps(depth_dir: str | Path, image_names: Sequence[str], depth: np.ndarray) -> list[Path]:
+    """Write `depth_dir/<stem>.npy` (float32 [H, W]) and `<stem>.png` for each of S maps in `depth` [S, H, W]."""
+    depth = np.asarray(depth)
+    if depth.ndim == 4 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 3 or len(depth) != len(image_names):
+        raise ValueError(f"depth must be [S, H, W] with S = {len(image_names)} images, got {depth.shape}")
+    depth_dir = Path(depth_dir)
+    depth_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for stem, depth_map in zip(unique_stems(image_names), depth):
+        np.save(depth_dir / f"{stem}.npy", depth_map.astype(np.float32))
+        Image.fromarray(colorize_depth(depth_map)).save(depth_dir / f"{stem}.png")
+        paths.append(depth_dir / f"{stem}.npy")
+    return paths

@@ -1,0 +1,158 @@
+"""Iterative point tracker: refines query-point tracks through a sequence of feature maps.
+
+After CoTracker and VGGSfM as used by VGGT; parameter names follow the released VGGT checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vggt.heads.track_modules.blocks import CorrelationPyramid, EfficientUpdateFormer
+from vggt.heads.track_modules.utils import flow_embedding, sample_features, sincos_grid_embedding
+from vggt.layers import Mlp
+
+# Flows are also fed raw, divided by the image size VGGT was trained at.
+FLOW_SCALE = 518.0
+
+
+def check_query_points(query_points: Tensor, batch_size: int | None = None) -> None:
+    """Raise ValueError unless query_points is [B, N, 2] (with B == batch_size when given) and N >= 1."""
+    if query_points.ndim != 3 or query_points.shape[-1] != 2 or query_points.shape[1] == 0:
+        raise ValueError(
+            f"query_points must be [B, N, 2] pixel (x, y) positions in the first frame with N >= 1, "
+            f"got shape {tuple(query_points.shape)}; add a batch axis with query_points[None] if needed"
+        )
+    if batch_size is not None and query_points.shape[0] != batch_size:
+        raise ValueError(
+            f"query_points has batch size {query_points.shape[0]} but the images have {batch_size}; "
+            "give one [N, 2] set of points per scene"
+        )
+
+
+class TrackerPredictor(nn.Module):
+    """Tracks query points through S feature maps by iterative refinement.
+
+    Every iteration correlates each track's feature with the feature maps around its current position,
+    and a transformer over all tracks and frames predicts updates of positions and track features. The
+    first frame holds the query points and its positions are never moved.
+
+    Args:
+        latent_dim: channels C of the feature maps.
+        hidden_size: width of the update transformer.
+        stride: the feature maps have 1 / stride the resolution of the images.
+        corr_levels, corr_radius: correlation pyramid depth and window radius.
+        depth, num_heads, num_virtual_tracks: update transformer sizes.
+        predict_conf: also predict a confidence per track and frame.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        hidden_size: int = 384,
+        stride: int = 2,
+        corr_levels: int = 7,
+        corr_radius: int = 4,
+        depth: int = 6,
+        num_heads: int = 8,
+        num_virtual_tracks: int = 64,
+        predict_conf: bool = True,
+    ) -> None:
+        super().__init__()
+        if latent_dim % 4:
+            raise ValueError(f"latent_dim must be divisible by 4, got {latent_dim}")
+        self.latent_dim = latent_dim
+        self.stride = stride
+        self.corr_levels = corr_levels
+        self.corr_radius = corr_radius
+        self.predict_conf = predict_conf
+
+        # Transformer input per track and frame: flow embedding (+ raw flow twice), correlations, track feature.
+        self.transformer_dim = 3 * latent_dim + 4
+        corr_dim = corr_levels * (2 * corr_radius + 1) ** 2
+        self.corr_mlp = Mlp(corr_dim, hidden_size, latent_dim)
+        # Row 0 marks the query frame, row 1 every other frame.
+        self.query_ref_token = nn.Parameter(torch.randn(1, 2, self.transformer_dim))
+        self.updateformer = EfficientUpdateFormer(
+            input_dim=self.transformer_dim,
+            hidden_size=hidden_size,
+            output_dim=latent_dim + 2,
+            depth=depth,
+            num_heads=num_heads,
+            num_virtual_tracks=num_virtual_tracks,
+        )
+        self.fmap_norm = nn.LayerNorm(latent_dim)
+        self.ffeat_norm = nn.GroupNorm(1, latent_dim)
+        self.ffeat_updater = nn.Sequential(nn.Linear(latent_dim, latent_dim), nn.GELU())
+        self.vis_predictor = nn.Sequential(nn.Linear(latent_dim, 1))
+        self.conf_predictor = nn.Sequential(nn.Linear(latent_dim, 1)) if predict_conf else None
+
+    def forward(
+        self, query_points: Tensor, fmaps: Tensor, iters: int = 4, apply_sigmoid: bool = True
+    ) -> tuple[list[Tensor], Tensor, Tensor | None]:
+        """Track query_points [B, N, 2] (image pixels, frame 0) through fmaps [B, S, C, H / stride, W / stride].
+
+        Returns the tracks after each iteration (a list of `iters` [B, S, N, 2] in image pixels),
+        visibility [B, S, N] and confidence [B, S, N] (None without predict_conf), as probabilities
+        when apply_sigmoid, else logits.
+        """
+        if fmaps.ndim != 5 or fmaps.shape[2] != self.latent_dim:
+            raise ValueError(f"fmaps must be [B, S, {self.latent_dim}, H, W], got shape {tuple(fmaps.shape)}")
+        check_query_points(query_points, fmaps.shape[0])
+        if iters < 1:
+            raise ValueError(f"iters must be at least 1, got {iters}")
+        batch, frames, _, height, width = fmaps.shape
+        num_tracks = query_points.shape[1]
+        dim = self.latent_dim
+
+        fmaps = self.fmap_norm(fmaps.permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3)
+
+        # Positions live in feature-map pixels; coordinates stay in at least float32 under autocast.
+        coords_dtype = torch.promote_types(query_points.dtype, torch.float32)
+        queries = query_points.to(coords_dtype) / float(self.stride)  # [B, N, 2]
+        coords = queries[:, None].expand(batch, frames, num_tracks, 2)
+
+        query_feats = sample_features(fmaps[:, 0], queries)  # [B, N, C]
+        track_feats = query_feats[:, None].expand(batch, frames, num_tracks, dim)  # [B, S, N, C]
+        correlations = CorrelationPyramid(fmaps, self.corr_levels, self.corr_radius)
+
+        # Position of each track's query, embedded: the same for every frame and iteration.
+        grid_embed = sincos_grid_embedding(self.transformer_dim, height, width, device=fmaps.device)
+        query_pos_embed = sample_features(grid_embed.expand(batch, -1, -1, -1), queries)  # [B, N, D]
+        query_pos_embed = query_pos_embed.reshape(batch * num_tracks, 1, self.transformer_dim)
+        frame_token = torch.cat(
+            [self.query_ref_token[:, :1], self.query_ref_token[:, 1:].expand(-1, frames - 1, -1)], dim=1
+        )  # [1, S, D]
+
+        coord_preds = []
+        for _ in range(iters):
+            coords = coords.detach()
+            corr = correlations.sample(track_feats, coords)  # [B, S, N, L]
+            corr = self.corr_mlp(corr.transpose(1, 2).reshape(batch * num_tracks, frames, -1))
+
+            # Displacement from the query, per track: [B * N, S, 2]
+            flows = (coords - coords[:, :1]).transpose(1, 2).reshape(batch * num_tracks, frames, 2)
+            flow_feats = torch.cat([flow_embedding(flows, dim // 2), flows / FLOW_SCALE, flows / FLOW_SCALE], dim=-1)
+
+            feats = track_feats.transpose(1, 2).reshape(batch * num_tracks, frames, dim)
+            x = torch.cat([flow_feats.to(corr.dtype), corr, feats.to(corr.dtype)], dim=-1)
+            x = x + query_pos_embed + frame_token
+            x = x.to(corr.dtype).reshape(batch, num_tracks, frames, self.transformer_dim)
+
+            delta = self.updateformer(x).reshape(batch * num_tracks * frames, dim + 2)
+            delta_coords, delta_feats = delta[:, :2], delta[:, 2:]
+
+            feats = feats.reshape(-1, dim) + self.ffeat_updater(self.ffeat_norm(delta_feats))
+            track_feats = feats.reshape(batch, num_tracks, frames, dim).transpose(1, 2)
+
+            coords = coords + delta_coords.reshape(batch, num_tracks, frames, 2).transpose(1, 2)
+            # The query frame keeps its query positions.
+            coords = torch.cat([queries[:, None], coords[:, 1:]], dim=1)
+            coord_preds.append(coords * self.stride)
+
+        vis = self.vis_predictor(track_feats).squeeze(-1)  # [B, S, N]
+        conf = self.conf_predictor(track_feats).squeeze(-1) if self.conf_predictor is not None else None
+        if apply_sigmoid:
+            vis = torch.sigmoid(vis)
+            conf = torch.sigmoid(conf) if conf is not None else None
+        return coord_preds, vis, conf

@@ -1,0 +1,280 @@
+"""Finding, reading, checking and writing VGGT checkpoints.
+
+Sources: a Hugging Face Hub repo id (through huggingface_hub's cache, so `HF_HUB_OFFLINE=1` works
+with a cached snapshot), a `save_pretrained` directory (`config.json` + `model.safetensors`), a
+`.safetensors` file, or a `.pt`/`.pth` state dict read with `torch.load(weights_only=True)`.
+Every failure is a `CheckpointError` (or `FileNotFoundError`) with one message that names the
+problem and the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from vggt.models.config import VGGTConfig, get_preset
+
+if TYPE_CHECKING:
+    from vggt.models.vggt import VGGT
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# Looked for, in order, in a directory or a Hub repo. The released VGGT-1B repo ships model.pt too.
+WEIGHT_CANDIDATES = (WEIGHTS_NAME, "model.pt", "pytorch_model.bin", "model.pth")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+MODEL_TYPE = "vggt"
+# Keys a state dict may be nested under in training checkpoints.
+NESTED_KEYS = ("model", "state_dict", "model_state_dict")
+MAX_NAMES_SHOWN = 5
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be found, read or loaded; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+def config_to_json(config: VGGTConfig) -> dict[str, Any]:
+    return {"model_type": MODEL_TYPE, **config.to_dict()}
+
+
+def config_from_json(data: Mapping[str, Any], source: str) -> VGGTConfig:
+    """Our `config.json` (model_type "vggt") or the reference's (its constructor keywords)."""
+    from vggt.models.vggt import REFERENCE_KWARGS
+
+    data = dict(data)
+    if data.pop("model_type", None) == MODEL_TYPE:
+        try:
+            return VGGTConfig.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source}: invalid VGGT config: {err}") from None
+    reference = {k: v for k, v in data.items() if k in REFERENCE_KWARGS}
+    return VGGTConfig(**reference)
+
+
+def _read_config_file(path: Path) -> VGGTConfig:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); fix or delete it, or pass config=/preset=") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object; fix or delete it, or pass config=/preset=")
+    return config_from_json(data, str(path))
+
+
+# ---------------------------------------------------------------------------------------- finding
+
+
+def _is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and not os.path.splitext(name)[1]
+
+
+def resolve_checkpoint(
+    name_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> tuple[Path, Path | None]:
+    """Locate (weights file, config file or None) for a local path or a Hub repo id."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        for candidate in WEIGHT_CANDIDATES:
+            if (path / candidate).is_file():
+                config = path / CONFIG_NAME
+                return path / candidate, config if config.is_file() else None
+        raise FileNotFoundError(
+            f"No weights in directory {path}: expected one of {', '.join(WEIGHT_CANDIDATES)} "
+            "(save_pretrained writes config.json + model.safetensors)"
+        )
+    if path.is_file():
+        sibling = path.parent / CONFIG_NAME
+        return path, sibling if sibling.is_file() else None
+    if path.suffix in (".safetensors", *TORCH_SUFFIXES) or not _is_hub_id(str(name_or_path)):
+        raise FileNotFoundError(
+            f"Checkpoint not found: {name_or_path} is neither an existing file or directory nor a Hub repo id "
+            "like 'facebook/VGGT-1B'"
+        )
+    return _download_from_hub(
+        str(name_or_path),
+        revision=revision,
+        cache_dir=cache_dir,
+        force_download=force_download,
+        local_files_only=local_files_only,
+        token=token,
+    )
+
+
+def _download_from_hub(repo_id: str, **kwargs: Any) -> tuple[Path, Path | None]:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline_advice = (
+        f"Could not get {repo_id} from the Hugging Face Hub: no network connection (or HF_HUB_OFFLINE=1) and no "
+        f"cached copy. Download model.safetensors (and config.json) on a connected machine, then pass the local "
+        f"path: VGGT.from_pretrained('/path/to/model.safetensors') or `--checkpoint /path/to/dir`"
+    )
+    weights = None
+    for candidate in WEIGHT_CANDIDATES:
+        try:
+            weights = Path(hf_hub_download(repo_id, candidate, **kwargs))
+            break
+        except EntryNotFoundError:
+            continue
+        except LocalEntryNotFoundError:
+            # Not cached under this name; with no network we cannot tell whether it exists at all.
+            continue
+        except GatedRepoError:
+            raise CheckpointError(
+                f"{repo_id} is gated on the Hub: accept its terms on the model page and log in (`hf auth login`)"
+            ) from None
+        except RepositoryNotFoundError:
+            raise CheckpointError(
+                f"Hub repo {repo_id} not found (or private: log in with `hf auth login` or pass token=)"
+            ) from None
+        except RevisionNotFoundError:
+            raise CheckpointError(f"Revision {kwargs.get('revision')!r} not found in Hub repo {repo_id}") from None
+        except OSError as err:  # network failures surface as OSError subclasses
+            raise CheckpointError(f"{offline_advice} ({type(err).__name__})") from None
+    if weights is None:
+        raise CheckpointError(offline_advice)
+    try:
+        config = Path(hf_hub_download(repo_id, CONFIG_NAME, **kwargs))
+    except Exception:  # a repo without config.json (or not cached) falls back to the preset
+        config = None
+    return weights, config
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file or a `.pt`/`.pth`/`.bin` state dict (never unpickles objects)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        if path.suffix != ".safetensors" and "weights_only" in str(err):
+            raise CheckpointError(
+                f"{path} holds Python objects besides tensors and is not loaded, since unpickling them could run "
+                "arbitrary code; save a plain state dict (torch.save(model.state_dict(), ...)) or safetensors"
+            ) from None
+        raise CheckpointError(
+            f"{path} is truncated or corrupt and cannot be read ({type(err).__name__}: {str(err)[:120]}); "
+            "download it again"
+        ) from None
+    if isinstance(state, Mapping):
+        for key in NESTED_KEYS:
+            if key in state and isinstance(state[key], Mapping):
+                state = state[key]
+                break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _few(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMES_SHOWN])
+    return shown + (f" and {len(names) - MAX_NAMES_SHOWN} more" if len(names) > MAX_NAMES_SHOWN else "")
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a CheckpointError naming missing/unexpected keys or the first mismatched shape."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    advice = "pass the matching config= or preset= (e.g. preset='tiny'), or check that this is a VGGT checkpoint"
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_few(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_few(unexpected)})")
+        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}; {advice}")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: tensor {key} has shape {tuple(state[key].shape)}, the model expects "
+                f"{tuple(tensor.shape)}; {advice}"
+            )
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def load_pretrained(
+    cls: type[VGGT],
+    name_or_path: str | Path,
+    *,
+    config: VGGTConfig | None = None,
+    preset: str | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    **hub_kwargs: Any,
+) -> VGGT:
+    weights_path, config_path = resolve_checkpoint(name_or_path, **hub_kwargs)
+    if config is None:
+        if preset is not None:
+            config = get_preset(preset)
+        elif config_path is not None:
+            config = _read_config_file(config_path)
+        else:
+            config = VGGTConfig()
+    state = read_state_dict(weights_path)
+
+    # Build without allocating or initialising parameters, then adopt the checkpoint's tensors.
+    with torch.device("meta"):
+        model = cls(config)
+    check_state_dict(model, state, str(weights_path))
+    model.load_state_dict(state, strict=True, assign=True)
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"internal error: tensors {_few(leftover)} were not materialised by the checkpoint")
+    model.to(device=device, dtype=dtype or torch.float32)
+    model.eval()
+    return model
+
+
+def save_model_dir(model: VGGT, directory: str | Path) -> None:
+    """Write `config.json` and `model.safetensors` (each atomically) into `directory`."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    text = json.dumps(config_to_json(model.config), indent=2, sort_keys=True)
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

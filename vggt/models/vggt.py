@@ -1,0 +1,229 @@
+"""VGGT: aggregator plus camera, depth, point and track heads."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import Tensor, nn
+
+from vggt.heads.camera_head import CameraHead
+from vggt.heads.dpt_head import DPTHead
+from vggt.heads.track_head import TrackHead
+from vggt.models.aggregator import Aggregator
+from vggt.models.config import VGGTConfig, get_preset
+
+# Keywords of the reference constructor, kept so that `VGGT(img_size=..., enable_track=False)` works.
+REFERENCE_KWARGS = (
+    "img_size",
+    "patch_size",
+    "embed_dim",
+    "enable_camera",
+    "enable_point",
+    "enable_depth",
+    "enable_track",
+)
+
+
+class VGGT(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="vggt",
+    repo_url="https://github.com/facebookresearch/vggt",
+    tags=["3d-reconstruction", "depth-estimation", "camera-pose-estimation", "point-tracking"],
+    license="other",
+):
+    """Visual Geometry Grounded Transformer.
+
+    `VGGT()` is VGGT-1B with random weights; `VGGT.from_pretrained("facebook/VGGT-1B")` loads the
+    released checkpoint; `VGGT.from_preset("tiny")` builds a small random model.
+    """
+
+    def __init__(self, config: VGGTConfig | None = None, **reference_kwargs: Any) -> None:
+        super().__init__()
+        unknown = sorted(set(reference_kwargs) - set(REFERENCE_KWARGS))
+        if unknown:
+            raise TypeError(
+                f"VGGT() got unexpected keywords {unknown}; accepted: config, {', '.join(REFERENCE_KWARGS)}"
+            )
+        config = dataclasses.replace(config if config is not None else VGGTConfig(), **reference_kwargs)
+        self.config = config
+        c = config
+
+        self.aggregator = Aggregator(c)
+        # Registration order follows the released checkpoint's key order.
+        self.camera_head = (
+            CameraHead(
+                dim_in=c.head_dim_in,
+                trunk_depth=c.camera_trunk_depth,
+                num_heads=c.camera_num_heads,
+                mlp_ratio=c.camera_mlp_ratio,
+                init_values=c.layerscale,
+            )
+            if c.enable_camera
+            else None
+        )
+        dense = dict(
+            dim_in=c.head_dim_in,
+            patch_size=c.patch_size,
+            out_channels=c.dpt_out_channels,
+            intermediate_layer_idx=c.dpt_layers,
+        )
+        self.point_head = (
+            DPTHead(output_dim=4, activation="inv_log", conf_activation="expp1", features=c.dpt_features, **dense)
+            if c.enable_point
+            else None
+        )
+        self.depth_head = (
+            DPTHead(output_dim=2, activation="exp", conf_activation="expp1", features=c.dpt_features, **dense)
+            if c.enable_depth
+            else None
+        )
+        self.track_head = (
+            TrackHead(
+                features=c.track_features,
+                iters=c.track_iterations,
+                stride=c.track_stride,
+                corr_levels=c.track_corr_levels,
+                corr_radius=c.track_corr_radius,
+                hidden_size=c.track_hidden_size,
+                updateformer_depth=c.track_updateformer_depth,
+                updateformer_num_heads=c.track_updateformer_num_heads,
+                num_virtual_tracks=c.track_num_virtual_tracks,
+                **dense,
+            )
+            if c.enable_track
+            else None
+        )
+        self.aggregator.keep_layers = c.layers_needed()
+
+    # ------------------------------------------------------------------ construction and loading
+
+    @classmethod
+    def from_preset(cls, name: str = "vggt-1b", **overrides: Any) -> VGGT:
+        """A randomly initialised model of a named preset (`vggt-1b`, `tiny`); keywords override fields."""
+        return cls(dataclasses.replace(get_preset(name), **overrides))
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        config: VGGTConfig | None = None,
+        preset: str | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **kwargs: Any,
+    ) -> VGGT:
+        """Load weights from a Hub repo id, a `save_pretrained` directory, a `.safetensors` or a `.pt`/`.pth` file.
+
+        The architecture comes from `config`, else `preset`, else the checkpoint's `config.json`,
+        else VGGT-1B. Loading is strict: every tensor must be present with the right shape.
+        """
+        from vggt.models import checkpoint as ckpt
+
+        return ckpt.load_pretrained(
+            cls,
+            pretrained_model_name_or_path,
+            config=config,
+            preset=preset,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from vggt.models import checkpoint as ckpt
+
+        ckpt.save_model_dir(self, save_directory)
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute transformer blocks in the backward pass when training (on by default)."""
+        self.aggregator.gradient_checkpointing = enabled
+
+    # ------------------------------------------------------------------ forward
+
+    def _check_inputs(self, images: Tensor, query_points: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if not isinstance(images, Tensor):
+            raise ValueError(
+                f"images must be a torch.Tensor [S, 3, H, W] or [B, S, 3, H, W], got {type(images).__name__}"
+            )
+        if images.dim() == 4:
+            images = images.unsqueeze(0)
+        if images.dim() != 5:
+            raise ValueError(f"images must have shape [S, 3, H, W] or [B, S, 3, H, W], got {tuple(images.shape)}")
+        B, S, C, H, W = images.shape
+        if B == 0 or S == 0:
+            raise ValueError(f"images is empty (shape {tuple(images.shape)}): pass at least one frame")
+        if C != 3:
+            raise ValueError(f"images must have 3 (RGB) channels in dim -3, got {C} (shape {tuple(images.shape)})")
+        p = self.config.patch_size
+        if H % p or W % p or H == 0 or W == 0:
+            raise ValueError(
+                f"image height and width must be positive multiples of the patch size {p}, got {H}x{W}; "
+                "use vggt.utils.load_fn.load_and_preprocess_images to resize"
+            )
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or infinite values; expected values in [0, 1]")
+        if query_points is not None:
+            if query_points.dim() == 2:
+                query_points = query_points.unsqueeze(0)
+            if query_points.dim() != 3 or query_points.shape[-1] != 2 or query_points.shape[0] != B:
+                raise ValueError(
+                    f"query_points must have shape [N, 2] or [B={B}, N, 2] (pixel x, y in the first frame), "
+                    f"got {tuple(query_points.shape)}"
+                )
+            if not torch.isfinite(query_points).all():
+                raise ValueError("query_points contain NaN or infinite values")
+        return images, query_points
+
+    def forward(self, images: Tensor, query_points: Tensor | None = None) -> dict[str, Any]:
+        """Predict cameras, depth, point maps and (with query points) tracks.
+
+        Args:
+            images: [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size.
+            query_points: optional [N, 2] or [B, N, 2] pixel (x, y) in the first frame.
+
+        Returns a dict with `pose_enc` [B, S, 9], `pose_enc_list` (one per refinement iteration),
+        `depth` [B, S, H, W, 1], `depth_conf` [B, S, H, W], `world_points` [B, S, H, W, 3],
+        `world_points_conf` [B, S, H, W], `images` (eval mode), and with query points `track`
+        [B, S, N, 2], `vis` [B, S, N], `conf` [B, S, N].
+        """
+        images, query_points = self._check_inputs(images, query_points)
+        tokens, patch_start_idx = self.aggregator(images)
+        # The heads run in float32 even under autocast, as the reference does.
+        tokens = [t.float() if t is not None else None for t in tokens]
+        images_f32 = images.float()
+        chunk = self.config.frames_chunk_size
+        predictions: dict[str, Any] = {}
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            if self.camera_head is not None:
+                pose_enc_list = self.camera_head(tokens)
+                predictions["pose_enc"] = pose_enc_list[-1]
+                predictions["pose_enc_list"] = pose_enc_list
+            if self.depth_head is not None:
+                depth, depth_conf = self.depth_head(tokens, images_f32, patch_start_idx, frames_chunk_size=chunk)
+                predictions["depth"], predictions["depth_conf"] = depth, depth_conf
+            if self.point_head is not None:
+                points, points_conf = self.point_head(tokens, images_f32, patch_start_idx, frames_chunk_size=chunk)
+                predictions["world_points"], predictions["world_points_conf"] = points, points_conf
+            if self.track_head is not None and query_points is not None:
+                track_list, vis, conf = self.track_head(
+                    tokens, images_f32, patch_start_idx, query_points=query_points.float()
+                )
+                predictions["track"], predictions["vis"], predictions["conf"] = track_list[-1], vis, conf
+        if not self.training:
+            predictions["images"] = images
+        return predictions

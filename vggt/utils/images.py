@@ -1,0 +1,93 @@
+"""Reading image files robustly into upright 8-bit RGB.
+
+Every failure (missing file, not an image, corrupt or truncated data) is an `ImageReadError`, a `ValueError`
+whose message names the file, so that command-line tools can report it in one line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+# Modes that carry an alpha channel; such images are composited on white, as VGGT's reference loader does for RGBA.
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+# 8-bit range / 16-bit range: maps 0 -> 0 and 65535 -> 255.
+_UINT16_TO_UINT8 = 255.0 / 65535.0
+_UINT16_MAX = 65535
+_WHITE = (255, 255, 255, 255)
+
+
+class ImageReadError(ValueError):
+    """An image file could not be read; the message names the file and the reason."""
+
+
+def read_image_rgb(path: str | os.PathLike) -> Image.Image:
+    """Read one image file as an upright 8-bit RGB PIL image.
+
+    - applies the EXIF orientation tag (so width and height are those of the image as displayed);
+    - alpha (RGBA, LA, PA, palette or RGB with a transparent colour) is composited on white;
+    - palette, grayscale, bilevel and CMYK images are converted to RGB;
+    - 16-bit and 32-bit integer grayscale (`I;16*`, `I`) is rescaled from the 16-bit range to 8 bits, not clipped.
+
+    Raises:
+        ImageReadError: missing file, not an image, corrupt or truncated data, unsupported pixel format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"image file not found: {path}")
+    if not path.is_file():
+        raise ImageReadError(f"not an image file (it is a directory or special file): {path}")
+    try:
+        with Image.open(path) as opened:
+            opened.load()  # decode now: truncated or corrupt data fails here, not later
+            image = ImageOps.exif_transpose(opened)
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(
+            f"not a readable image (unknown or unsupported format): {path}; remove it or convert it to PNG/JPEG"
+        ) from None
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"image is too large to decode safely: {path} ({error}); downscale it first") from None
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, EOFError... for bad data
+        raise ImageReadError(f"corrupt or truncated image file: {path} ({error}); re-save or remove it") from error
+    try:
+        return _to_rgb(image, path)
+    except ImageReadError:
+        raise
+    except Exception as error:
+        raise ImageReadError(f"cannot convert image {path} (mode {image.mode}) to RGB: {error}") from error
+
+
+def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
+    if image.mode.startswith("I;16") or image.mode == "I":
+        pixels = np.asarray(image).astype(np.float64).clip(0, _UINT16_MAX)
+        image = Image.fromarray(np.round(pixels * _UINT16_TO_UINT8).astype(np.uint8))
+    elif image.mode == "F":
+        raise ImageReadError(
+            f"32-bit floating-point image {path} is not supported (unknown value range); save it as 8 or 16-bit"
+        )
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def list_image_files(folder: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files (by extension, case-insensitive) directly inside `folder`, sorted by name.
+
+    Raises:
+        ValueError: the folder does not exist or holds no image files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"image folder not found: {folder}")
+    suffixes = {e.lower() for e in extensions}
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise ValueError(f"no image files ({', '.join(sorted(suffixes))}) in {folder}")
+    return files
