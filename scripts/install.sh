@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install vggt and its dependencies into the active Python environment (a virtual environment).
+#
+#   bash scripts/install.sh          # the package: model, reconstruction and exports, training
+#   bash scripts/install.sh all      # the same plus bundle adjustment (Theseus) and the test tools
+#
+# torch is pinned to the CPU build these machines carry on disk; on a GPU machine install the
+# CUDA torch you want first and this script keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/python}}"
+PYTHON="${PYTHON:-python}"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+
+"$PYTHON" -m pip install --quiet --upgrade pip
+if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
+    "$PYTHON" -m pip install --quiet "torch==${TORCH_VERSION}"
+fi
+
+extras="export,train"
+if [ "${1:-}" = "all" ]; then extras="export,train,dev"; fi
+"$PYTHON" -m pip install --quiet -e ".[${extras}]"
+
+if [ "${1:-}" = "all" ]; then
+    bash scripts/install_theseus.sh
+fi
+"$PYTHON" -c "import torch, vggt; print('vggt', vggt.__version__, 'with torch', torch.__version__)"
