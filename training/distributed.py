@@ -80,15 +80,17 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average scalar metrics over ranks (identity in a one-process run)."""
-    if not dist.is_initialized() or not values:
-        return values
-    keys = sorted(values)
-    stacked = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
-    stacked /= dist.get_world_size()
-    return dict(zip(keys, stacked.tolist()))
+def all_gather_metrics(values: dict[str, float]) -> dict[str, float]:
+    """Average scalar metrics over the ranks that reported them (a term may be absent on some ranks)."""
+    if not dist.is_initialized():
+        return dict(values)
+    everyone: list[dict[str, float] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, dict(values))
+    merged: dict[str, float] = {}
+    for name in sorted({k for rank_values in everyone for k in rank_values}):
+        reported = [rank_values[name] for rank_values in everyone if name in rank_values]
+        merged[name] = sum(reported) / len(reported)
+    return merged
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:

@@ -171,6 +171,45 @@ def _theseus_classes() -> dict[str, type]:
                 name=new_name,
             )
 
+    class ScaleGaugeCost(th.CostFunction):
+        """Residual [1] `|C - C_0| / distance - 1` on camera centres: keeps the scale of the reconstruction."""
+
+        def __init__(self, pose, pose_0, distance, weight, name: str | None = None):
+            super().__init__(weight, name=name)
+            self.pose, self.pose_0, self.distance = pose, pose_0, distance
+            self.register_optim_var("pose")
+            self.register_aux_vars(["pose_0", "distance"])
+
+        @staticmethod
+        def _center(pose, jacobians=None) -> torch.Tensor:
+            origin = pose.tensor.new_zeros(pose.tensor.shape[0], 3)
+            return pose.transform_to(origin, jacobians=jacobians).tensor  # world-from-camera applied to 0
+
+        def _residual(self, with_jacobians: bool):
+            jac_center: list[torch.Tensor] = [] if with_jacobians else None
+            offset = self._center(self.pose, jac_center) - self._center(self.pose_0)
+            length = torch.linalg.norm(offset, dim=1, keepdim=True)
+            residual = length / self.distance.tensor - 1.0
+            if not with_jacobians:
+                return residual, None
+            d_length = (offset / (length * self.distance.tensor))[:, None, :]  # [B, 1, 3]
+            return residual, [d_length @ jac_center[0]]
+
+        def error(self) -> torch.Tensor:
+            return self._residual(with_jacobians=False)[0]
+
+        def jacobians(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+            residual, jacobians = self._residual(with_jacobians=True)
+            return jacobians, residual
+
+        def dim(self) -> int:
+            return 1
+
+        def _copy_impl(self, new_name: str | None = None) -> ScaleGaugeCost:
+            return ScaleGaugeCost(
+                self.pose.copy(), self.pose_0.copy(), self.distance.copy(), self.weight.copy(), name=new_name
+            )
+
     class AdaptiveCholmodSolver(th.CholmodSparseSolver):
         """CHOLMOD solver that takes one damping value per problem of the batch, so that LM can adapt it."""
 
@@ -204,6 +243,7 @@ def _theseus_classes() -> dict[str, type]:
     return {
         "CauchyLoss": CauchyLoss,
         "ReprojectionCost": ReprojectionCost,
+        "ScaleGaugeCost": ScaleGaugeCost,
         "AdaptiveCholmodSolver": AdaptiveCholmodSolver,
         "LevenbergMarquardt": LevenbergMarquardt,
     }
@@ -452,21 +492,6 @@ def _add_scale_gauge(th, objective, poses, extrinsics: torch.Tensor) -> int | No
     if distances[:, anchor].min() <= MIN_BASELINE_FRACTION * extent:
         return None
     target = th.Variable(tensor=distances[:, anchor : anchor + 1].clone(), name="gauge_distance")
-
-    def scale_residual(optim_vars, aux_vars):
-        pose, (pose_0, distance) = optim_vars[0], aux_vars
-        center = -(pose.rotation().tensor.transpose(-1, -2) @ pose.translation().tensor[..., None])[..., 0]
-        center_0 = -(pose_0.rotation().tensor.transpose(-1, -2) @ pose_0.translation().tensor[..., None])[..., 0]
-        return torch.linalg.norm(center - center_0, dim=-1, keepdim=True) / distance.tensor - 1.0
-
-    objective.add(
-        th.AutoDiffCostFunction(
-            [poses[anchor]],
-            scale_residual,
-            1,
-            aux_vars=[poses[0], target],
-            cost_weight=th.ScaleCostWeight(SCALE_GAUGE_WEIGHT),
-            name="scale_gauge",
-        )
-    )
+    weight = th.ScaleCostWeight(th.Variable(torch.full((1, 1), SCALE_GAUGE_WEIGHT, dtype=torch.float64)))
+    objective.add(_theseus_classes()["ScaleGaugeCost"](poses[anchor], poses[0], target, weight, name="scale_gauge"))
     return anchor

@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from vggt.utils.images import IMAGE_EXTENSIONS, read_image_rgb
 
 CAMERAS_FILE = "cameras.json"
 IMAGES_DIR = "images"
 DEPTH_DIR = "depth"
 MASKS_DIR = "masks"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEPTH_NPY_SUFFIX = ".npy"
 DEPTH_PNG_SUFFIX = ".png"
 MASK_SUFFIX = ".png"
@@ -107,7 +108,7 @@ class Scene:
         if self.images is not None:
             image = self.images[index]
         elif self.image_paths is not None:
-            image = read_image(self.image_paths[index])
+            image = read_image(self.image_paths[index], scene_name=self.name)
         else:
             raise ValueError(f"scene '{self.name}' holds neither images nor image paths")
         depth = None
@@ -138,11 +139,12 @@ def _listing(names: Sequence[str]) -> str:
     return shown + (f" (and {len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """An image file as [H, W, 3] uint8 RGB, with its EXIF rotation applied."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        return np.asarray(image.convert("RGB"))
+def read_image(path: Path | str, scene_name: str = "?") -> np.ndarray:
+    """An image file as [H, W, 3] uint8 RGB, upright (EXIF rotation applied)."""
+    try:
+        return np.asarray(read_image_rgb(path))
+    except ValueError as error:
+        raise SceneFormatError(f"scene '{scene_name}': {error}") from None
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
@@ -347,7 +349,8 @@ def load_scene(path: Path | str, load_data: bool = True, use_depth: bool = True,
         raise _fail(
             name,
             images_dir,
-            f"{len(on_disk)} images on disk but {len(image_names)} in {CAMERAS_FILE}; not listed: {_listing(list(extra))}",
+            f"{len(on_disk)} images on disk but {len(image_names)} in {CAMERAS_FILE}; "
+            f"not listed: {_listing(list(extra))}",
         )
     image_paths = [images_dir / n for n in image_names]
     for image_path, size in zip(image_paths, sizes):

@@ -44,6 +44,7 @@ AMBIENT_LIGHT = 0.35
 SKY_TOP_COLOUR = np.array([0.55, 0.7, 0.95])
 SKY_HORIZON_COLOUR = np.array([0.9, 0.92, 0.95])
 _NO_HIT = np.inf
+RAYS_PER_CHUNK = 1 << 20  # bounds the temporaries of one chunk to a few hundred MB
 _HASH_PRIMES = (73856093, 19349663, 83492791)
 
 
@@ -297,33 +298,40 @@ def render(
     """Ray cast the layout: images [S, H, W, 3] uint8 and depths [S, H, W] float32 (z in metres, 0 = sky)."""
     rows, cols = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
     pixels = np.stack([cols.ravel(), rows.ravel(), np.ones(height * width)], axis=-1)
-    images, depths = [], []
-    for intrinsic, extrinsic in zip(intrinsics, extrinsics):
-        rotation, translation = extrinsic[:, :3], extrinsic[:, 3]
-        # Rays with camera-space z = 1, so the ray parameter t is the z-depth.
-        directions = (pixels @ np.linalg.inv(intrinsic).T) @ rotation
-        origins = np.broadcast_to(-rotation.T @ translation, directions.shape)
-        best_t = np.full(len(pixels), _NO_HIT)
-        best_normals = np.zeros((len(pixels), 3))
-        owner = np.full(len(pixels), -1)
-        for index, primitive in enumerate(layout.primitives):
-            t, normals = primitive.intersect(origins, directions)
-            closer = t < best_t
-            best_t[closer], best_normals[closer], owner[closer] = t[closer], normals[closer], index
-        colours = np.zeros((len(pixels), 3))
-        for index, primitive in enumerate(layout.primitives):
-            seen = owner == index
-            points = origins[seen] + best_t[seen, None] * directions[seen]
-            normal = best_normals[seen]
-            normal = np.where((np.einsum("nc,nc->n", normal, directions[seen]) > 0)[:, None], -normal, normal)
-            light = AMBIENT_LIGHT + (1 - AMBIENT_LIGHT) * np.clip(normal @ layout.light_direction, 0.0, 1.0)
-            colours[seen] = primitive.material.albedo(points) * light[:, None]
-        sky = ~np.isfinite(best_t)
-        elevation = np.clip(directions[sky, 2] / np.linalg.norm(directions[sky], axis=-1), 0.0, 1.0)[:, None]
-        colours[sky] = SKY_HORIZON_COLOUR + (SKY_TOP_COLOUR - SKY_HORIZON_COLOUR) * elevation
-        images.append(np.round(colours.reshape(height, width, 3) * 255).astype(np.uint8))
-        depths.append(np.where(sky, 0.0, best_t).reshape(height, width).astype(np.float32))
-    return np.stack(images), np.stack(depths)
+    # Rays with camera-space z = 1, so the ray parameter t is the z-depth.
+    rotations = extrinsics[:, :, :3]
+    directions = np.einsum("pk,sjk,sji->spi", pixels, np.linalg.inv(intrinsics), rotations).reshape(-1, 3)
+    centres = -np.einsum("sji,sj->si", rotations, extrinsics[:, :, 3])
+    origins = np.repeat(centres, height * width, axis=0)
+    colours, depths = np.zeros((len(directions), 3)), np.zeros(len(directions))
+    for start in range(0, len(directions), RAYS_PER_CHUNK):
+        chunk = slice(start, start + RAYS_PER_CHUNK)
+        colours[chunk], depths[chunk] = _cast_rays(layout, origins[chunk], directions[chunk])
+    images = np.round(colours * 255).astype(np.uint8).reshape(len(extrinsics), height, width, 3)
+    return images, depths.astype(np.float32).reshape(len(extrinsics), height, width)
+
+
+def _cast_rays(layout: SceneLayout, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 3] rays -> colours [N, 3] in [0, 1] and ray parameters [N] (0 where the ray hits nothing)."""
+    best_t = np.full(len(directions), _NO_HIT)
+    best_normals = np.zeros_like(directions)
+    owner = np.full(len(directions), -1)
+    for index, primitive in enumerate(layout.primitives):
+        t, normals = primitive.intersect(origins, directions)
+        closer = t < best_t
+        best_t[closer], best_normals[closer], owner[closer] = t[closer], normals[closer], index
+    colours = np.zeros_like(directions)
+    for index, primitive in enumerate(layout.primitives):
+        seen = owner == index
+        points = origins[seen] + best_t[seen, None] * directions[seen]
+        normal = best_normals[seen]
+        normal = np.where((np.einsum("nc,nc->n", normal, directions[seen]) > 0)[:, None], -normal, normal)
+        light = AMBIENT_LIGHT + (1 - AMBIENT_LIGHT) * np.clip(normal @ layout.light_direction, 0.0, 1.0)
+        colours[seen] = primitive.material.albedo(points) * light[:, None]
+    sky = owner < 0
+    elevation = np.clip(directions[sky, 2] / np.linalg.norm(directions[sky], axis=-1), 0.0, 1.0)[:, None]
+    colours[sky] = SKY_HORIZON_COLOUR + (SKY_TOP_COLOUR - SKY_HORIZON_COLOUR) * elevation
+    return colours, np.where(sky, 0.0, best_t)
 
 
 def generate_scene(

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-PLY_VERTEX_DTYPE = np.dtype(
-    [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-)
+PLY_VERTEX_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
 
 
 def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None) -> Path:

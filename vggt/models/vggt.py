@@ -210,7 +210,7 @@ class VGGT(
         predictions: dict[str, Any] = {}
         with torch.autocast(device_type=images.device.type, enabled=False):
             if self.camera_head is not None:
-                pose_enc_list = self.camera_head(tokens)
+                pose_enc_list = self.camera_head(tokens, num_iterations=self.config.camera_iterations)
                 predictions["pose_enc"] = pose_enc_list[-1]
                 predictions["pose_enc_list"] = pose_enc_list
             if self.depth_head is not None:

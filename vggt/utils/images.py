@@ -6,12 +6,15 @@ whose message names the file, so that command-line tools can report it in one li
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
@@ -46,7 +49,7 @@ def read_image_rgb(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as opened:
             opened.load()  # decode now: truncated or corrupt data fails here, not later
-            image = ImageOps.exif_transpose(opened)
+            image = _upright(opened, path)
     except Image.UnidentifiedImageError:
         raise ImageReadError(
             f"not a readable image (unknown or unsupported format): {path}; remove it or convert it to PNG/JPEG"
@@ -61,6 +64,15 @@ def read_image_rgb(path: str | os.PathLike) -> Image.Image:
         raise
     except Exception as error:
         raise ImageReadError(f"cannot convert image {path} (mode {image.mode}) to RGB: {error}") from error
+
+
+def _upright(image: Image.Image, path: Path) -> Image.Image:
+    """Apply the EXIF orientation; a malformed EXIF block only costs the orientation, not the image."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as error:  # Pillow's EXIF parser raises assorted errors on malformed tags
+        logger.warning("ignoring unreadable EXIF orientation of %s: %s", path, error)
+        return image.copy()
 
 
 def _to_rgb(image: Image.Image, path: Path) -> Image.Image:

@@ -264,7 +264,8 @@ def _to_tensor(photo: Image.Image) -> torch.Tensor:
 
 def _like(values: tuple[float, ...], reference: Array) -> Array:
     if isinstance(reference, torch.Tensor):
-        return torch.tensor(values, dtype=reference.dtype, device=reference.device)
+        dtype = reference.dtype if reference.is_floating_point() else torch.get_default_dtype()
+        return torch.tensor(values, dtype=dtype, device=reference.device)
     return np.asarray(values, dtype=np.result_type(reference, np.float32))
 
 

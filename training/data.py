@@ -1,0 +1,359 @@
+"""Training data: multi-view samples from scene folders or from synthetic scenes rendered on the fly.
+
+A sample is `num_frames` views (2..24 by default) of one scene, cropped and resized to one shared shape
+(see vggt.data.augment). A batch holds samples with the same number of frames and the same shape, and as
+many of them as fit a constant frame budget per GPU: batch size = frames_per_gpu // num_frames (48 frames
+per GPU in the paper). The batch sampler draws (number of frames, aspect ratio, scenes) for every step
+from (seed, epoch) alone, so all ranks agree on a step's global batch, each rank takes its own slice, and
+a run is reproducible and resumable batch for batch. Every sample carries its own seed for frame choice
+and augmentation, so results do not depend on the number of data workers.
+
+Batch dict produced by `collate_samples` (B samples of S frames at H x W, H and W multiples of 14):
+
+    images       [B, S, 3, H, W] float32 in [0, 1]
+    intrinsics   [B, S, 3, 3]    float32, in pixels of the H x W images (pixel centres at integers)
+    extrinsics   [B, S, 3, 4]    float32 camera-from-world, OpenCV axes (x right, y down, z forward)
+    depths       [B, S, H, W]    float32 metres, 0 where unknown           } absent when no sample of the
+    valid_masks  [B, S, H, W]    bool: depth > 0 and inside the scene mask } batch has depth
+    has_depth    [B]             bool: which samples carry depth (the others have zero depth, no valid pixel)
+    scene_names  list[str]       B scene names
+    frame_ids    [B, S]          int64 indices of the frames in their scene
+
+World points are not in the batch: unproject `depths` with vggt.utils.geometry when needed.
+
+Config (the `data:` section of a training YAML; `build_train_loader`):
+
+    source: synthetic | folders   # scenes rendered on the fly, or scene folders on disk
+    roots: [PATH, ...]            # folders: dataset roots (folders of scenes) or single scene folders
+    num_scenes: 64                # synthetic: number of distinct scene layouts
+    frames_per_gpu: 48
+    num_frames: [2, 24]           # inclusive range of frames per sample
+    batches_per_epoch: null       # default: about one visit of each scene per epoch
+    use_depth: true               # false: camera-only training even where depth exists
+    augment: true                 # false: centre crops, no colour changes
+    num_workers: 0
+    image: {max_size: 518, patch_size: 14, aspect_range: [0.33, 1.0], ...}   # vggt.data.augment.AugmentConfig
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vggt.data.augment import AugmentConfig, augment_colors, augment_frames, target_shape
+from vggt.data.scene import CAMERAS_FILE, Frame, Scene, list_scenes, load_scene
+from vggt.data.synthetic import generate_scene, sample_layout
+
+PAPER_FRAMES_PER_GPU = 48
+PAPER_NUM_FRAMES_RANGE = (2, 24)
+
+
+class SampleKey(NamedTuple):
+    """What the batch sampler asks the dataset for: everything a sample depends on."""
+
+    scene_index: int
+    num_frames: int
+    aspect_ratio: float  # height / width of the output images
+    seed: int  # frame choice and augmentation
+
+
+class MultiViewDataset(Dataset):
+    """Base class: turns a SampleKey into a sample dict (see the module docstring, without the batch dim).
+
+    Subclasses implement `__len__` (number of scenes) and `load_frames`.
+    """
+
+    def __init__(self, image_config: AugmentConfig | None = None, augment: bool = True, use_depth: bool = True):
+        self.image_config = image_config or AugmentConfig()
+        self.augment = augment
+        self.use_depth = use_depth
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load_frames(
+        self, scene_index: int, num_frames: int, out_hw: tuple[int, int], rng: np.random.Generator
+    ) -> tuple[str, np.ndarray, list[Frame]]:
+        """(scene name, frame ids [S], frames already at `out_hw` and augmented)."""
+        raise NotImplementedError
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        key = SampleKey(*key)
+        out_hw = target_shape(key.aspect_ratio, self.image_config.max_size, self.image_config.patch_size)
+        rng = np.random.default_rng(key.seed)
+        name, frame_ids, frames = self.load_frames(key.scene_index, key.num_frames, out_hw, rng)
+        sample: dict[str, Any] = {
+            "images": torch.from_numpy(np.stack([f.image for f in frames])).permute(0, 3, 1, 2).float() / 255.0,
+            "intrinsics": torch.from_numpy(np.stack([f.intrinsic for f in frames])).float(),
+            "extrinsics": torch.from_numpy(np.stack([f.extrinsic for f in frames])).float(),
+            "scene_name": name,
+            "frame_ids": torch.as_tensor(frame_ids, dtype=torch.int64),
+        }
+        if self.use_depth and all(f.depth is not None for f in frames):
+            depths = torch.from_numpy(np.stack([f.depth for f in frames])).float()
+            valid = depths > 0
+            if all(f.mask is not None for f in frames):
+                valid &= torch.from_numpy(np.stack([f.mask for f in frames]))
+            sample["depths"] = torch.where(valid, depths, torch.zeros_like(depths))
+            sample["valid_masks"] = valid
+        return sample
+
+
+class SceneFolderDataset(MultiViewDataset):
+    """Scenes in the folder format of docs/dataset_format.md, validated when the dataset is built.
+
+    Args:
+        roots: dataset roots (folders of scene folders) and/or scene folders.
+        image_config: output size and augmentation strengths.
+        augment: random crops and colour changes (False: centre crops, original colours).
+        use_depth: False ignores depth/ folders (camera-only training).
+    """
+
+    def __init__(
+        self,
+        roots: Sequence[str | Path] | str | Path,
+        image_config: AugmentConfig | None = None,
+        augment: bool = True,
+        use_depth: bool = True,
+    ):
+        super().__init__(image_config, augment, use_depth)
+        roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+        if not roots:
+            raise ValueError("SceneFolderDataset needs at least one dataset root or scene folder")
+        folders: list[Path] = []
+        for root in map(Path, roots):
+            folders.extend([root] if (root / CAMERAS_FILE).is_file() else list_scenes(root))
+        self.scenes: list[Scene] = [load_scene(f, load_data=False, use_depth=use_depth) for f in folders]
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def load_frames(self, scene_index, num_frames, out_hw, rng):
+        scene = self.scenes[scene_index]
+        frame_ids = rng.choice(scene.num_frames, size=num_frames, replace=scene.num_frames < num_frames)
+        frames = [scene.read_frame(int(i), with_depth=self.use_depth) for i in frame_ids]
+        frames = augment_frames(frames, out_hw, rng if self.augment else None, self.image_config)
+        return scene.name, frame_ids, frames
+
+
+class SyntheticSceneDataset(MultiViewDataset):
+    """`num_scenes` synthetic layouts (vggt.data.synthetic); every sample renders new cameras at its size.
+
+    Scene i always has the same layout (seeded by `seed` and i); cameras and colours follow the sample seed.
+    """
+
+    def __init__(
+        self,
+        num_scenes: int,
+        image_config: AugmentConfig | None = None,
+        augment: bool = True,
+        use_depth: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(image_config, augment, use_depth)
+        if num_scenes < 1:
+            raise ValueError(f"num_scenes must be at least 1, got {num_scenes}")
+        self.num_scenes = num_scenes
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.num_scenes
+
+    def load_frames(self, scene_index, num_frames, out_hw, rng):
+        layout = sample_layout(np.random.default_rng([self.seed, scene_index]))
+        scene = generate_scene(num_frames, *out_hw, seed=int(rng.integers(2**31)), layout=layout)
+        frames = [scene.read_frame(i, with_depth=self.use_depth) for i in range(num_frames)]
+        if self.augment:
+            for frame in frames:
+                frame.image = augment_colors(frame.image, rng, self.image_config)
+        return f"synthetic_{scene_index:04d}", np.arange(num_frames), frames
+
+
+def sample_seed(*entropy: int) -> int:
+    """A 63-bit seed derived from integers (seed, epoch, step, position)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class FrameBudgetBatchSampler(Sampler[list[SampleKey]]):
+    """Batches of SampleKeys with a constant number of frames per GPU, sharded over ranks.
+
+    Each step draws a number of frames S from `num_frames_range` and an aspect ratio from `aspect_range`;
+    the batch size per rank is `frames_per_gpu // S`, and the global batch of `world_size` times that many
+    scenes is taken from a stream of shuffled scene indices; rank r gets the r-th slice. Everything comes
+    from (seed, epoch): ranks agree without communication, and `batch_keys(epoch)` is reproducible.
+    """
+
+    def __init__(
+        self,
+        num_scenes: int,
+        frames_per_gpu: int = PAPER_FRAMES_PER_GPU,
+        num_frames_range: tuple[int, int] = PAPER_NUM_FRAMES_RANGE,
+        aspect_range: tuple[float, float] = AugmentConfig.aspect_range,
+        batches_per_epoch: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ):
+        low, high = num_frames_range
+        if not 1 <= low <= high:
+            raise ValueError(f"num_frames range {num_frames_range} must satisfy 1 <= low <= high")
+        if high > frames_per_gpu:
+            raise ValueError(f"frames_per_gpu {frames_per_gpu} is below the largest sample ({high} frames)")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        if num_scenes < 1:
+            raise ValueError("the dataset has no scenes")
+        self.num_scenes = num_scenes
+        self.frames_per_gpu = frames_per_gpu
+        self.num_frames_range = (int(low), int(high))
+        self.aspect_range = tuple(aspect_range)
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        if batches_per_epoch is None:
+            typical_batch = frames_per_gpu // ((low + high) // 2)
+            batches_per_epoch = math.ceil(num_scenes / (typical_batch * world_size))
+        self.batches_per_epoch = max(1, int(batches_per_epoch))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        return iter(self.batch_keys(self.epoch))
+
+    def batch_keys(self, epoch: int) -> list[list[SampleKey]]:
+        """This rank's batches for `epoch`."""
+        rng = np.random.default_rng([self.seed, epoch])
+        scene_stream: list[int] = []
+        batches = []
+        for step in range(self.batches_per_epoch):
+            num_frames = int(rng.integers(self.num_frames_range[0], self.num_frames_range[1] + 1))
+            aspect_ratio = float(rng.uniform(*self.aspect_range))
+            per_rank = self.frames_per_gpu // num_frames
+            global_size = per_rank * self.world_size
+            while len(scene_stream) < global_size:
+                scene_stream.extend(rng.permutation(self.num_scenes).tolist())
+            scenes, scene_stream = scene_stream[:global_size], scene_stream[global_size:]
+            positions = range(self.rank * per_rank, (self.rank + 1) * per_rank)
+            batches.append(
+                [
+                    SampleKey(scenes[p], num_frames, aspect_ratio, sample_seed(self.seed, epoch, step, p))
+                    for p in positions
+                ]
+            )
+        return batches
+
+
+def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stack sample dicts into the batch dict of the module docstring."""
+    shapes = {tuple(s["images"].shape) for s in samples}
+    if len(shapes) > 1:
+        raise ValueError(f"samples of one batch must share frames and size, got shapes {sorted(shapes)}")
+    batch: dict[str, Any] = {
+        key: torch.stack([s[key] for s in samples]) for key in ("images", "intrinsics", "extrinsics", "frame_ids")
+    }
+    batch["scene_names"] = [s["scene_name"] for s in samples]
+    has_depth = [("depths" in s) for s in samples]
+    if any(has_depth):
+        _, frames, _, height, width = batch["images"].shape
+        empty_depth = torch.zeros(frames, height, width)
+        empty_mask = torch.zeros(frames, height, width, dtype=torch.bool)
+        batch["depths"] = torch.stack([s.get("depths", empty_depth) for s in samples])
+        batch["valid_masks"] = torch.stack([s.get("valid_masks", empty_mask) for s in samples])
+        batch["has_depth"] = torch.tensor(has_depth)
+    return batch
+
+
+@dataclass
+class DataConfig:
+    """The `data:` section of a training config (see the module docstring)."""
+
+    source: str = "synthetic"
+    roots: list[str] = field(default_factory=list)
+    num_scenes: int = 64
+    frames_per_gpu: int = PAPER_FRAMES_PER_GPU
+    num_frames: tuple[int, int] = PAPER_NUM_FRAMES_RANGE
+    batches_per_epoch: int | None = None
+    use_depth: bool = True
+    augment: bool = True
+    num_workers: int = 0
+    image: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
+        values = dict(values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"data: unknown keys {unknown}; known keys: {sorted(known)}")
+        image = values.pop("image", None) or {}
+        try:
+            image_config = image if isinstance(image, AugmentConfig) else AugmentConfig(**image)
+        except TypeError as error:
+            raise ValueError(f"data.image: {error}") from None
+        config = cls(**values, image=image_config)
+        config.num_frames = tuple(config.num_frames)
+        config.roots = [config.roots] if isinstance(config.roots, str) else list(config.roots)
+        if config.source not in ("synthetic", "folders"):
+            raise ValueError(f"data.source must be 'synthetic' or 'folders', got {config.source!r}")
+        if config.source == "folders" and not config.roots:
+            raise ValueError("data.source is 'folders' but data.roots is empty: list dataset roots or scene folders")
+        return config
+
+
+def build_dataset(config: DataConfig, seed: int = 0) -> MultiViewDataset:
+    if config.source == "synthetic":
+        return SyntheticSceneDataset(config.num_scenes, config.image, config.augment, config.use_depth, seed)
+    return SceneFolderDataset(config.roots, config.image, config.augment, config.use_depth)
+
+
+class TrainLoader:
+    """Batches for any (epoch, position): `iterate(epoch, skip)` resumes mid-epoch without loading skipped data."""
+
+    def __init__(self, dataset: MultiViewDataset, sampler: FrameBudgetBatchSampler, num_workers: int = 0):
+        self.dataset = dataset
+        self.sampler = sampler
+        self.num_workers = num_workers
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def iterate(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Any]]:
+        keys = self.sampler.batch_keys(epoch)[skip:]
+        if not keys:
+            return iter(())
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=keys,
+            collate_fn=collate_samples,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+        return iter(loader)
+
+
+def build_train_loader(config: Mapping[str, Any] | DataConfig, rank: int = 0, world_size: int = 1, seed: int = 0):
+    """The training loader for a `data:` config section, sharded for `rank` of `world_size`."""
+    config = config if isinstance(config, DataConfig) else DataConfig.from_dict(config)
+    dataset = build_dataset(config, seed)
+    sampler = FrameBudgetBatchSampler(
+        len(dataset),
+        frames_per_gpu=config.frames_per_gpu,
+        num_frames_range=config.num_frames,
+        aspect_range=config.image.aspect_range,
+        batches_per_epoch=config.batches_per_epoch,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+    )
+    return TrainLoader(dataset, sampler, config.num_workers)

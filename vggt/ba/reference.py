@@ -1,0 +1,94 @@
+"""The yardstick: the same bundle-adjustment problem solved by COLMAP's Ceres bundle adjuster through pycolmap."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Relative tolerance under which fx and fy count as equal (SIMPLE_PINHOLE: one focal length).
+SQUARE_PIXEL_TOLERANCE = 1e-9
+_CERES_LOSSES = {None: "TRIVIAL", "huber": "HUBER", "cauchy": "CAUCHY"}
+
+
+def build_pycolmap_reconstruction(extrinsics, intrinsics, points3d, tracks, mask, image_size, shared_camera: bool):
+    """A pycolmap.Reconstruction of [S, 3, 4] cameras, [S, 3, 3] intrinsics, [N, 3] points and [S, N, 2] tracks
+    observed where [S, N] mask, and the map from point3D id to point index j (points seen fewer than twice are
+    left out). Image i has id i + 1. Pixel coordinates are passed through unchanged."""
+    import pycolmap
+
+    height, width = image_size
+    extrinsics, intrinsics, points3d, tracks = (
+        np.asarray(a, dtype=np.float64) for a in (extrinsics, intrinsics, points3d, tracks)
+    )
+    mask = np.asarray(mask, dtype=bool)
+    frames = extrinsics.shape[0]
+    reconstruction = pycolmap.Reconstruction()
+    for i in range(frames if not shared_camera else 1):
+        fx, fy, cx, cy = intrinsics[i, 0, 0], intrinsics[i, 1, 1], intrinsics[i, 0, 2], intrinsics[i, 1, 2]
+        if shared_camera:
+            fx = fy = float(np.mean(intrinsics[:, 0, 0]))
+        if abs(fx - fy) <= SQUARE_PIXEL_TOLERANCE * fx:
+            model, params = "SIMPLE_PINHOLE", [fx, cx, cy]
+        else:
+            model, params = "PINHOLE", [fx, fy, cx, cy]
+        camera = pycolmap.Camera(model=model, width=width, height=height, params=params, camera_id=i + 1)
+        reconstruction.add_camera_with_trivial_rig(camera)
+
+    point_index_in_image = np.full(mask.shape, -1)
+    for i in range(frames):
+        observed = np.nonzero(mask[i])[0]
+        point_index_in_image[i, observed] = np.arange(len(observed))
+        image = pycolmap.Image(
+            name=f"frame_{i:05d}",
+            keypoints=tracks[i, observed],
+            camera_id=1 if shared_camera else i + 1,
+            image_id=i + 1,
+        )
+        reconstruction.add_image_with_trivial_frame(image, pycolmap.Rigid3d(extrinsics[i]))
+
+    point_ids = {}
+    for j in np.nonzero(mask.sum(axis=0) >= 2)[0]:
+        track = pycolmap.Track()
+        for i in np.nonzero(mask[:, j])[0]:
+            track.add_element(int(i) + 1, int(point_index_in_image[i, j]))
+        point_ids[reconstruction.add_point3D(points3d[j], track)] = int(j)
+    return reconstruction, point_ids
+
+
+def pycolmap_bundle_adjust(
+    extrinsics,
+    intrinsics,
+    points3d,
+    tracks,
+    mask,
+    image_size,
+    loss: str | None = "cauchy",
+    loss_scale: float = 1.0,
+    shared_focal: bool = True,
+    max_iterations: int = 100,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """COLMAP bundle adjustment (Ceres) of the problem `vggt.ba.bundle_adjust` takes (numpy, unbatched).
+
+    Returns refined extrinsics [S, 3, 4], intrinsics [S, 3, 3] and points3d [N, 3] (points seen fewer than twice
+    unchanged).
+    """
+    import pycolmap
+
+    reconstruction, point_ids = build_pycolmap_reconstruction(
+        extrinsics, intrinsics, points3d, tracks, mask, image_size, shared_camera=shared_focal
+    )
+    options = pycolmap.BundleAdjustmentOptions()
+    options.print_summary = False
+    options.ceres.loss_function_type = getattr(pycolmap.LossFunctionType, _CERES_LOSSES[loss])
+    options.ceres.loss_function_scale = loss_scale
+    options.ceres.solver_options.max_num_iterations = max_iterations
+    pycolmap.bundle_adjustment(reconstruction, options)
+
+    frames = len(extrinsics)
+    refined_extrinsics = np.stack([reconstruction.image(i + 1).cam_from_world().matrix() for i in range(frames)])
+    refined_intrinsics = np.stack(
+        [reconstruction.camera(1 if shared_focal else i + 1).calibration_matrix() for i in range(frames)]
+    )
+    refined_points = np.array(points3d, dtype=np.float64, copy=True)
+    for point_id, point in reconstruction.points3D.items():
+        refined_points[point_ids[point_id]] = point.xyz
+    return refined_extrinsics, refined_intrinsics, refined_points

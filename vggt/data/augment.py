@@ -1,0 +1,161 @@
+"""Training augmentation as in the VGGT paper, keeping pixels, depth and cameras consistent.
+
+Every frame of a sample is cropped to one shared aspect ratio (drawn from 0.33..1.0, height / width) and
+resized so that the longest side is `max_size` (518) with both sides multiples of the patch size (14).
+Intrinsics follow the crop and resize exactly; depth and masks are resized with nearest neighbour, so
+each output depth value is the original depth of the source pixel that contains the output pixel centre.
+Colours are then jittered per frame (brightness, contrast, saturation, hue), sometimes turned grey, and
+sometimes blurred. Extrinsics never change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from vggt.data.scene import Frame
+
+# ITU-R BT.601 luma weights, as used by PIL's "L" conversion.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation settings. Probabilities are per frame; `*_range` are (low, high) of a uniform draw."""
+
+    max_size: int = 518  # longest output side (rounded down to a multiple of patch_size)
+    patch_size: int = 14
+    aspect_range: tuple[float, float] = (0.33, 1.0)  # output height / width
+    crop_scale_range: tuple[float, float] = (0.8, 1.0)  # side of the crop relative to the largest that fits
+    color_jitter_prob: float = 0.9
+    brightness: float = 0.5  # factor drawn from [1 - x, 1 + x]
+    contrast: float = 0.5
+    saturation: float = 0.5
+    hue: float = 0.1  # shift in turns, drawn from [-x, x]
+    grayscale_prob: float = 0.05
+    blur_prob: float = 0.05
+    blur_sigma_range: tuple[float, float] = (0.1, 2.0)  # pixels at max_size; scaled with the output size
+
+    def __post_init__(self) -> None:
+        self.aspect_range = tuple(self.aspect_range)
+        self.crop_scale_range = tuple(self.crop_scale_range)
+        self.blur_sigma_range = tuple(self.blur_sigma_range)
+        if self.max_size < self.patch_size:
+            raise ValueError(f"max_size {self.max_size} must be at least patch_size {self.patch_size}")
+        if not 0 < self.aspect_range[0] <= self.aspect_range[1]:
+            raise ValueError(f"aspect_range {self.aspect_range} must be increasing and positive")
+        if not 0 < self.crop_scale_range[0] <= self.crop_scale_range[1] <= 1:
+            raise ValueError(f"crop_scale_range {self.crop_scale_range} must lie in (0, 1]")
+
+
+def target_shape(aspect_ratio: float, max_size: int, patch_size: int) -> tuple[int, int]:
+    """(height, width) for an aspect ratio height / width: longest side `max_size`, multiples of `patch_size`."""
+    long_side = (max_size // patch_size) * patch_size
+    short_side = max(patch_size, int(long_side * min(aspect_ratio, 1 / aspect_ratio)) // patch_size * patch_size)
+    return (short_side, long_side) if aspect_ratio <= 1 else (long_side, short_side)
+
+
+def crop_box(
+    height: int, width: int, out_hw: tuple[int, int], rng: np.random.Generator | None, scale_range=(1.0, 1.0)
+) -> tuple[int, int, int, int]:
+    """(x0, y0, crop_width, crop_height): a crop with the aspect ratio of `out_hw`.
+
+    Its size is the largest that fits times a factor from `scale_range`; its place is random with `rng`
+    and centred without.
+    """
+    out_h, out_w = out_hw
+    scale = 1.0 if rng is None else rng.uniform(*scale_range)
+    fit = min(width / out_w, height / out_h) * scale
+    crop_w = min(width, max(1, round(out_w * fit)))
+    crop_h = min(height, max(1, round(out_h * fit)))
+    if rng is None:
+        return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
+    return int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1)), crop_w, crop_h
+
+
+def crop_and_resize(frame: Frame, box: tuple[int, int, int, int], out_hw: tuple[int, int]) -> Frame:
+    """Crop `frame` to `box` = (x0, y0, w, h) and resize it to `out_hw`, updating the intrinsic.
+
+    With pixel centres at integer coordinates, a source coordinate u maps to (u + 0.5 - x0) * s - 0.5 with
+    s = out_w / w, so fx' = fx * s and cx' = (cx + 0.5 - x0) * s - 0.5 (likewise for y).
+    """
+    x0, y0, crop_w, crop_h = box
+    out_h, out_w = out_hw
+    scale_x, scale_y = out_w / crop_w, out_h / crop_h
+    intrinsic = np.array(frame.intrinsic, dtype=np.float64)
+    intrinsic[0] *= scale_x
+    intrinsic[1] *= scale_y
+    intrinsic[0, 2] = (frame.intrinsic[0, 2] + 0.5 - x0) * scale_x - 0.5
+    intrinsic[1, 2] = (frame.intrinsic[1, 2] + 0.5 - y0) * scale_y - 0.5
+
+    image = Image.fromarray(frame.image).resize(
+        (out_w, out_h), Image.Resampling.BICUBIC, box=(x0, y0, x0 + crop_w, y0 + crop_h)
+    )
+    # Nearest neighbour: the source pixel that contains each output pixel centre.
+    source_cols = np.minimum(x0 + ((np.arange(out_w) + 0.5) / scale_x).astype(np.int64), x0 + crop_w - 1)
+    source_rows = np.minimum(y0 + ((np.arange(out_h) + 0.5) / scale_y).astype(np.int64), y0 + crop_h - 1)
+    depth = None if frame.depth is None else frame.depth[np.ix_(source_rows, source_cols)]
+    mask = None if frame.mask is None else frame.mask[np.ix_(source_rows, source_cols)]
+    return Frame(np.asarray(image), intrinsic, np.array(frame.extrinsic), depth, mask)
+
+
+def jitter_colors(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Random brightness, contrast, saturation and hue (in a random order) of an [H, W, 3] uint8 image."""
+    pixels = image.astype(np.float32) / 255.0
+    for operation in rng.permutation(4):
+        if operation == 0:
+            pixels = pixels * rng.uniform(1 - config.brightness, 1 + config.brightness)
+        elif operation == 1:
+            mean = (pixels @ LUMA_WEIGHTS).mean()
+            pixels = mean + (pixels - mean) * rng.uniform(1 - config.contrast, 1 + config.contrast)
+        elif operation == 2:
+            gray = (pixels @ LUMA_WEIGHTS)[..., None]
+            pixels = gray + (pixels - gray) * rng.uniform(1 - config.saturation, 1 + config.saturation)
+        else:
+            pixels = _shift_hue(np.clip(pixels, 0, 1), rng.uniform(-config.hue, config.hue))
+        pixels = np.clip(pixels, 0.0, 1.0)
+    return np.round(pixels * 255).astype(np.uint8)
+
+
+def _shift_hue(pixels: np.ndarray, turns: float) -> np.ndarray:
+    hsv = np.asarray(Image.fromarray(np.round(pixels * 255).astype(np.uint8)).convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(np.int64) + round(turns * 256)) % 256
+    return np.asarray(Image.fromarray(hsv, mode="HSV").convert("RGB")).astype(np.float32) / 255.0
+
+
+def to_grayscale(image: np.ndarray) -> np.ndarray:
+    """[H, W, 3] uint8 -> the same image in grey, still 3 channels."""
+    gray = np.round(image.astype(np.float32) @ LUMA_WEIGHTS).clip(0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def augment_colors(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Per-frame photometric augmentation of an [H, W, 3] uint8 image (geometry untouched)."""
+    if rng.random() < config.color_jitter_prob:
+        image = jitter_colors(image, rng, config)
+    if rng.random() < config.grayscale_prob:
+        image = to_grayscale(image)
+    if rng.random() < config.blur_prob:
+        sigma = rng.uniform(*config.blur_sigma_range) * max(image.shape[:2]) / config.max_size
+        image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius=sigma)))
+    return image
+
+
+def augment_frames(
+    frames: list[Frame],
+    out_hw: tuple[int, int],
+    rng: np.random.Generator | None,
+    config: AugmentConfig,
+) -> list[Frame]:
+    """Crop and resize every frame to `out_hw` and jitter its colours; `rng=None` gives centre crops only."""
+    augmented = []
+    for frame in frames:
+        height, width = frame.image.shape[:2]
+        box = crop_box(height, width, out_hw, rng, config.crop_scale_range)
+        frame = crop_and_resize(frame, box, out_hw)
+        if rng is not None:
+            frame.image = augment_colors(frame.image, rng, config)
+        augmented.append(frame)
+    return augmented
