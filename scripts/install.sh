@@ -18,8 +18,8 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
     "$PYTHON" -m pip install --quiet "torch==${TORCH_VERSION}"
 fi
 
-extras="export,train"
-if [ "${1:-}" = "all" ]; then extras="export,train,dev"; fi
+extras="export,eval,train"
+if [ "${1:-}" = "all" ]; then extras="export,eval,train,dev"; fi
 "$PYTHON" -m pip install --quiet -e ".[${extras}]"
 
 if [ "${1:-}" = "all" ]; then

@@ -294,3 +294,12 @@ def test_colmap_import_errors(tmp_path, synthetic_scene):
     with pytest.raises(ValueError, match="no depth map for 'frame_0000.png'"):
         import_colmap(tmp_path / "sparse", images_dir, tmp_path / "out", depth_dir=tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def test_colmap_import_command_line_reports_bad_input(tmp_path, capsys):
+    from vggt.data.colmap_import import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -79,3 +79,16 @@ def test_bf16_autocast_runs(tiny):
         out = tiny(torch.rand(2, 3, 28, 28))
     assert out["depth"].dtype == torch.float32 and torch.isfinite(out["depth"]).all()
     assert torch.isfinite(out["pose_enc"]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_model_cast_to_other_dtypes_runs(dtype):
+    torch.manual_seed(0)
+    model = VGGT.from_preset("tiny").eval().to(dtype)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 28, 28, dtype=dtype), query_points=torch.rand(3, 2, dtype=dtype) * 20)
+    for key in ("pose_enc", "depth", "world_points", "vis"):
+        assert out[key].dtype == dtype and torch.isfinite(out[key]).all(), key
+    # Track coordinates never drop below float32: bf16 would round pixel positions to 1/8 px or worse.
+    assert out["track"].dtype == torch.promote_types(dtype, torch.float32)
+    assert torch.isfinite(out["track"]).all()

@@ -113,7 +113,8 @@ def normalize_ground_truth(
     """Move ground truth into the first camera's frame and divide lengths by the scene scale.
 
     The scale is the mean distance of the valid 3D points (unprojected depth) to the first camera.
-    Without depth, it is the mean distance of the other cameras' centres to the first one.
+    For a sample without depth (or without a valid pixel) it is the mean distance of the other cameras'
+    centres to the first one.
 
     Args:
         extrinsics: [B, S, 3, 4] camera-from-world.
@@ -130,6 +131,11 @@ def normalize_ground_truth(
     first_to_world = closed_form_inverse_se3(extrinsics[:, 0])  # [B, 4, 4]
     relative = (as_homogeneous(extrinsics) @ first_to_world[:, None])[..., :3, :]  # cam_s-from-cam_0
     out: dict[str, Tensor] = {}
+    centres = closed_form_inverse_se3(relative)[..., :3, 3]  # [B, S, 3], the first one at the origin
+    if centres.shape[1] > 1:
+        scale = centres[:, 1:].norm(dim=-1).mean(dim=1)
+    else:
+        scale = torch.ones_like(centres[:, 0, 0])
     if depths is not None:
         depths = depths.float()
         valid = (depths > 0) if valid is None else (valid.bool() & (depths > 0))
@@ -138,12 +144,8 @@ def normalize_ground_truth(
         points = depth_map_to_world_points(depths, relative, intrinsics)  # in the first camera's frame
         count = valid.flatten(1).sum(dim=1)
         total = (points.norm(dim=-1) * valid).flatten(1).sum(dim=1)
-        scale = total / count.clamp(min=1)
-        scale = torch.where(count > 0, scale, torch.ones_like(scale))
-    else:
-        centres = closed_form_inverse_se3(relative)[..., :3, 3]  # [B, S, 3], first one at the origin
-        others = centres[:, 1:].norm(dim=-1)
-        scale = others.mean(dim=1) if others.shape[1] > 0 else torch.ones_like(centres[:, 0, 0])
+        # Samples of the batch without a single valid pixel keep the camera-centre scale.
+        scale = torch.where(count > 0, total / count.clamp(min=1), scale)
     scale = torch.where(torch.isfinite(scale) & (scale > MIN_SCENE_SCALE), scale, torch.ones_like(scale))
 
     relative = torch.cat((relative[..., :3], relative[..., 3:] / scale[:, None, None, None]), dim=-1)

@@ -24,6 +24,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "run_dir": "runs/default",
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda
+    "threads": None,  # CPU threads per process (torch.set_num_threads); None keeps torch's default
     "precision": "auto",  # auto (bf16 autocast on capable GPUs) | bf16 (also on CPU) | fp32
     "model": {
         "preset": None,  # tiny | vggt-1b: random initial weights ...

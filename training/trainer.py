@@ -151,6 +151,8 @@ class Trainer:
 
     def __init__(self, config: Mapping[str, Any], resume: str | bool | None = None) -> None:
         self.config = config
+        if config.get("threads"):
+            torch.set_num_threads(int(config["threads"]))
         dist_cfg = config["distributed"]
         self.ctx: DistributedContext = setup_distributed(config["device"], dist_cfg["backend"])
         self.run_dir = Path(config["run_dir"])

@@ -230,5 +230,6 @@ def check_memory(estimate: MemoryEstimate, device: torch.device, num_frames: int
     raise InsufficientMemoryError(
         f"not enough memory on {device}: about {need / GIB:.1f} GiB needed for {num_frames} frames at "
         f"{width}x{height}, {free / GIB:.1f} GiB free. Use fewer frames (--max-frames, or --fps for a video), "
-        "--mode crop (smaller than pad), --dtype bfloat16 (or float16 on older GPUs), or a smaller --chunk-size"
+        "a lower --resolution (e.g. 392), --mode crop (smaller than pad), --dtype bfloat16 (float16 on older GPUs), "
+        "or a smaller --chunk-size"
     )

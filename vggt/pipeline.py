@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ POINT_SUBSAMPLE_SEED = 0
 # A pinhole camera needs a field of view strictly between 0 and 180 degrees; predictions outside this range
 # (seen with random weights) are clamped, with a warning, so that every exported camera is finite.
 FOV_RANGE_DEG = (1.0, 179.0)
+# Bundle-adjusted points seen fewer times than this are left out of the COLMAP model.
+MIN_TRACK_OBSERVATIONS = 2
 # Raw model outputs kept in predictions.npz.
 PREDICTION_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
 
@@ -318,7 +321,8 @@ class Reconstruction:
             or after bundle adjustment the tracks.
         predictions: raw model outputs without the batch axis (pose_enc [S, 9], depth [S, H, W, 1], ...).
         points_source: "depth" (depth unprojected with the predicted cameras) or "pointmap" (point head).
-        bundle_adjusted: whether cameras and points were refined by bundle adjustment.
+        sparse: after bundle adjustment, the tracked points (points [M, 3], colours [M, 3], observations with
+            whole tracks) that the COLMAP model holds instead of the dense cloud; None otherwise.
     """
 
     image_names: list[str]
@@ -335,7 +339,7 @@ class Reconstruction:
     observations: Observations
     predictions: dict[str, np.ndarray]
     points_source: str = "depth"
-    bundle_adjusted: bool = False
+    sparse: tuple[np.ndarray, np.ndarray, Observations] | None = None
     seconds: float = 0.0
     # Keeps sampled video frames alive as long as the reconstruction refers to them.
     _frames_dir: Any = field(default=None, repr=False)
@@ -347,6 +351,11 @@ class Reconstruction:
     @property
     def num_points(self) -> int:
         return len(self.points)
+
+    @property
+    def bundle_adjusted(self) -> bool:
+        """Whether cameras were refined by bundle adjustment (the COLMAP model then holds tracked points)."""
+        return self.sparse is not None
 
     def depth_file_stems(self) -> list[str]:
         return unique_stems(self.image_names)
@@ -366,18 +375,21 @@ class Reconstruction:
     def to_colmap(self, directory: str | os.PathLike, copy_images: bool = True) -> Path:
         """A COLMAP scene: `directory/sparse/0/{cameras,images,points3D}.bin` and `directory/images/`.
 
-        Cameras are PINHOLE at each image's original resolution; images keep their input names.
+        Cameras are PINHOLE at each image's original resolution; images keep their input names. Points are the
+        dense cloud, each observed once (where it came from), or after bundle adjustment the tracked points with
+        their tracks.
         """
         directory = Path(directory)
+        points, colors, observations = self.sparse or (self.points, self.colors, self.observations)
         sparse = write_colmap(
             directory / SPARSE_SUBDIR,
             self.image_names,
             self.image_sizes,
             self.extrinsics,
             self.intrinsics,
-            self.points,
-            self.colors,
-            self.observations,
+            points,
+            colors,
+            observations,
         )
         if copy_images:
             self.copy_images(directory / IMAGES_SUBDIR)
@@ -410,24 +422,11 @@ class Reconstruction:
         return write_depth_maps(directory, self.image_names, self.depth)
 
     def save_predictions(self, path: str | os.PathLike) -> Path:
-        """predictions.npz: the raw outputs, the decoded cameras at the model resolution, names and sizes."""
+        """predictions.npz: the raw feed-forward outputs, their decoded cameras at the model resolution
+        (`extrinsic`, `intrinsic`), the model input `images`, and the image names and original sizes."""
         path = Path(path)
-        np.savez(
-            path,
-            **self.predictions,
-            extrinsic=self.extrinsics_model(),
-            intrinsic=self.model_intrinsics,
-            image_names=np.array(self.image_names),
-            image_sizes=self.image_sizes,
-        )
+        np.savez(path, **self.predictions, image_names=np.array(self.image_names), image_sizes=self.image_sizes)
         return path
-
-    def extrinsics_model(self) -> np.ndarray:
-        """[S, 3, 4] extrinsics decoded from the raw pose encoding (before any bundle adjustment)."""
-        extrinsics, _ = pose_encoding_to_extri_intri(
-            torch.from_numpy(self.predictions["pose_enc"]), None, build_intrinsics=False
-        )
-        return extrinsics.numpy().astype(np.float32)
 
     def save(self, directory: str | os.PathLike, overwrite: bool = False, progress: bool = False) -> Path:
         """Write every output into `directory`, all or nothing.
@@ -461,14 +460,13 @@ class Reconstruction:
             raise
         return directory
 
-    def summary(self, directory: str | os.PathLike | None = None) -> str:
-        """One line: frames, points kept, time, and where the outputs went."""
-        where = f" -> {directory}" if directory is not None else ""
+    def summary(self, directory: str | os.PathLike | None = None, seconds: float | None = None) -> str:
+        """One line: frames, points kept, time (default: of `reconstruct`), and where the outputs went."""
+        where = f", written to {directory}" if directory is not None else ""
         ba = ", bundle adjusted" if self.bundle_adjusted else ""
-        return (
-            f"{self.num_frames} frames, {self.num_points} points (from {self.points_source}{ba}) "
-            f"in {self.seconds:.1f} s{where}"
-        )
+        seconds = self.seconds if seconds is None else seconds
+        points = f"{self.num_points} points (from {self.points_source}{ba})"
+        return f"{self.num_frames} frames, {points} in {seconds:.1f} s{where}"
 
 
 def check_output_dir(directory: str | os.PathLike, overwrite: bool) -> None:
@@ -609,6 +607,7 @@ def reconstruct(
     fps: float | None = None,
     max_frames: int | None = None,
     bundle_adjust: bool = False,
+    ba_options: dict[str, Any] | None = None,
     memory_check: bool = True,
     progress: bool = False,
 ) -> Reconstruction:
@@ -627,7 +626,8 @@ def reconstruct(
         max_points: keep at most this many points (random, seeded).
         chunk_size: frames per dense-head chunk (less memory for many frames); None keeps the model's.
         fps, max_frames: frame sampling of a video; max_frames also thins out images.
-        bundle_adjust: refine cameras and points with bundle adjustment (needs vggt[ba]).
+        bundle_adjust: refine the cameras by bundle adjustment on the model's own tracks (needs vggt[ba]).
+        ba_options: keywords for `vggt.ba.postprocess.refine_with_ba` (reference frames, query points, filters).
         memory_check: estimate the memory first and stop with advice if it would not fit.
         progress: show tqdm progress bars.
 
@@ -703,13 +703,31 @@ def reconstruct(
         extrinsics_t, intrinsics_t = pose_encoding_to_extri_intri(pose_enc, (height, width))
         extrinsics = extrinsics_t.numpy().astype(np.float32)
         model_intrinsics = intrinsics_t.numpy().astype(np.float32)
+        predictions["extrinsic"], predictions["intrinsic"] = extrinsics, model_intrinsics
         depth = predictions["depth"][..., 0]
+        colors_hw = (loaded.images.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+
+        sparse = None
+        if bundle_adjust:
+            refinement = _run_bundle_adjustment(
+                model, images, pose_enc, predictions, torch_device, torch_dtype, ba_options or {}
+            )
+            if refinement is not None:
+                extrinsics = refinement.extrinsics.detach().cpu().numpy().astype(np.float32)
+                model_intrinsics = refinement.intrinsics.detach().cpu().numpy().astype(np.float32)
+                sparse = tracked_points(
+                    refinement.points3d.detach().cpu().numpy(),
+                    refinement.tracks.detach().cpu().numpy(),
+                    refinement.observation_mask.cpu().numpy(),
+                    colors_hw,
+                    loaded.transforms,
+                )
+
         if points == "depth":
             world_points = unproject_depth_map_to_point_map(depth, extrinsics, model_intrinsics)
             confidence = predictions["depth_conf"]
         else:
             world_points, confidence = predictions["world_points"], predictions["world_points_conf"]
-        colors_hw = (loaded.images.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
         cloud, colors, observations = select_points(
             world_points, confidence, colors_hw, loaded.transforms, conf_percentile, max_points
         )
@@ -730,10 +748,9 @@ def reconstruct(
             observations=observations,
             predictions=predictions,
             points_source=points,
+            sparse=sparse,
             _frames_dir=collected.frames_dir,
         )
-        if bundle_adjust:
-            reconstruction = _bundle_adjust(reconstruction, images, model, torch_device, torch_dtype, progress)
     except BaseException:
         if collected.frames_dir is not None:
             collected.frames_dir.cleanup()
@@ -745,26 +762,79 @@ def reconstruct(
 # ------------------------------------------------------------------------------------------------------ BA
 
 
-def _import_bundle_adjustment():
-    """The bundle adjustment post-step of vggt.ba; its ImportError (theseus missing) becomes an InputError."""
+def _import_bundle_adjustment() -> None:
+    """Fail early, in one line, when bundle adjustment's optional dependency (Theseus) is missing."""
+    from vggt.ba.solver import import_theseus
+
     try:
-        from vggt import ba
+        import_theseus()
     except ImportError as err:
-        raise InputError(
-            str(err).splitlines()[0] if str(err) else "bundle adjustment needs: pip install 'vggt[ba]'"
-        ) from None
-    return ba
+        raise InputError(str(err).splitlines()[0]) from None
 
 
-def _bundle_adjust(
-    reconstruction: Reconstruction,
-    images: torch.Tensor,
+def _run_bundle_adjustment(
     model: torch.nn.Module,
+    images: torch.Tensor,
+    pose_enc: torch.Tensor,
+    predictions: dict[str, np.ndarray],
     device: torch.device,
     dtype: torch.dtype,
-    progress: bool,
-) -> Reconstruction:
-    raise NotImplementedError("bundle adjustment integration is written once vggt.ba exists")
+    options: dict[str, Any],
+):  # -> vggt.ba.postprocess.BARefinement | None
+    """Refine the feed-forward cameras on the model's own tracks (vggt.ba); None when nothing could be refined."""
+    from vggt.ba.postprocess import refine_with_ba
+
+    if getattr(model, "track_head", None) is None:
+        raise InputError("--ba needs the model's track head, which this model does not have")
+    inputs = {"pose_enc": pose_enc, "depth": torch.from_numpy(predictions["depth"])}
+    logger.info("bundle adjustment: tracking query points and refining %d cameras", len(pose_enc))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with torch.inference_mode(), autocast(device, dtype):
+                refinement = refine_with_ba(model, images, inputs, **options)
+    except ValueError as err:
+        raise InputError(f"bundle adjustment: {err}") from None
+    for warning in caught:
+        logger.warning("%s", warning.message)
+    if not refinement.refined:
+        return None
+    return refinement
+
+
+def tracked_points(
+    points3d: np.ndarray,
+    tracks: np.ndarray,
+    mask: np.ndarray,
+    images: np.ndarray,
+    transforms: Sequence[PreprocessTransform],
+    min_observations: int = MIN_TRACK_OBSERVATIONS,
+) -> tuple[np.ndarray, np.ndarray, Observations]:
+    """Bundle-adjusted points with their tracks, for the COLMAP model.
+
+    Args:
+        points3d: [N, 3]; tracks: [S, N, 2] pixels of the model input; mask: [S, N] observations kept.
+        images: [S, H, W, 3] uint8, for the colours (mean over each point's observations).
+        transforms: S preprocessing transforms, to express the observations in original pixels.
+
+    Returns:
+        points [M, 3], colours [M, 3] uint8 and observations, for the M points seen at least `min_observations` times.
+    """
+    keep = np.flatnonzero(mask.sum(0) >= min_observations)
+    mask = mask[:, keep]
+    frame, column = np.nonzero(mask)  # row-major: grouped by frame
+    pixels = tracks[:, keep][frame, column]
+    height, width = images.shape[1:3]
+    x = np.clip(np.round(pixels[:, 0]).astype(int), 0, width - 1)
+    y = np.clip(np.round(pixels[:, 1]).astype(int), 0, height - 1)
+    sums = np.zeros((len(keep), 3))
+    np.add.at(sums, column, images[frame, y, x].astype(np.float64))
+    colors = np.round(sums / mask.sum(0)[:, None]).astype(np.uint8)
+    xy = np.empty((len(frame), 2))
+    for i, transform in enumerate(transforms):
+        xy[frame == i] = transform.input_to_original(pixels[frame == i].astype(np.float64))
+    observations = Observations(point_index=column, image_index=frame, xy=xy)
+    return points3d[keep].astype(np.float32), colors, observations
 
 
 __all__ = [

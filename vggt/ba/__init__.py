@@ -1,5 +1,18 @@
-"""Bundle adjustment on the model's own tracks (optional extra `vggt[ba]`, built on Theseus)."""
+"""Bundle adjustment on the model's own tracks (optional extra `vggt[ba]`, built on Theseus).
 
-from vggt.ba.solver import BundleAdjustmentResult, bundle_adjust
+`bundle_adjust` refines cameras and points on given tracks; `refine_with_ba` is the VGGT + BA post-step.
+Theseus is only imported when a solve runs, so this package imports without it.
+"""
 
-__all__ = ["BundleAdjustmentResult", "bundle_adjust"]
+from vggt.ba.postprocess import BARefinement, refine_with_ba
+from vggt.ba.solver import INSTALL_HINT, BundleAdjustmentResult, bundle_adjust
+from vggt.ba.triangulation import triangulate_tracks
+
+__all__ = [
+    "INSTALL_HINT",
+    "BARefinement",
+    "BundleAdjustmentResult",
+    "bundle_adjust",
+    "refine_with_ba",
+    "triangulate_tracks",
+]

@@ -36,12 +36,14 @@ DEFAULT_INLIER_THRESHOLD = 4.0
 SCALE_GAUGE_WEIGHT = 1.0e3
 # Camera centres closer than this fraction of the scene extent count as coincident (no usable scale anchor).
 MIN_BASELINE_FRACTION = 1.0e-6
+# Weight of the prior keeping a variable at its initial value in problems of a batch that do not observe it.
+UNOBSERVED_PRIOR_WEIGHT = 1.0
 # Camera-space depth below which a point is clamped when dividing by z.
 MIN_DEPTH = 1.0e-6
 # Levenberg-Marquardt: initial damping and convergence tolerances on the objective.
 INITIAL_DAMPING = 1.0e-3
 ABS_ERR_TOLERANCE = 1.0e-10
-REL_ERR_TOLERANCE = 1.0e-10
+REL_ERR_TOLERANCE = 1.0e-6
 # The dense solver materialises the whole Jacobian; "auto" uses it below this many bytes.
 DENSE_JACOBIAN_MAX_BYTES = 64 * 2**20
 
@@ -419,6 +421,7 @@ def bundle_adjust(
             cost = th.RobustCostFunction(cost, loss_cls, log_radius, name=f"robust_{i}_{j}")
         objective.add(cost)
     anchor = _add_scale_gauge(th, objective, poses, extr)
+    _add_priors_on_unobserved(th, objective, poses, point_vars, obs_mask)
 
     num_rows = 2 * len(frame_ids_list) + (anchor is not None)
     num_cols = 6 * (frames - 1) + 3 * len(point_vars) + (len(set(map(id, focals))) if refine_focal else 0)
@@ -477,6 +480,26 @@ def bundle_adjust(
     if is_numpy:
         outputs = [t.detach().cpu().numpy() for t in outputs]
     return BundleAdjustmentResult(*outputs, num_iterations=num_iterations)
+
+
+def _add_priors_on_unobserved(th, objective, poses, point_vars, obs_mask: torch.Tensor) -> None:
+    """Hold still the variables that one problem of the batch does not observe (another one does): without a
+    prior their rows of the normal equations are empty and the factorisation fails.
+
+    obs_mask: [B, S, N].
+    """
+    counts_per_point = obs_mask.sum(dim=1)  # [B, N]
+    counts_per_frame = obs_mask.sum(dim=2)  # [B, S]
+    candidates = [(var, counts_per_point[:, j] < 2) for j, var in point_vars.items()]
+    candidates += [(poses[i], counts_per_frame[:, i] == 0) for i in range(1, len(poses))]
+    for var, unobserved in candidates:
+        if not unobserved.any():
+            continue
+        weight = th.Variable(
+            unobserved.to(torch.float64)[:, None] * UNOBSERVED_PRIOR_WEIGHT, name=f"prior_w_{var.name}"
+        )
+        target = var.copy(new_name=f"prior_{var.name}")
+        objective.add(th.Difference(var, target, th.ScaleCostWeight(weight), name=f"prior_cost_{var.name}"))
 
 
 def _add_scale_gauge(th, objective, poses, extrinsics: torch.Tensor) -> int | None:

@@ -36,7 +36,13 @@ ARC_DEGREES_RANGE = (30.0, 90.0)
 HORIZONTAL_FOV_DEGREES_RANGE = (50.0, 70.0)
 LOOK_AT_HEIGHT = 0.4
 LOOK_AT_JITTER = 0.15
+ARC_START_JITTER = 0.3  # radians
+AZIMUTH_JITTER = 0.125  # per-frame azimuth noise, as a fraction of the spacing between frames
 # Textures and light.
+ALBEDO_RANGE = (0.25, 1.0)
+CHECKER_CONTRAST = 0.45  # dark cells have (1 - this) of the bright cells' albedo
+NOISE_CONTRAST = 0.45
+LIGHT_HEIGHT = 1.5  # z of the light direction before normalisation: light from above, from a random side
 CHECKER_SIZE_RANGE = (0.12, 0.35)
 NOISE_FREQUENCY_RANGE = (3.0, 9.0)
 NOISE_OCTAVES = 2
@@ -60,9 +66,9 @@ class Material:
     def albedo(self, points: np.ndarray) -> np.ndarray:
         """[N, 3] surface points -> [N, 3] colours in [0, 1]."""
         cells = np.floor(points / self.checker_size).astype(np.int64).sum(axis=-1)
-        checker = 0.55 + 0.45 * (cells % 2)
-        noise = fractal_noise(points * self.noise_frequency, self.noise_seed)
-        return np.clip(self.colour * (checker * (0.55 + 0.45 * noise))[:, None], 0.0, 1.0)
+        checker = 1.0 - CHECKER_CONTRAST * (cells % 2)
+        noise = 1.0 - NOISE_CONTRAST * fractal_noise(points * self.noise_frequency, self.noise_seed)
+        return np.clip(self.colour * (checker * noise)[:, None], 0.0, 1.0)
 
 
 @dataclass
@@ -224,7 +230,7 @@ def _lattice_value(cells: np.ndarray, seed: int) -> np.ndarray:
 
 def _random_material(rng: np.random.Generator) -> Material:
     return Material(
-        colour=rng.uniform(0.25, 1.0, size=3),
+        colour=rng.uniform(*ALBEDO_RANGE, size=3),
         checker_size=float(rng.uniform(*CHECKER_SIZE_RANGE)),
         noise_frequency=float(rng.uniform(*NOISE_FREQUENCY_RANGE)),
         noise_seed=int(rng.integers(0, 2**31)),
@@ -239,12 +245,12 @@ def sample_layout(rng: np.random.Generator) -> SceneLayout:
     """A random arrangement of a floor, a wall, boxes and spheres."""
     front = float(rng.uniform(0.0, 2 * np.pi))
     z_axis = np.array([0.0, 0.0, 1.0])
-    primitives: list[Primitive] = [
-        Plane(np.zeros(3), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), FLOOR_HALF_SIZE, FLOOR_HALF_SIZE,
-              _random_material(rng)),
-        Plane(-WALL_DISTANCE * _horizontal(front) + z_axis * WALL_HEIGHT / 2, _horizontal(front + np.pi / 2), z_axis,
-              WALL_HALF_WIDTH, WALL_HEIGHT / 2, _random_material(rng)),
-    ]  # fmt: skip
+    x_axis, y_axis = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    floor = Plane(np.zeros(3), x_axis, y_axis, FLOOR_HALF_SIZE, FLOOR_HALF_SIZE, _random_material(rng))
+    wall_centre = -WALL_DISTANCE * _horizontal(front) + z_axis * WALL_HEIGHT / 2
+    wall_axis = _horizontal(front + np.pi / 2)
+    wall = Plane(wall_centre, wall_axis, z_axis, WALL_HALF_WIDTH, WALL_HEIGHT / 2, _random_material(rng))
+    primitives: list[Primitive] = [floor, wall]
     for _ in range(int(rng.integers(NUM_BOXES_RANGE[0], NUM_BOXES_RANGE[1] + 1))):
         half = rng.uniform(*BOX_HALF_SIZE_RANGE, size=3)
         centre = np.append(rng.uniform(-OBJECT_AREA_RADIUS, OBJECT_AREA_RADIUS, size=2), half[2])
@@ -253,7 +259,7 @@ def sample_layout(rng: np.random.Generator) -> SceneLayout:
         radius = float(rng.uniform(*SPHERE_RADIUS_RANGE))
         centre = np.append(rng.uniform(-OBJECT_AREA_RADIUS, OBJECT_AREA_RADIUS, size=2), radius)
         primitives.append(Sphere(centre, radius, _random_material(rng)))
-    light = np.append(rng.normal(size=2), 1.5)
+    light = np.append(rng.normal(size=2), LIGHT_HEIGHT)
     return SceneLayout(primitives, light / np.linalg.norm(light), front)
 
 
@@ -276,9 +282,9 @@ def sample_cameras(
     The principal point is the image centre (W/2, H/2), the convention of VGGT's camera encoding.
     """
     arc = np.deg2rad(rng.uniform(*ARC_DEGREES_RANGE))
-    start = front_azimuth - arc / 2 + rng.uniform(-0.3, 0.3)
+    start = front_azimuth - arc / 2 + rng.uniform(-ARC_START_JITTER, ARC_START_JITTER)
     azimuths = start + arc * (np.arange(num_frames) / max(num_frames - 1, 1))
-    azimuths = azimuths + rng.normal(scale=arc / (8 * max(num_frames, 1)), size=num_frames)
+    azimuths = azimuths + rng.normal(scale=AZIMUTH_JITTER * arc / max(num_frames, 1), size=num_frames)
     distances = rng.uniform(*CAMERA_DISTANCE_RANGE, size=num_frames)
     heights = rng.uniform(*CAMERA_HEIGHT_RANGE, size=num_frames)
     fov = np.deg2rad(rng.uniform(*HORIZONTAL_FOV_DEGREES_RANGE))
@@ -300,7 +306,8 @@ def render(
     pixels = np.stack([cols.ravel(), rows.ravel(), np.ones(height * width)], axis=-1)
     # Rays with camera-space z = 1, so the ray parameter t is the z-depth.
     rotations = extrinsics[:, :, :3]
-    directions = np.einsum("pk,sjk,sji->spi", pixels, np.linalg.inv(intrinsics), rotations).reshape(-1, 3)
+    world_from_pixel = np.linalg.inv(intrinsics).transpose(0, 2, 1) @ rotations  # [S, 3, 3], for row vectors
+    directions = (pixels[None] @ world_from_pixel).reshape(-1, 3)
     centres = -np.einsum("sji,sj->si", rotations, extrinsics[:, :, 3])
     origins = np.repeat(centres, height * width, axis=0)
     colours, depths = np.zeros((len(directions), 3)), np.zeros(len(directions))

@@ -189,6 +189,12 @@ class VGGT(
                 raise ValueError("query_points contain NaN or infinite values")
         return images, query_points
 
+    def _head_dtype(self) -> torch.dtype:
+        for head in (self.camera_head, self.depth_head, self.point_head, self.track_head):
+            if head is not None:
+                return next(head.parameters()).dtype
+        return torch.float32
+
     def forward(self, images: Tensor, query_points: Tensor | None = None) -> dict[str, Any]:
         """Predict cameras, depth, point maps and (with query points) tracks.
 
@@ -203,9 +209,11 @@ class VGGT(
         """
         images, query_points = self._check_inputs(images, query_points)
         tokens, patch_start_idx = self.aggregator(images)
-        # The heads run in float32 even under autocast, as the reference does.
-        tokens = [t.float() if t is not None else None for t in tokens]
-        images_f32 = images.float()
+        # The heads run with autocast off, in their parameters' dtype (float32 unless the model was cast),
+        # as the reference runs them in float32 under mixed precision.
+        head_dtype = self._head_dtype()
+        tokens = [t.to(head_dtype) if t is not None else None for t in tokens]
+        head_images = images.to(head_dtype)
         chunk = self.config.frames_chunk_size
         predictions: dict[str, Any] = {}
         with torch.autocast(device_type=images.device.type, enabled=False):
@@ -214,14 +222,14 @@ class VGGT(
                 predictions["pose_enc"] = pose_enc_list[-1]
                 predictions["pose_enc_list"] = pose_enc_list
             if self.depth_head is not None:
-                depth, depth_conf = self.depth_head(tokens, images_f32, patch_start_idx, frames_chunk_size=chunk)
+                depth, depth_conf = self.depth_head(tokens, head_images, patch_start_idx, frames_chunk_size=chunk)
                 predictions["depth"], predictions["depth_conf"] = depth, depth_conf
             if self.point_head is not None:
-                points, points_conf = self.point_head(tokens, images_f32, patch_start_idx, frames_chunk_size=chunk)
+                points, points_conf = self.point_head(tokens, head_images, patch_start_idx, frames_chunk_size=chunk)
                 predictions["world_points"], predictions["world_points_conf"] = points, points_conf
             if self.track_head is not None and query_points is not None:
                 track_list, vis, conf = self.track_head(
-                    tokens, images_f32, patch_start_idx, query_points=query_points.float()
+                    tokens, head_images, patch_start_idx, query_points=query_points.to(head_dtype)
                 )
                 predictions["track"], predictions["vis"], predictions["conf"] = track_list[-1], vis, conf
         if not self.training:

@@ -1,0 +1,204 @@
+"""Bundle adjustment (vggt.ba) on synthetic scenes with known answers, against pycolmap's Ceres BA."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vggt.ba import INSTALL_HINT, bundle_adjust, refine_with_ba, triangulate_tracks
+from vggt.ba.reference import pycolmap_bundle_adjust
+from vggt.ba.synthetic import make_scene, mean_reprojection_error, perturb, relative_rotation_errors
+from vggt.utils.pose_enc import extri_intri_to_pose_encoding
+
+
+def _has_theseus() -> bool:
+    try:
+        import theseus  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_theseus = pytest.mark.skipif(not _has_theseus(), reason="theseus not installed (scripts/install_theseus.sh)")
+
+
+def _noise_floor(scene, inliers) -> float:
+    """Mean error the noise alone leaves at the optimum: the ground truth's error on the noisy tracks, times
+    sqrt(1 - p / m), since a least-squares fit of p parameters absorbs p of the m residuals' noise
+    (E[RSS] = sigma^2 (m - p))."""
+    frames, points = scene.mask.shape
+    parameters = 3 * points + 6 * (frames - 1) - 1 + 1  # points, poses less camera 0 and the scale, one focal
+    residuals = 2 * inliers.sum()
+    truth = mean_reprojection_error(scene.extrinsics, scene.intrinsics, scene.points3d, scene.tracks, inliers)
+    return truth * np.sqrt(1 - parameters / residuals)
+
+
+def _solve_and_compare(scene, loss):
+    init = perturb(scene)
+    inliers = scene.mask & ~scene.outlier_mask
+    ours = bundle_adjust(*init, scene.tracks, scene.mask, scene.image_size, loss=loss)
+    colmap = pycolmap_bundle_adjust(*init, scene.tracks, scene.mask, scene.image_size, loss=loss)
+    floor = _noise_floor(scene, inliers)
+    error_ours = mean_reprojection_error(ours.extrinsics, ours.intrinsics, ours.points3d, scene.tracks, inliers)
+    error_colmap = mean_reprojection_error(*colmap, scene.tracks, inliers)
+    rotation_before = relative_rotation_errors(init[0], scene.extrinsics).mean()
+    rotation_after = relative_rotation_errors(ours.extrinsics, scene.extrinsics).mean()
+    return ours, floor, error_ours, error_colmap, rotation_before, rotation_after
+
+
+@needs_theseus
+def test_converges_to_noise_floor_and_matches_colmap():
+    scene = make_scene(num_frames=10, num_points=200, noise_px=1.0, seed=0)
+    ours, floor, error, error_colmap, rot_before, rot_after = _solve_and_compare(scene, loss=None)
+    assert abs(error / floor - 1) < 0.10, (error, floor)
+    assert rot_after < rot_before / 5, (rot_before, rot_after)
+    assert abs(error / error_colmap - 1) < 0.05, (error, error_colmap)
+    assert ours.cost_history[-1] < ours.cost_history[0] / 100
+    assert ours.inlier_mask[scene.mask].mean() > 0.95
+    assert isinstance(ours.extrinsics, np.ndarray) and ours.extrinsics.shape == (10, 3, 4)
+
+
+@needs_theseus
+def test_robust_loss_converges_on_inliers_with_outliers():
+    scene = make_scene(num_frames=10, num_points=100, noise_px=1.0, outlier_ratio=0.2, seed=3)
+    ours, floor, error, error_colmap, rot_before, rot_after = _solve_and_compare(scene, loss="cauchy")
+    inliers = scene.mask & ~scene.outlier_mask
+    assert abs(error / floor - 1) < 0.10, (error, floor)
+    assert rot_after < rot_before / 5, (rot_before, rot_after)
+    assert abs(error / error_colmap - 1) < 0.05, (error, error_colmap)
+    # The final inlier mask separates the planted outliers from the good observations.
+    assert ours.inlier_mask[inliers].mean() > 0.95
+    assert ours.inlier_mask[scene.outlier_mask].mean() < 0.05
+
+
+@needs_theseus
+@pytest.mark.parametrize("backward_mode", ["implicit", "unroll"])
+def test_gradients_flow_through_bundle_adjustment(backward_mode):
+    scene = make_scene(num_frames=3, num_points=20, noise_px=0.5, seed=5)
+    extrinsics, intrinsics, points = (torch.from_numpy(a) for a in perturb(scene, seed=6))
+    tracks = torch.from_numpy(scene.tracks).requires_grad_(True)
+    points = points.clone().requires_grad_(True)
+    result = bundle_adjust(
+        extrinsics,
+        intrinsics,
+        points,
+        tracks,
+        torch.from_numpy(scene.mask),
+        loss="huber",
+        max_iterations=10,
+        backward_mode=backward_mode,
+    )
+    assert isinstance(result.points3d, torch.Tensor)
+    (result.points3d.square().sum() + result.extrinsics[1:, :, 3].sum()).backward()
+    assert torch.isfinite(tracks.grad).all() and tracks.grad.abs().sum() > 0
+    if backward_mode == "unroll":
+        assert torch.isfinite(points.grad).all() and points.grad.abs().sum() > 0
+
+
+@needs_theseus
+def test_batched_problems_and_per_frame_focal():
+    scenes = [make_scene(num_frames=4, num_points=40, noise_px=0.5, seed=s) for s in (7, 8)]
+    inits = [perturb(s, seed=9) for s in scenes]
+    stack = [torch.from_numpy(np.stack(parts)) for parts in zip(*inits)]
+    tracks = torch.from_numpy(np.stack([s.tracks for s in scenes]))
+    mask = torch.from_numpy(np.stack([s.mask for s in scenes]))
+    mask[1, :, :5] = False  # the problems need not share their observations
+    result = bundle_adjust(*stack, tracks, mask, loss=None, shared_focal=False, max_iterations=30)
+    assert result.extrinsics.shape == (2, 4, 3, 4) and result.points3d.shape == (2, 40, 3)
+    for b, scene in enumerate(scenes):
+        observed = mask[b].numpy()
+        error = mean_reprojection_error(
+            result.extrinsics[b].numpy(),
+            result.intrinsics[b].numpy(),
+            result.points3d[b].numpy(),
+            scene.tracks,
+            observed,
+        )
+        assert error < 1.0, error  # noise 0.5 px: the mean error is near 0.6 px at the optimum
+        assert np.allclose(result.extrinsics[b, 0].numpy(), stack[0][b, 0].numpy())  # camera 0 is the gauge
+
+
+@needs_theseus
+def test_bad_inputs_raise_clear_errors():
+    scene = make_scene(num_frames=3, num_points=10, seed=0)
+    args = [scene.extrinsics, scene.intrinsics, scene.points3d, scene.tracks, scene.mask]
+    with pytest.raises(ValueError, match="at least two frames"):
+        bundle_adjust(*[a[:1] if i != 2 else a for i, a in enumerate(args)])
+    with pytest.raises(ValueError, match="tracks has shape"):
+        bundle_adjust(*args[:3], scene.tracks[:, :5], scene.mask)
+    bad_points = scene.points3d.copy()
+    bad_points[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        bundle_adjust(args[0], args[1], bad_points, *args[3:])
+    with pytest.raises(ValueError, match="loss must be one of"):
+        bundle_adjust(*args, loss="tukey")
+
+
+def test_missing_theseus_gives_one_line_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "theseus", None)  # makes `import theseus` fail
+    scene = make_scene(num_frames=2, num_points=5, seed=0)
+    with pytest.raises(ImportError) as error:
+        bundle_adjust(scene.extrinsics, scene.intrinsics, scene.points3d, scene.tracks, scene.mask)
+    message = str(error.value)
+    assert "\n" not in message and "install_theseus.sh" in message and "vggt[ba]" in message
+    assert message.startswith(INSTALL_HINT)
+
+
+def test_triangulation_recovers_noise_free_points():
+    scene = make_scene(num_frames=5, num_points=50, noise_px=0.0, seed=2)
+    points, valid = triangulate_tracks(
+        *(torch.from_numpy(a) for a in (scene.extrinsics, scene.intrinsics, scene.tracks)), torch.from_numpy(scene.mask)
+    )
+    assert valid.all()
+    assert torch.allclose(points, torch.from_numpy(scene.points3d), atol=1e-6)
+
+
+@needs_theseus
+def test_refine_with_ba_on_tiny_model():
+    vggt_module = pytest.importorskip("vggt.models.vggt")
+    torch.manual_seed(0)
+    model = vggt_module.VGGT.from_preset("tiny").eval()
+    images = torch.rand(3, 3, 56, 56)
+    with torch.no_grad():
+        predictions = model(images)
+    # Untrained camera heads can predict a zero field of view: that is refused, not refined.
+    broken = dict(predictions, pose_enc=predictions["pose_enc"].clone())
+    broken["pose_enc"][..., 7:] = 0.0
+    with pytest.raises(ValueError, match="non-finite"):
+        refine_with_ba(model, images, broken)
+    # Plausible cameras (a synthetic ring) in place of the untrained camera head's.
+    scene = make_scene(num_frames=3, num_points=1, seed=0)
+    intrinsics = torch.from_numpy(scene.intrinsics).float() * 56 / 640
+    intrinsics[:, 2, 2] = 1.0
+    predictions["pose_enc"] = extri_intri_to_pose_encoding(
+        torch.from_numpy(scene.extrinsics).float()[None], intrinsics[None], image_size_hw=(56, 56)
+    )
+    # Untrained weights track nothing useful: strict filters drop every track -> feed-forward cameras kept.
+    with pytest.warns(UserWarning, match="no track survived"):
+        kept = refine_with_ba(
+            model, images, predictions, vis_threshold=1.0, query_points_per_frame=16, num_reference_frames=1
+        )
+    assert not kept.refined and kept.extrinsics.shape == (3, 3, 4)
+    # No filters: the post-step runs bundle adjustment end to end on whatever the head tracked.
+    refined = refine_with_ba(
+        model,
+        images,
+        predictions,
+        vis_threshold=-1,
+        conf_threshold=-1,
+        max_reproj_error=float("inf"),
+        min_track_length=2,
+        init="triangulate",
+        query_points_per_frame=16,
+        num_reference_frames=2,
+        max_iterations=5,
+    )
+    assert refined.refined and refined.ba_result is not None
+    assert torch.isfinite(refined.extrinsics).all() and torch.isfinite(refined.intrinsics).all()
+    assert refined.tracks.shape[:2] == (3, refined.points3d.shape[0])
+    observations = refined.point_observations()
+    assert len(observations) == refined.points3d.shape[0]
+    assert all(len(frames) == len(pixels) for frames, pixels in observations)

@@ -1,0 +1,242 @@
+"""The writers of vggt.export on small synthetic scenes: PLY, COLMAP, GLB, depth maps, cameras.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vggt.export import (
+    Observations,
+    build_scene,
+    colorize_depth,
+    read_ply,
+    unique_stems,
+    write_cameras_json,
+    write_colmap,
+    write_depth_maps,
+    write_glb,
+    write_ply,
+)
+from vggt.export.glb import GLTF_FROM_OPENCV
+
+pycolmap = pytest.importorskip("pycolmap")
+trimesh = pytest.importorskip("trimesh")
+
+
+def rotation_about_y(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+@pytest.fixture
+def scene():
+    """Three cameras looking at a cloud of points around (0, 0, 4), with different image sizes."""
+    rng = np.random.default_rng(0)
+    extrinsics = []
+    for angle, shift in zip((0.0, 0.2, -0.3), (0.0, 0.5, -0.4)):
+        rotation = rotation_about_y(angle)
+        center = np.array([shift, 0.1 * shift, 0.0])
+        extrinsics.append(np.concatenate([rotation, (-rotation @ center)[:, None]], axis=1))
+    image_sizes = np.array([[640, 480], [320, 240], [500, 500]])
+    intrinsics = np.stack([np.array([[w * 0.9, 0, w / 2], [0, w * 0.9, h / 2], [0, 0, 1.0]]) for w, h in image_sizes])
+    points = rng.normal(size=(50, 3)) * 0.5 + np.array([0.0, 0.0, 4.0])
+    colors = rng.integers(0, 256, size=(50, 3)).astype(np.uint8)
+    return {
+        "names": ["a.jpg", "b.png", "c.jpg"],
+        "image_sizes": image_sizes,
+        "extrinsics": np.stack(extrinsics),
+        "intrinsics": intrinsics,
+        "points": points,
+        "colors": colors,
+    }
+
+
+def project(extrinsic: np.ndarray, intrinsic: np.ndarray, points: np.ndarray) -> np.ndarray:
+    cam = points @ extrinsic[:, :3].T + extrinsic[:, 3]
+    pix = cam @ intrinsic.T
+    return pix[:, :2] / pix[:, 2:]
+
+
+# --------------------------------------------------------------------------------------------------- PLY
+
+
+def test_ply_round_trip_and_header(tmp_path, scene):
+    path = write_ply(tmp_path / "p.ply", scene["points"], scene["colors"])
+    data = path.read_bytes()
+    header = data[: data.index(b"end_header\n")].decode("ascii")
+    assert "format binary_little_endian 1.0" in header
+    assert "element vertex 50" in header
+    # 3 float32 + 3 uint8 per vertex after the header.
+    assert len(data) - (data.index(b"end_header\n") + len(b"end_header\n")) == 50 * 15
+
+    points, colors = read_ply(path)
+    np.testing.assert_allclose(points, scene["points"].astype(np.float32))
+    np.testing.assert_array_equal(colors, scene["colors"])
+
+    cloud = trimesh.load(path)
+    np.testing.assert_allclose(cloud.vertices, scene["points"], atol=1e-6)
+    np.testing.assert_array_equal(cloud.colors[:, :3], scene["colors"])
+
+
+def test_ply_rejects_bad_shapes(tmp_path):
+    with pytest.raises(ValueError, match=r"\[N, 3\]"):
+        write_ply(tmp_path / "p.ply", np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="uint8"):
+        write_ply(tmp_path / "p.ply", np.zeros((4, 3)), np.zeros((4, 3), dtype=np.float32))
+
+
+# --------------------------------------------------------------------------------------------------- COLMAP
+
+
+def test_colmap_model_with_tracks_reads_back(tmp_path, scene):
+    """Each point seen by every camera: tracks of length 3, points2D where the cameras project them."""
+    num_points = len(scene["points"])
+    rows = [(p, i) for i in range(3) for p in range(num_points)]
+    point_index = np.array([p for p, _ in rows])
+    image_index = np.array([i for _, i in rows])
+    xy = np.stack(
+        [project(scene["extrinsics"][i], scene["intrinsics"][i], scene["points"][p : p + 1])[0] for p, i in rows]
+    )
+    observations = Observations(point_index, image_index, xy)
+    write_colmap(
+        tmp_path / "sparse",
+        scene["names"],
+        scene["image_sizes"],
+        scene["extrinsics"],
+        scene["intrinsics"],
+        scene["points"],
+        scene["colors"],
+        observations,
+    )
+    model = pycolmap.Reconstruction(str(tmp_path / "sparse"))
+    assert model.num_reg_images() == 3
+    assert model.num_points3D() == num_points
+    for image_id, image in model.images.items():
+        i = image_id - 1
+        assert image.name == scene["names"][i]
+        camera = model.cameras[image.camera_id]
+        assert (camera.width, camera.height) == tuple(scene["image_sizes"][i])
+        K = scene["intrinsics"][i]
+        np.testing.assert_allclose(camera.params, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+        np.testing.assert_allclose(image.cam_from_world().matrix(), scene["extrinsics"][i], atol=1e-9)
+        assert image.num_points3D == num_points
+    for point_id, point in model.points3D.items():
+        assert point.track.length() == 3
+        p = point_id - 1
+        np.testing.assert_allclose(point.xyz, scene["points"][p])
+        np.testing.assert_array_equal(point.color, scene["colors"][p])
+        for element in point.track.elements:
+            i = element.image_id - 1
+            point2d = model.images[element.image_id].points2D[element.point2D_idx]
+            assert point2d.point3D_id == point_id
+            expected = project(scene["extrinsics"][i], scene["intrinsics"][i], scene["points"][p : p + 1])[0]
+            np.testing.assert_allclose(point2d.xy, expected, atol=1e-6)
+
+
+def test_colmap_rejects_observations_of_missing_points(tmp_path, scene):
+    bad = Observations([len(scene["points"])], [0], [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="do not exist"):
+        write_colmap(
+            tmp_path,
+            scene["names"],
+            scene["image_sizes"],
+            scene["extrinsics"],
+            scene["intrinsics"],
+            scene["points"],
+            scene["colors"],
+            bad,
+        )
+
+
+# --------------------------------------------------------------------------------------------------- GLB
+
+
+def test_glb_points_and_one_frustum_per_camera(tmp_path, scene):
+    path = write_glb(
+        tmp_path / "scene.glb",
+        scene["points"],
+        scene["colors"],
+        scene["extrinsics"],
+        scene["intrinsics"],
+        scene["image_sizes"],
+        scene["names"],
+    )
+    loaded = trimesh.load(path)
+    assert isinstance(loaded, trimesh.Scene)
+    cloud = loaded.geometry["points"]
+    np.testing.assert_allclose(cloud.vertices, scene["points"] @ GLTF_FROM_OPENCV.T, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(cloud.colors)[:, :3], scene["colors"])
+    frustums = sorted(name for name in loaded.geometry if name.startswith("camera_"))
+    assert len(frustums) == 3
+    for i, name in enumerate(frustums):
+        mesh = loaded.geometry[name]
+        vertices = mesh.vertices @ GLTF_FROM_OPENCV.T  # back to OpenCV world coordinates
+        rotation, translation = scene["extrinsics"][i][:, :3], scene["extrinsics"][i][:, 3]
+        np.testing.assert_allclose(vertices[0], -rotation.T @ translation, atol=1e-5)  # apex = camera centre
+        # The four other corners project onto the image corners.
+        width, height = scene["image_sizes"][i]
+        corners = project(scene["extrinsics"][i], scene["intrinsics"][i], vertices[1:])
+        np.testing.assert_allclose(corners, [[0, 0], [width, 0], [width, height], [0, height]], atol=1e-3)
+
+
+def test_glb_scene_without_points_still_has_cameras(scene):
+    built = build_scene(
+        np.zeros((0, 3)), np.zeros((0, 3), np.uint8), scene["extrinsics"], scene["intrinsics"], scene["image_sizes"]
+    )
+    assert "points" not in built.geometry
+    assert len(built.geometry) == 3
+
+
+# --------------------------------------------------------------------------------------------------- depth
+
+
+def test_depth_maps_and_previews(tmp_path):
+    depth = np.stack([np.linspace(1.0, 5.0, 12, dtype=np.float32).reshape(3, 4)] * 2)
+    depth[1, 0, 0] = np.nan
+    write_depth_maps(tmp_path, ["x.jpg", "y.png"], depth[..., None])
+    loaded = np.load(tmp_path / "x.npy")
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, depth[0])
+
+    from PIL import Image
+
+    preview = np.asarray(Image.open(tmp_path / "y.png"))
+    assert preview.shape == (3, 4, 3)
+    np.testing.assert_array_equal(preview[0, 0], [0, 0, 0])  # invalid depth is black
+
+
+def test_colorize_depth_near_is_warm_far_is_cool():
+    depth = np.array([[1.0, 100.0]], dtype=np.float32)
+    rgb = colorize_depth(depth)
+    near, far = rgb[0, 0].astype(int), rgb[0, 1].astype(int)
+    assert near[0] > near[2] and far[2] > far[0]
+
+
+def test_unique_stems_keep_full_names_on_collision():
+    assert unique_stems(["a.jpg", "b.png"]) == ["a", "b"]
+    assert unique_stems(["a.jpg", "a.png", "c.png"]) == ["a.jpg", "a.png", "c"]
+
+
+# --------------------------------------------------------------------------------------------------- cameras.json
+
+
+def test_cameras_json(tmp_path, scene):
+    path = write_cameras_json(
+        tmp_path / "cameras.json",
+        scene["names"],
+        scene["image_sizes"],
+        scene["extrinsics"],
+        scene["intrinsics"],
+        [{"depth_file": f"depth/{n}.npy"} for n in "abc"],
+    )
+    data = json.loads(path.read_text())
+    assert "OpenCV" in data["convention"]
+    assert [entry["file_name"] for entry in data["images"]] == scene["names"]
+    for i, entry in enumerate(data["images"]):
+        assert (entry["width"], entry["height"]) == tuple(scene["image_sizes"][i])
+        np.testing.assert_allclose(entry["extrinsic"], scene["extrinsics"][i])
+        np.testing.assert_allclose(entry["intrinsic"], scene["intrinsics"][i])
+        assert np.asarray(entry["extrinsic"]).shape == (3, 4)
+        assert entry["depth_file"] == f"depth/{'abc'[i]}.npy"

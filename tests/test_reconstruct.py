@@ -1,0 +1,462 @@
+"""`vggt.reconstruct` and `Reconstruction.save` on CPU with the tiny model, plus inputs, video and device helpers.
+
+One tiny model (the golden weights) and one reconstruction of ../shared/data/examples/room are shared by the
+module; the model runs at a reduced input resolution to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vggt.device import (
+    InsufficientMemoryError,
+    MemoryEstimate,
+    available_memory,
+    check_memory,
+    cpu_supports_bf16,
+    estimate_inference_memory,
+    resolve_device,
+    resolve_dtype,
+)
+from vggt.models.config import get_preset
+from vggt.pipeline import InputError, Reconstruction, collect_inputs, reconstruct, select_points, tracked_points
+from vggt.utils.load_fn import PreprocessTransform
+from vggt.utils.pose_enc import pose_encoding_to_extri_intri
+from vggt.video import sample_video_frames, select_frame_indices
+
+pycolmap = pytest.importorskip("pycolmap")
+trimesh = pytest.importorskip("trimesh")
+cv2 = pytest.importorskip("cv2")
+
+RESOLUTION = 224  # model input width: 224 x 168 for the 4:3 room photos
+MAX_POINTS = 2000
+CONF_PERCENTILE = 50.0
+
+
+@pytest.fixture(scope="module")
+def tiny_model(golden_dir):
+    from vggt.models.vggt import VGGT
+
+    return VGGT.from_pretrained(golden_dir / "tiny_state_dict.safetensors", preset="tiny")
+
+
+@pytest.fixture(scope="module")
+def room_images(examples_dir) -> Path:
+    return examples_dir / "room" / "images"
+
+
+@pytest.fixture(scope="module")
+def room(tiny_model, room_images) -> Reconstruction:
+    return reconstruct(
+        room_images,
+        model=tiny_model,
+        device="cpu",
+        dtype="float32",
+        resolution=RESOLUTION,
+        max_points=MAX_POINTS,
+        conf_percentile=CONF_PERCENTILE,
+    )
+
+
+@pytest.fixture(scope="module")
+def room_out(room, tmp_path_factory) -> Path:
+    return room.save(tmp_path_factory.mktemp("room") / "out")
+
+
+def project(extrinsic: np.ndarray, intrinsic: np.ndarray, points: np.ndarray) -> np.ndarray:
+    pix = (points @ extrinsic[:, :3].T + extrinsic[:, 3]) @ intrinsic.T
+    return pix[:, :2] / pix[:, 2:]
+
+
+# ------------------------------------------------------------------------------------------------ room outputs
+
+
+def test_outputs_layout(room_out, room_images):
+    names = sorted(p.name for p in room_images.iterdir())
+    assert sorted(p.name for p in (room_out / "images").iterdir()) == names
+    for name in ("cameras.bin", "images.bin", "points3D.bin"):
+        assert (room_out / "sparse" / "0" / name).is_file()
+    for name in ("points.ply", "scene.glb", "cameras.json", "predictions.npz"):
+        assert (room_out / name).is_file()
+    stems = sorted(Path(n).stem for n in names)
+    assert sorted(p.stem for p in (room_out / "depth").glob("*.npy")) == stems
+    assert sorted(p.stem for p in (room_out / "depth").glob("*.png")) == stems
+    # Nothing left behind by the staging folder.
+    assert [p.name for p in room_out.parent.iterdir()] == ["out"]
+
+
+def test_colmap_model_reads_back_with_original_resolution(room_out, room, room_images):
+    model = pycolmap.Reconstruction(str(room_out / "sparse" / "0"))
+    assert model.num_reg_images() == 8
+    assert model.num_points3D() == room.num_points
+    depth_h, depth_w = room.depth.shape[1:]
+    for image in model.images.values():
+        width, height = Image.open(room_images / image.name).size
+        camera = model.cameras[image.camera_id]
+        assert (camera.width, camera.height) == (width, height)
+        i = room.image_names.index(image.name)
+        if image.name == "no_overlap_1.png":
+            assert (camera.width, camera.height) == (512, 384)
+        # Intrinsics rescaled from the model input (depth_w x depth_h) to the photo.
+        fx, fy, cx, cy = camera.params
+        model_K = room.model_intrinsics[i]
+        np.testing.assert_allclose(fx, model_K[0, 0] * width / depth_w, rtol=0.01)
+        np.testing.assert_allclose(fy, model_K[1, 1] * height / depth_h, rtol=0.01)
+        assert abs(cx - width / 2) < 0.01 * width and abs(cy - height / 2) < 0.01 * height
+        np.testing.assert_allclose(image.cam_from_world().matrix(), room.extrinsics[i], atol=1e-5)
+
+    # Each point projects onto the pixel it was unprojected from, in original-photo coordinates.
+    for point_id, point in list(model.points3D.items())[:200]:
+        (element,) = point.track.elements
+        image = model.images[element.image_id]
+        camera = model.cameras[image.camera_id]
+        fx, fy, cx, cy = camera.params
+        K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+        xy = project(image.cam_from_world().matrix(), K, np.asarray(point.xyz)[None])[0]
+        observed = image.points2D[element.point2D_idx]
+        assert observed.point3D_id == point_id
+        np.testing.assert_allclose(xy, observed.xy, atol=0.05)
+
+
+def test_ply_has_the_documented_vertex_count(room_out, room):
+    # Documented: min(--max-points, pixels at or above the --conf-percentile percentile of the confidence).
+    conf = room.depth_conf
+    kept = int((conf >= np.percentile(conf, CONF_PERCENTILE)).sum())
+    assert kept > MAX_POINTS
+    data = (room_out / "points.ply").read_bytes()
+    assert f"element vertex {MAX_POINTS}\n".encode() in data[: data.index(b"end_header")]
+    cloud = trimesh.load(room_out / "points.ply")
+    assert len(cloud.vertices) == MAX_POINTS
+    np.testing.assert_allclose(cloud.vertices, room.points, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(cloud.colors)[:, :3], room.colors)
+
+
+def test_glb_has_points_and_eight_frustums(room_out, room):
+    scene = trimesh.load(room_out / "scene.glb")
+    assert len(scene.geometry["points"].vertices) == room.num_points
+    frustums = [name for name in scene.geometry if name.startswith("camera_")]
+    assert len(frustums) == 8
+    assert all(len(scene.geometry[name].vertices) == 5 for name in frustums)
+
+
+def test_cameras_json_agrees_with_predictions(room_out, room_images):
+    cameras = json.loads((room_out / "cameras.json").read_text())["images"]
+    predictions = np.load(room_out / "predictions.npz")
+    names = list(predictions["image_names"])
+    assert [c["file_name"] for c in cameras] == names
+    depth = predictions["depth"]
+    num_frames, height, width = depth.shape[:3]
+    assert num_frames == 8 and predictions["pose_enc"].shape == (8, 9)
+    assert predictions["world_points"].shape == (8, height, width, 3)
+    assert predictions["images"].shape == (8, 3, height, width)
+
+    extrinsics, _ = pose_encoding_to_extri_intri(torch.from_numpy(predictions["pose_enc"]), (height, width))
+    for i, camera in enumerate(cameras):
+        photo_w, photo_h = Image.open(room_images / camera["file_name"]).size
+        assert (camera["width"], camera["height"]) == (photo_w, photo_h)
+        assert predictions["image_sizes"][i].tolist() == [photo_w, photo_h]
+        np.testing.assert_allclose(camera["extrinsic"], extrinsics[i].numpy(), atol=1e-6)
+        np.testing.assert_allclose(camera["extrinsic"], predictions["extrinsic"][i], atol=1e-6)
+        np.testing.assert_allclose(camera["depth_intrinsic"], predictions["intrinsic"][i], rtol=1e-6)
+        # The original-resolution intrinsic is the model one scaled by photo / model size.
+        K, model_K = np.asarray(camera["intrinsic"]), predictions["intrinsic"][i]
+        np.testing.assert_allclose(K[0, 0] / model_K[0, 0], photo_w / width, rtol=0.01)
+        np.testing.assert_allclose(K[1, 1] / model_K[1, 1], photo_h / height, rtol=0.01)
+        np.testing.assert_array_equal(np.load(room_out / camera["depth_file"]), depth[i, ..., 0])
+
+
+def test_depth_files(room_out, room):
+    depth = np.load(room_out / "depth" / "no_overlap_3.npy")
+    assert depth.dtype == np.float32 and depth.shape == room.depth.shape[1:]
+    preview = Image.open(room_out / "depth" / "no_overlap_3.png")
+    assert preview.mode == "RGB" and preview.size == (depth.shape[1], depth.shape[0])
+
+
+# ------------------------------------------------------------------------------------------------ saving
+
+
+def test_save_refuses_non_empty_output_and_overwrite_replaces(room, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        room.save(out)
+    assert (out / "keep.txt").read_text() == "mine"
+    room.save(out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "points.ply").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_failure_midway_leaves_nothing_half_written(room, tmp_path, monkeypatch):
+    def fail(self, path):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Reconstruction, "to_glb", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        room.save(tmp_path / "new")
+    assert list(tmp_path.iterdir()) == []
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        room.save(existing, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["existing"]
+    assert (existing / "old.txt").read_text() == "old"
+
+
+def test_summary_line(room):
+    line = room.summary("somewhere")
+    assert "8 frames" in line and f"{MAX_POINTS} points" in line and "somewhere" in line
+    assert "\n" not in line
+
+
+# ------------------------------------------------------------------------------------------------ image formats
+
+
+def write_format_zoo(folder: Path) -> dict[str, tuple[int, int]]:
+    """Small photos in awkward formats; returns their upright (width, height)."""
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "plain.jpg")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    rgba = np.concatenate([rgb, np.full((48, 64, 1), 128, np.uint8)], axis=-1)
+    Image.fromarray(rgba, "RGBA").save(folder / "alpha.png")
+    Image.fromarray(rgb).convert("L").save(folder / "gray.jpg")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(folder / "sixteen.png")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees clockwise
+    Image.fromarray(rgb).save(folder / "rotated.jpg", exif=exif)
+    (folder / "notes.txt").write_text("not an image")
+    sizes = {name: (64, 48) for name in ("plain.jpg", "palette.png", "alpha.png", "gray.jpg", "sixteen.png")}
+    sizes["cmyk.jpg"] = (64, 48)
+    sizes["rotated.jpg"] = (48, 64)
+    return sizes
+
+
+def test_awkward_formats_mixed_sizes_and_pointmap(tiny_model, tmp_path, caplog):
+    sizes = write_format_zoo(tmp_path / "zoo")
+    assert Image.open(tmp_path / "zoo" / "sixteen.png").mode.startswith("I")
+    with caplog.at_level("WARNING", logger="vggt"):
+        rec = reconstruct(
+            tmp_path / "zoo", model=tiny_model, device="cpu", dtype="float32", resolution=56, points="pointmap"
+        )
+    assert "notes.txt" in caplog.text  # skipped and listed
+    assert sorted(rec.image_names) == sorted(sizes)
+    assert [tuple(s) for s in rec.image_sizes] == [sizes[n] for n in rec.image_names]
+
+    # Point-map points are the point head's outputs at the pixels they came from.
+    world_points = rec.predictions["world_points"]
+    obs = rec.observations
+    for m in range(0, len(obs), 97):
+        i = obs.image_index[m]
+        x, y = np.round(rec.transforms[i].original_to_input(obs.xy[m])).astype(int)
+        np.testing.assert_allclose(rec.points[obs.point_index[m]], world_points[i, y, x], rtol=1e-6)
+
+    out = rec.save(tmp_path / "out")
+    copied = Image.open(out / "images" / "rotated.jpg")
+    assert copied.size == (48, 64) and copied.getexif().get(0x0112, 1) == 1  # upright
+    assert Image.open(out / "images" / "cmyk.jpg").mode == "RGB"
+    assert Image.open(out / "images" / "sixteen.png").mode == "RGB"
+    assert (out / "images" / "plain.jpg").read_bytes() == (tmp_path / "zoo" / "plain.jpg").read_bytes()
+    model = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    for image in model.images.values():
+        camera = model.cameras[image.camera_id]
+        assert (camera.width, camera.height) == sizes[image.name]
+
+
+def test_corrupt_image_is_named(tiny_model, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    Image.new("RGB", (32, 24)).save(folder / "ok.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(InputError, match="broken.jpg"):
+        reconstruct(folder, model=tiny_model, device="cpu", dtype="float32", resolution=56)
+
+
+# ------------------------------------------------------------------------------------------------ point selection
+
+
+def test_select_points_drops_padding_and_low_confidence():
+    # One 4x2 photo padded into a 4x4 model input: rows 0 and 3 are padding.
+    transform = PreprocessTransform(original_size=(4, 2), input_size=(4, 4), scale=(1.0, 1.0), offset=(0.0, 1.0))
+    world = np.arange(16 * 3, dtype=np.float32).reshape(1, 4, 4, 3)
+    conf = np.arange(16, dtype=np.float32).reshape(1, 4, 4) + 1
+    colors = np.zeros((1, 4, 4, 3), np.uint8)
+    points, _, obs = select_points(world, conf, colors, [transform], conf_percentile=0, max_points=None)
+    assert len(points) == 8  # only the photo's rows 1 and 2
+    np.testing.assert_array_equal(points, world[0, 1:3].reshape(-1, 3))
+    assert obs.xy[:, 1].min() == 0 and obs.xy[:, 1].max() == 1
+
+    points, _, _ = select_points(world, conf, colors, [transform], conf_percentile=50, max_points=None)
+    np.testing.assert_array_equal(points, world[0, 2].reshape(-1, 3))  # the more confident half
+    points, _, _ = select_points(world, conf, colors, [transform], conf_percentile=0, max_points=3)
+    assert len(points) == 3
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def test_collect_inputs_folder_rules(tmp_path):
+    folder = tmp_path / "scene"
+    (folder / "images").mkdir(parents=True)
+    for name in ("img10.png", "img2.png", "img1.png"):
+        Image.new("RGB", (8, 8)).save(folder / "images" / name)
+    (folder / "images" / "readme.md").write_text("x")
+    collected = collect_inputs(folder)  # falls back to the images/ subfolder
+    assert [p.name for p in collected.image_paths] == ["img1.png", "img2.png", "img10.png"]
+    assert [p.name for p in collected.skipped] == ["readme.md"]
+    assert [p.name for p in collect_inputs(folder, max_frames=2).image_paths] == ["img1.png", "img10.png"]
+
+    with pytest.raises(InputError, match="not an image"):
+        collect_inputs(folder / "images" / "readme.md")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no images"):
+        collect_inputs(empty)
+    with pytest.raises(InputError, match="not found"):
+        collect_inputs(tmp_path / "missing")
+    with pytest.raises(InputError, match="--fps"):
+        collect_inputs(folder, fps=2)
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (8, 8)).save(other / "img1.png")
+    with pytest.raises(InputError, match="img1.png"):
+        collect_inputs([folder / "images" / "img1.png", other / "img1.png"])
+
+
+def write_video(path: Path, num_frames: int, fps: float, size=(96, 64)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened()
+    for i in range(num_frames):
+        frame = np.zeros((size[1], size[0], 3), np.uint8)
+        cv2.rectangle(frame, (4 * i, 10), (4 * i + 20, 40), (0, 200, 255), -1)
+        writer.write(frame)
+    writer.release()
+
+
+def test_video_frame_sampling(tmp_path):
+    assert select_frame_indices(20, 10.0, fps=2) == [0, 5, 10, 15]
+    assert select_frame_indices(20, 10.0, max_frames=3) == [0, 10, 19]
+    assert select_frame_indices(20, 10.0, fps=2, max_frames=2) == [0, 15]
+    assert select_frame_indices(5, 10.0, fps=30) == [0, 1, 2, 3, 4]
+    assert select_frame_indices(35, 10.0) == [0, 10, 20, 30]  # default: 1 frame per second
+
+    video = tmp_path / "clip.avi"
+    write_video(video, num_frames=20, fps=10)
+    frames = sample_video_frames(video, tmp_path / "frames", fps=2)
+    assert [p.name for p in frames] == [f"frame_{i:06d}.png" for i in (0, 5, 10, 15)]
+    assert Image.open(frames[0]).size == (96, 64)
+
+    (tmp_path / "broken.mp4").write_bytes(b"nope")
+    with pytest.raises(InputError, match="broken.mp4"):
+        collect_inputs(tmp_path / "broken.mp4")
+
+
+# ------------------------------------------------------------------------------------------------ device, memory
+
+
+def test_device_and_dtype_selection():
+    cpu = resolve_device("cpu")
+    assert resolve_dtype(cpu, "auto") == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
+    assert resolve_dtype(cpu, "float32") == torch.float32
+    assert resolve_dtype(cpu, "bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="float16 is for GPUs"):
+        resolve_dtype(cpu, "float16")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resolve_dtype(cpu, "int8")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == cpu
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_memory_estimate_and_check():
+    config = get_preset("vggt-1b")
+    small = estimate_inference_memory(config, 8, 392, 518, torch.bfloat16)
+    large = estimate_inference_memory(config, 64, 392, 518, torch.bfloat16)
+    assert large.total > small.total
+    assert large.aggregator > 7 * small.aggregator  # grows with the number of frames
+    assert small.weights > 4 * 10**9  # about 1.2 B float32 parameters
+    assert estimate_inference_memory(config, 8, 392, 518, torch.float32).total > small.total
+
+    free = available_memory(torch.device("cpu"))
+    if free is None:
+        pytest.skip("free memory is unknown on this platform")
+    fits = MemoryEstimate(weights=1, aggregator=0, dense_heads=0, outputs=0, overhead=0)
+    check_memory(fits, torch.device("cpu"), 1, 14, 14)
+    too_big = MemoryEstimate(weights=2 * free, aggregator=0, dense_heads=0, outputs=0, overhead=0)
+    with pytest.raises(InsufficientMemoryError, match="fewer frames"):
+        check_memory(too_big, torch.device("cpu"), 500, 392, 518)
+
+
+def test_reconstruct_rejects_bad_options(tiny_model, room_images):
+    with pytest.raises(InputError, match="points"):
+        reconstruct(room_images, model=tiny_model, points="mesh")
+    with pytest.raises(InputError, match="conf-percentile"):
+        reconstruct(room_images, model=tiny_model, conf_percentile=100)
+    with pytest.raises(InputError, match="resolution"):
+        reconstruct(room_images, model=tiny_model, device="cpu", resolution=100)
+
+
+# ------------------------------------------------------------------------------------------------ bundle adjustment
+
+
+def test_bundle_adjusted_tracks_go_into_the_colmap_model(room, tmp_path):
+    """After BA the COLMAP model holds the tracked points, each with all of its 2D observations."""
+    num_frames = room.num_frames
+    points3d = room.points[:40].astype(np.float64)
+    tracks = np.stack([project(room.extrinsics[i], room.model_intrinsics[i], points3d) for i in range(num_frames)])
+    mask = np.ones((num_frames, len(points3d)), dtype=bool)
+    mask[2:, 0] = False  # point 0: seen twice
+    mask[1:, 1] = False  # point 1: seen once, left out
+    images = (room.predictions["images"].transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
+    sparse = tracked_points(points3d, tracks, mask, images, room.transforms)
+    assert len(sparse[0]) == len(points3d) - 1
+    adjusted = dataclasses.replace(room, sparse=sparse)
+    assert adjusted.bundle_adjusted
+
+    adjusted.to_colmap(tmp_path, copy_images=False)
+    model = pycolmap.Reconstruction(str(tmp_path / "sparse" / "0"))
+    assert model.num_points3D() == len(points3d) - 1
+    lengths = sorted(point.track.length() for point in model.points3D.values())
+    assert lengths == [2] + [num_frames] * (len(points3d) - 2)
+    for point in model.points3D.values():
+        for element in point.track.elements:
+            image = model.images[element.image_id]
+            fx, fy, cx, cy = model.cameras[image.camera_id].params
+            K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+            expected = project(image.cam_from_world().matrix(), K, np.asarray(point.xyz)[None])[0]
+            np.testing.assert_allclose(image.points2D[element.point2D_idx].xy, expected, rtol=1e-4, atol=0.05)
+
+
+def test_bundle_adjustment_falls_back_when_no_track_survives(tiny_model, tmp_path, caplog):
+    pytest.importorskip("theseus")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    with caplog.at_level("WARNING", logger="vggt"):
+        rec = reconstruct(
+            folder,
+            model=tiny_model,
+            device="cpu",
+            dtype="float32",
+            resolution=56,
+            bundle_adjust=True,
+            ba_options={"num_reference_frames": 1, "query_points_per_frame": 32},
+        )
+    # Random weights track nothing reliably: the feed-forward cameras are kept, with a warning.
+    assert "bundle adjustment skipped" in caplog.text
+    assert not rec.bundle_adjusted
+    np.testing.assert_allclose(rec.extrinsics, rec.predictions["extrinsic"])

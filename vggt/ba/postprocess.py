@@ -1,0 +1,236 @@
+"""VGGT + BA: refine the feed-forward cameras by bundle adjustment on the model's own tracks.
+
+Steps: query points on a few reference frames (SIFT keypoints, a grid where texture is poor) -> tracks from the
+track head, with the reference frame moved first (queries live in the first frame) -> filter by visibility,
+confidence and reprojection error against the feed-forward cameras -> initial points from the predicted depth
+(or DLT triangulation) -> `bundle_adjust`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vggt.ba.solver import DEFAULT_INLIER_THRESHOLD, BundleAdjustmentResult, bundle_adjust
+from vggt.ba.triangulation import triangulate_tracks
+from vggt.utils.geometry import project_points, unproject_depth_map_to_point_map
+from vggt.utils.pose_enc import pose_encoding_to_extri_intri
+
+DEFAULT_NUM_REFERENCE_FRAMES = 3
+DEFAULT_QUERY_POINTS_PER_FRAME = 512
+DEFAULT_QUERY_CHUNK_SIZE = 256
+# Fewer SIFT keypoints than this on a reference frame: fall back to a regular grid of query points.
+MIN_SIFT_KEYPOINTS = 64
+# Same defaults as the reference demo: visibility and confidence floors, pixel error against feed-forward cameras.
+DEFAULT_VIS_THRESHOLD = 0.2
+DEFAULT_CONF_THRESHOLD = 0.2
+DEFAULT_MAX_REPROJ_ERROR = 8.0
+DEFAULT_MIN_TRACK_LENGTH = 3
+INIT_METHODS = ("depth", "triangulate")
+
+
+@dataclass
+class BARefinement:
+    """Cameras and tracked points after the post-step (the feed-forward cameras when `refined` is False).
+
+    extrinsics [S, 3, 4] camera-from-world, intrinsics [S, 3, 3], points3d [N, 3], tracks [S, N, 2] pixels,
+    observation_mask [S, N] (observations kept: inliers of the final BA), ba_result (None when not refined).
+    """
+
+    extrinsics: torch.Tensor
+    intrinsics: torch.Tensor
+    points3d: torch.Tensor
+    tracks: torch.Tensor
+    observation_mask: torch.Tensor
+    refined: bool
+    ba_result: BundleAdjustmentResult | None = None
+
+    def point_observations(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per 3D point, its observations: (frame indices [k] int, pixels [k, 2]), e.g. for a COLMAP export."""
+        mask = self.observation_mask.cpu().numpy()
+        tracks = self.tracks.detach().cpu().numpy()
+        return [(np.nonzero(mask[:, j])[0], tracks[mask[:, j], j]) for j in range(mask.shape[1])]
+
+
+def reference_frame_indices(num_frames: int, num_reference_frames: int) -> list[int]:
+    """Evenly spread reference frames, frame 0 first."""
+    count = max(1, min(num_reference_frames, num_frames))
+    return sorted({int(round(i)) for i in np.linspace(0, num_frames - 1, count, endpoint=count > 1)})
+
+
+def grid_query_points(height: int, width: int, num_points: int) -> np.ndarray:
+    """[M <= num_points, 2] pixel (x, y) on a regular grid covering the image."""
+    per_side = max(1, int(np.sqrt(num_points * width / height)))
+    rows = max(1, num_points // per_side)
+    xs = (np.arange(per_side) + 0.5) * width / per_side - 0.5
+    ys = (np.arange(rows) + 0.5) * height / rows - 0.5
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    return np.stack((grid_x.ravel(), grid_y.ravel()), axis=-1)
+
+
+def query_points_for_frame(image: torch.Tensor, num_points: int) -> np.ndarray:
+    """[M, 2] query pixels on `image` [3, H, W] in [0, 1]: SIFT keypoints (pycolmap), or a grid if too few."""
+    import pycolmap
+
+    height, width = image.shape[-2:]
+    gray = (image.detach().float().mean(dim=0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    options = pycolmap.FeatureExtractionOptions()
+    options.sift.max_num_features = num_points
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycolmap 4 prefers FeatureExtractor, same SIFT
+        sift = pycolmap.Sift(options, device=pycolmap.Device.cpu)
+    keypoints, _ = sift.extract(np.ascontiguousarray(gray))
+    # SIFT keypoints use COLMAP's convention (pixel centres at +0.5); ours has centres at integers.
+    points = np.unique(keypoints[:num_points, :2].astype(np.float64) - 0.5, axis=0)
+    if len(points) < MIN_SIFT_KEYPOINTS:
+        return grid_query_points(height, width, num_points)
+    return points
+
+
+@torch.no_grad()
+def predict_tracks(
+    model: Any, images: torch.Tensor, query_points: torch.Tensor, reference_frame: int, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Track `query_points` [N, 2] of `reference_frame` through `images` [S, 3, H, W].
+
+    The model takes queries in its first frame, so the reference frame is moved first and the order restored.
+    Returns tracks [S, N, 2], visibility [S, N] and confidence [S, N] (ones when the head predicts none).
+    """
+    frames = images.shape[0]
+    order = [reference_frame] + [i for i in range(frames) if i != reference_frame]
+    reordered = images[order][None]  # [1, S, 3, H, W]
+    tokens, patch_start_idx = model.aggregator(reordered)
+    track_head = model.track_head
+    dtype = next(track_head.parameters()).dtype
+    tokens = [t.to(dtype) if t is not None else None for t in tokens]
+    reordered = reordered.to(dtype)
+    outputs = []
+    for chunk in torch.split(query_points.to(device=images.device, dtype=dtype), chunk_size):
+        coords, vis, conf = track_head(tokens, reordered, patch_start_idx, query_points=chunk[None])
+        outputs.append((coords[-1][0], vis[0], torch.ones_like(vis[0]) if conf is None else conf[0]))
+    tracks, vis, conf = (torch.cat(parts, dim=1).float() for parts in zip(*outputs))
+    inverse = torch.empty(frames, dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(frames)
+    return tracks[inverse], vis[inverse], conf[inverse]
+
+
+def refine_with_ba(
+    model: Any,
+    images: torch.Tensor,
+    predictions: dict[str, Any],
+    num_reference_frames: int = DEFAULT_NUM_REFERENCE_FRAMES,
+    query_points_per_frame: int = DEFAULT_QUERY_POINTS_PER_FRAME,
+    query_chunk_size: int = DEFAULT_QUERY_CHUNK_SIZE,
+    vis_threshold: float = DEFAULT_VIS_THRESHOLD,
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
+    max_reproj_error: float = DEFAULT_MAX_REPROJ_ERROR,
+    min_track_length: int = DEFAULT_MIN_TRACK_LENGTH,
+    init: str = "depth",
+    loss: str | None = "cauchy",
+    loss_scale: float = 1.0,
+    shared_focal: bool = True,
+    max_iterations: int = 100,
+    inlier_threshold: float = DEFAULT_INLIER_THRESHOLD,
+) -> BARefinement:
+    """Bundle-adjust VGGT's feed-forward cameras on its own tracks.
+
+    Args:
+        model: a VGGT model (uses `model.aggregator` and `model.track_head`).
+        images: [S, 3, H, W] or [1, S, 3, H, W] in [0, 1], the images `predictions` came from.
+        predictions: the model's output on `images` (`pose_enc`, and `depth` for init="depth").
+        init: initial 3D points from the predicted "depth" at the query pixel, or "triangulate" (DLT).
+        The other arguments set the query points, the track filters and `bundle_adjust`.
+
+    Returns:
+        BARefinement; with a warning and the feed-forward cameras when no track survives the filters.
+    """
+    if init not in INIT_METHODS:
+        raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
+    if images.ndim == 5:
+        if images.shape[0] != 1:
+            raise ValueError(f"refine_with_ba takes one scene, got a batch of {images.shape[0]}")
+        images = images[0]
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [S, 3, H, W] or [1, S, 3, H, W], got {tuple(images.shape)}")
+    frames, _, height, width = images.shape
+    if frames < 2:
+        raise ValueError(f"bundle adjustment needs at least two frames, got {frames}")
+    if "pose_enc" not in predictions:
+        raise ValueError("predictions must hold 'pose_enc' (run the model with its camera head)")
+    pose_enc = predictions["pose_enc"].reshape(-1, frames, predictions["pose_enc"].shape[-1])[0].detach().float()
+    extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, image_size_hw=(height, width))
+    extrinsics, intrinsics = extrinsics.cpu(), intrinsics.cpu()
+    if not (torch.isfinite(extrinsics).all() and torch.isfinite(intrinsics).all()):
+        raise ValueError("the feed-forward cameras are non-finite (e.g. a zero field of view); nothing to refine")
+    world_points = None
+    if init == "depth":
+        if "depth" not in predictions:
+            raise ValueError("init='depth' needs predictions['depth']; use init='triangulate' without a depth head")
+        depth = predictions["depth"].reshape(frames, height, width).detach().float().cpu()
+        world_points = torch.from_numpy(unproject_depth_map_to_point_map(depth, extrinsics, intrinsics)).float()
+
+    all_tracks, all_vis, all_conf, all_points = [], [], [], []
+    for reference in reference_frame_indices(frames, num_reference_frames):
+        queries = torch.from_numpy(query_points_for_frame(images[reference], query_points_per_frame)).float()
+        tracks, vis, conf = predict_tracks(model, images, queries, reference, query_chunk_size)
+        tracks, vis, conf = tracks.cpu(), vis.cpu(), conf.cpu()
+        tracks[reference] = queries  # the query pixel is exact in its own frame
+        vis[reference], conf[reference] = 1.0, 1.0
+        if world_points is not None:
+            cols = queries[:, 0].round().long().clamp(0, width - 1)
+            rows = queries[:, 1].round().long().clamp(0, height - 1)
+            all_points.append(world_points[reference, rows, cols])
+        all_tracks.append(tracks)
+        all_vis.append(vis)
+        all_conf.append(conf)
+    tracks, vis, conf = torch.cat(all_tracks, 1), torch.cat(all_vis, 1), torch.cat(all_conf, 1)
+
+    inside = (
+        (tracks[..., 0] >= 0) & (tracks[..., 0] <= width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= height - 1)
+    )
+    mask = (vis > vis_threshold) & (conf > conf_threshold) & inside & torch.isfinite(tracks).all(-1)
+    if init == "depth":
+        points = torch.cat(all_points, 0)
+        valid = torch.isfinite(points).all(-1)
+    else:
+        points, valid = triangulate_tracks(extrinsics, intrinsics, tracks, mask)
+    pixels, depth_in_cams = project_points(points, extrinsics, intrinsics)
+    error = torch.linalg.norm(pixels - tracks, dim=-1)
+    mask &= (error < max_reproj_error) & (depth_in_cams > 0) & valid[None]
+    keep = mask.sum(0) >= max(2, min_track_length)
+    tracks, mask, points = tracks[:, keep], mask[:, keep], points[keep]
+
+    if not keep.any():
+        warnings.warn(
+            "bundle adjustment skipped: no track survived the visibility / confidence / reprojection filters; "
+            "keeping the feed-forward cameras (loosen vis_threshold, conf_threshold or max_reproj_error)",
+            stacklevel=2,
+        )
+        return BARefinement(extrinsics, intrinsics, points, tracks, mask, refined=False)
+
+    result = bundle_adjust(
+        extrinsics,
+        intrinsics,
+        points,
+        tracks,
+        mask,
+        image_size=(height, width),
+        loss=loss,
+        loss_scale=loss_scale,
+        shared_focal=shared_focal,
+        max_iterations=max_iterations,
+        inlier_threshold=inlier_threshold,
+    )
+    return BARefinement(
+        result.extrinsics,
+        result.intrinsics,
+        result.points3d,
+        tracks,
+        result.inlier_mask,
+        refined=True,
+        ba_result=result,
+    )
