@@ -95,6 +95,14 @@ def test_non_images_skipped_and_output_not_overwritten(tmp_path, capsys):
     assert sorted(p.name for p in (out / "images").iterdir()) == ["photo0.png", "photo1.png"]
 
 
+def test_output_folder_holding_the_inputs_is_refused(tmp_path, capsys):
+    photos = small_photos(tmp_path / "scene" / "images")
+    for out in (photos, tmp_path / "scene"):
+        assert main(["reconstruct", str(photos), "--out", str(out), "--overwrite", "-q", "--preset", "tiny"]) == 2
+        assert "holds the input" in capsys.readouterr().err
+    assert sorted(p.name for p in photos.iterdir()) == ["photo0.png", "photo1.png"]
+
+
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (arguments after INPUT, expected words in the error) with INPUT first."""
     empty = tmp_path / "empty"
@@ -149,19 +157,14 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_bundle_adjustment_without_theseus(tmp_path, capsys):
-    try:
-        import theseus  # noqa: F401
-
-        pytest.skip("theseus is installed")
-    except ImportError:
-        pass
+def test_bundle_adjustment_without_theseus(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "theseus", None)  # as if it were not installed: `import theseus` fails
     photos = small_photos(tmp_path / "photos")
-    assert (
-        main(["reconstruct", str(photos), "--out", str(tmp_path / "o"), "--preset", "tiny", "--ba", "-q"] + FAST) == 2
-    )
+    out = tmp_path / "o"
+    assert main(["reconstruct", str(photos), "--out", str(out), "--preset", "tiny", "--ba", "-q"] + FAST) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "theseus" in err.lower()
+    assert len(err.splitlines()) == 1 and "Theseus" in err and "vggt[ba]" in err
+    assert not out.exists()
 
 
 def test_cuda_without_cuda(tmp_path, capsys):

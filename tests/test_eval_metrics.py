@@ -149,7 +149,11 @@ def test_camera_metrics_are_invariant_to_a_global_similarity():
     assert camera_auc(moved, gt) == pytest.approx(camera_auc(pred, gt))
     assert camera_auc(moved, gt) < 100.0
     # The same holds when the ground truth is moved instead.
-    np.testing.assert_allclose(relative_pose_errors(pred, transform_world(gt, 0.3, random_rotation(rng), rng.normal(size=3)))[0], before[0], atol=1e-7)
+    np.testing.assert_allclose(
+        relative_pose_errors(pred, transform_world(gt, 0.3, random_rotation(rng), rng.normal(size=3)))[0],
+        before[0],
+        atol=1e-7,
+    )
 
 
 def test_torch_and_numpy_inputs_agree():

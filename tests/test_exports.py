@@ -119,7 +119,8 @@ def test_colmap_model_with_tracks_reads_back(tmp_path, scene):
         camera = model.cameras[image.camera_id]
         assert (camera.width, camera.height) == tuple(scene["image_sizes"][i])
         K = scene["intrinsics"][i]
-        np.testing.assert_allclose(camera.params, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+        # COLMAP puts pixel centres at +0.5, this package at integers.
+        np.testing.assert_allclose(camera.params, [K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5])
         np.testing.assert_allclose(image.cam_from_world().matrix(), scene["extrinsics"][i], atol=1e-9)
         assert image.num_points3D == num_points
     for point_id, point in model.points3D.items():
@@ -132,7 +133,12 @@ def test_colmap_model_with_tracks_reads_back(tmp_path, scene):
             point2d = model.images[element.image_id].points2D[element.point2D_idx]
             assert point2d.point3D_id == point_id
             expected = project(scene["extrinsics"][i], scene["intrinsics"][i], scene["points"][p : p + 1])[0]
-            np.testing.assert_allclose(point2d.xy, expected, atol=1e-6)
+            np.testing.assert_allclose(point2d.xy, expected + 0.5, atol=1e-6)
+            # COLMAP's own projection of the point lands on its recorded keypoint.
+            image = model.images[element.image_id]
+            cam_point = image.cam_from_world() * point.xyz
+            colmap_xy = model.cameras[image.camera_id].img_from_cam(cam_point)
+            np.testing.assert_allclose(colmap_xy, point2d.xy, atol=1e-6)
 
 
 def test_colmap_rejects_observations_of_missing_points(tmp_path, scene):
@@ -240,3 +246,29 @@ def test_cameras_json(tmp_path, scene):
         np.testing.assert_allclose(entry["intrinsic"], scene["intrinsics"][i])
         assert np.asarray(entry["extrinsic"]).shape == (3, 4)
         assert entry["depth_file"] == f"depth/{'abc'[i]}.npy"
+
+
+def test_colmap_export_imports_back_as_the_same_cameras(tmp_path, scene):
+    """write_colmap then vggt.data.colmap_import give back the cameras exactly (pixel conventions agree)."""
+    from PIL import Image
+
+    from vggt.data.colmap_import import import_colmap
+    from vggt.data.scene import load_scene
+
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    for name, (w, h) in zip(scene["names"], scene["image_sizes"]):
+        Image.new("RGB", (int(w), int(h)), (90, 120, 150)).save(images_dir / name)
+    write_colmap(
+        tmp_path / "sparse",
+        scene["names"],
+        scene["image_sizes"],
+        scene["extrinsics"],
+        scene["intrinsics"],
+        scene["points"],
+        scene["colors"],
+    )
+    imported = load_scene(import_colmap(tmp_path / "sparse", images_dir, tmp_path / "scene"), load_data=False)
+    order = [scene["names"].index(p.name) for p in imported.image_paths]
+    np.testing.assert_allclose(imported.intrinsics, scene["intrinsics"][order], atol=1e-9)
+    np.testing.assert_allclose(imported.extrinsics, scene["extrinsics"][order], atol=1e-9)

@@ -51,10 +51,10 @@ def test_camera_loss_ignores_invalid_frames():
 
 
 def test_confidence_regression_loss_by_hand():
-    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
-    gt = torch.ones(1, 2, 2, 1)
-    conf = torch.tensor([[1.0, 2.0], [1.0, 1.0]]).reshape(1, 2, 2)
-    valid = torch.ones(1, 2, 2, dtype=torch.bool)
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 1, 2, 2, 1)
+    gt = torch.ones(1, 1, 2, 2, 1)
+    conf = torch.tensor([[1.0, 2.0], [1.0, 1.0]]).reshape(1, 1, 2, 2)
+    valid = torch.ones(1, 1, 2, 2, dtype=torch.bool)
     alpha = 0.2
     conf_term, grad_term, plain = confidence_regression_loss(pred, gt, conf, valid, alpha)
     # errors [[0, 1], [2, 3]]; C * err summed = 0 + 2 + 2 + 3 = 7; -alpha log C only where C = 2.
@@ -65,10 +65,10 @@ def test_confidence_regression_loss_by_hand():
 
 
 def test_confidence_regression_loss_skips_invalid_pixels_even_if_nan():
-    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
-    gt = torch.tensor([[1.0, 1.0], [1.0, float("nan")]]).reshape(1, 2, 2, 1)
-    conf = torch.tensor([[1.0, 2.0], [1.0, 1.0]]).reshape(1, 2, 2)
-    valid = torch.tensor([[True, True], [True, False]]).reshape(1, 2, 2)
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 1, 2, 2, 1)
+    gt = torch.tensor([[1.0, 1.0], [1.0, float("nan")]]).reshape(1, 1, 2, 2, 1)
+    conf = torch.tensor([[1.0, 2.0], [1.0, 1.0]]).reshape(1, 1, 2, 2)
+    valid = torch.tensor([[True, True], [True, False]]).reshape(1, 1, 2, 2)
     pred.requires_grad_(True)
     conf_term, grad_term, _ = confidence_regression_loss(pred, gt, conf, valid, alpha=0.2)
     assert conf_term.item() == pytest.approx((0 + 2 * 1 + 1 * 2 - 0.2 * math.log(2)) / 3)
@@ -76,7 +76,24 @@ def test_confidence_regression_loss_skips_invalid_pixels_even_if_nan():
     assert grad_term.item() == pytest.approx(4 / 3)
     (conf_term + grad_term).backward()
     assert torch.isfinite(pred.grad).all()
-    assert pred.grad[0, 1, 1, 0].item() == 0.0
+    assert pred.grad[0, 0, 1, 1, 0].item() == 0.0
+
+
+def test_dense_loss_averages_per_sample():
+    # Sample 0: one valid pixel with error 1; sample 1: four valid pixels with error 3; sample 2: no valid pixel.
+    pred = torch.zeros(3, 1, 2, 2, 1)
+    gt = torch.zeros(3, 1, 2, 2)
+    gt[0, 0, 0, 0] = 1.0
+    gt[1] = 3.0
+    gt[2] = 100.0
+    valid = torch.zeros(3, 1, 2, 2, dtype=torch.bool)
+    valid[0, 0, 0, 0] = True
+    valid[1] = True
+    conf = torch.ones(3, 1, 2, 2)
+    terms = dense_loss("depth", pred, conf, gt, valid, DenseLossConfig(alpha=0.2))
+    # Per-sample means 1 and 3 (log 1 = 0, constant error so no gradient term); sample 2 is left out.
+    assert terms["depth_conf"].item() == pytest.approx((1 + 3) / 2)
+    assert terms["depth_grad"].item() == pytest.approx(0.0)
 
 
 def test_point_loss_uses_euclidean_error():

@@ -26,7 +26,15 @@ from vggt.device import (
     resolve_dtype,
 )
 from vggt.models.config import get_preset
-from vggt.pipeline import InputError, Reconstruction, collect_inputs, reconstruct, select_points, tracked_points
+from vggt.pipeline import (
+    InputError,
+    Reconstruction,
+    collect_inputs,
+    depth_at_original_resolution,
+    reconstruct,
+    select_points,
+    tracked_points,
+)
 from vggt.utils.load_fn import PreprocessTransform
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 from vggt.video import sample_video_frames, select_frame_indices
@@ -155,7 +163,7 @@ def test_cameras_json_agrees_with_predictions(room_out, room_images):
     num_frames, height, width = depth.shape[:3]
     assert num_frames == 8 and predictions["pose_enc"].shape == (8, 9)
     assert predictions["world_points"].shape == (8, height, width, 3)
-    assert predictions["images"].shape == (8, 3, height, width)
+    assert predictions["images"].shape == (8, 3, height, width) and predictions["images"].dtype == np.uint8
 
     extrinsics, _ = pose_encoding_to_extri_intri(torch.from_numpy(predictions["pose_enc"]), (height, width))
     for i, camera in enumerate(cameras):
@@ -164,19 +172,47 @@ def test_cameras_json_agrees_with_predictions(room_out, room_images):
         assert predictions["image_sizes"][i].tolist() == [photo_w, photo_h]
         np.testing.assert_allclose(camera["extrinsic"], extrinsics[i].numpy(), atol=1e-6)
         np.testing.assert_allclose(camera["extrinsic"], predictions["extrinsic"][i], atol=1e-6)
-        np.testing.assert_allclose(camera["depth_intrinsic"], predictions["intrinsic"][i], rtol=1e-6)
         # The original-resolution intrinsic is the model one scaled by photo / model size.
         K, model_K = np.asarray(camera["intrinsic"]), predictions["intrinsic"][i]
         np.testing.assert_allclose(K[0, 0] / model_K[0, 0], photo_w / width, rtol=0.01)
         np.testing.assert_allclose(K[1, 1] / model_K[1, 1], photo_h / height, rtol=0.01)
-        np.testing.assert_array_equal(np.load(room_out / camera["depth_file"]), depth[i, ..., 0])
+        # Depth at the photo's resolution: nearest samples of the model's depth (no cropping at 4:3).
+        original_depth = np.load(room_out / camera["depth_file"])
+        assert original_depth.shape == (photo_h, photo_w)
+        assert original_depth[0, 0] == depth[i, 0, 0, 0] and original_depth[-1, -1] == depth[i, -1, -1, 0]
+        assert np.isin(original_depth, depth[i]).all()
 
 
-def test_depth_files(room_out, room):
+def test_depth_files(room_out, room_images):
     depth = np.load(room_out / "depth" / "no_overlap_3.npy")
-    assert depth.dtype == np.float32 and depth.shape == room.depth.shape[1:]
+    assert depth.dtype == np.float32 and depth.shape == (960, 1280)
+    assert (depth > 0).all()
     preview = Image.open(room_out / "depth" / "no_overlap_3.png")
-    assert preview.mode == "RGB" and preview.size == (depth.shape[1], depth.shape[0])
+    assert preview.mode == "RGB" and preview.size == (1280, 960)
+
+
+def test_output_reads_back_as_a_scene_folder(room_out, room):
+    """The output is also a scene folder of vggt.data (cameras.json + images/ + depth/)."""
+    from vggt.data.scene import load_scene
+
+    scene = load_scene(room_out, load_data=False)
+    assert scene.image_names == room.image_names
+    np.testing.assert_allclose(scene.extrinsics, room.extrinsics, atol=1e-6)
+    np.testing.assert_allclose(scene.intrinsics, room.intrinsics, rtol=1e-6)
+    frame = scene.read_frame(0)
+    assert frame.depth.shape == frame.image.shape[:2] == (384, 512)
+
+
+def test_depth_at_original_resolution_leaves_cropped_rows_empty():
+    # A 4x8 photo whose model input kept rows 2..5 of an 8-row resize (crop): scale 1, shifted up by 2.
+    transform = PreprocessTransform(original_size=(4, 8), input_size=(4, 4), scale=(1.0, 1.0), offset=(0.0, -2.0))
+    depth = np.arange(16, dtype=np.float32).reshape(4, 4) + 1
+    depth[3, 3] = np.nan
+    original = depth_at_original_resolution(depth, transform)
+    assert original.shape == (8, 4)
+    assert (original[:2] == 0).all() and (original[6:] == 0).all()
+    np.testing.assert_array_equal(original[2:5], depth[:3])
+    np.testing.assert_array_equal(original[5], [13, 14, 15, 0])  # non-finite depth becomes 0
 
 
 # ------------------------------------------------------------------------------------------------ saving
@@ -419,7 +455,7 @@ def test_bundle_adjusted_tracks_go_into_the_colmap_model(room, tmp_path):
     mask = np.ones((num_frames, len(points3d)), dtype=bool)
     mask[2:, 0] = False  # point 0: seen twice
     mask[1:, 1] = False  # point 1: seen once, left out
-    images = (room.predictions["images"].transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
+    images = room.predictions["images"].transpose(0, 2, 3, 1)
     sparse = tracked_points(points3d, tracks, mask, images, room.transforms)
     assert len(sparse[0]) == len(points3d) - 1
     adjusted = dataclasses.replace(room, sparse=sparse)

@@ -93,6 +93,15 @@ def all_gather_metrics(values: dict[str, float]) -> dict[str, float]:
     return merged
 
 
+def all_gather_objects(obj: object) -> list[object]:
+    """Every rank's `obj`, in rank order (a list of one in a one-process run)."""
+    if not dist.is_initialized():
+        return [obj]
+    everyone: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, obj)
+    return everyone
+
+
 def broadcast_object(obj: object, src: int = 0) -> object:
     """Send a picklable object from rank `src` to every rank."""
     if not dist.is_initialized():

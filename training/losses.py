@@ -246,34 +246,48 @@ def camera_loss(
     return terms
 
 
+def per_sample_mean(sums: Tensor, counts: Tensor) -> Tensor:
+    """Mean over samples of `sums / counts` [B], skipping samples with nothing to count.
+
+    Averaging per sample (rather than over all pixels of the batch) makes the loss of a global batch
+    the same however it is split over processes: every scene weighs the same.
+    """
+    has_any = counts > 0
+    return (sums[has_any] / counts[has_any]).mean()
+
+
 def confidence_regression_loss(
     pred: Tensor, gt: Tensor, conf: Tensor, valid: Tensor, alpha: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Aleatoric regression of a dense map with its gradient term.
+    """Aleatoric regression of dense maps with its gradient term.
 
     Per valid pixel p: `C_p ||pred_p - gt_p|| - alpha log C_p`; per pair of horizontally or
     vertically adjacent valid pixels (p, q), q right of / below p: `C_q ||(pred_q - gt_q) - (pred_p - gt_p)||`,
-    i.e. C times the error of the finite-difference gradient. Both sums are divided by the number of
-    valid pixels.
+    i.e. C times the error of the finite-difference gradient. Both sums are divided by the sample's
+    number of valid pixels, then averaged over the samples that have any (`per_sample_mean`).
 
     Args:
-        pred, gt: [N, H, W, C]; conf: [N, H, W] (>= 1 from the head); valid: [N, H, W] bool, at least one True.
+        pred, gt: [B, S, H, W, C]; conf: [B, S, H, W] (>= 1 from the heads); valid: [B, S, H, W] bool.
 
     Returns:
         (confidence term, gradient term, plain mean error ||pred - gt|| without confidence, for logging).
     """
     valid_c = valid[..., None]
     diff = torch.where(valid_c, pred - torch.where(valid_c, gt, torch.zeros_like(gt)), torch.zeros_like(pred))
-    error = diff.norm(dim=-1)  # [N, H, W]
-    count = valid.sum().clamp(min=1)
-    conf_term = ((conf * error - alpha * torch.log(conf)) * valid).sum() / count
+    error = diff.norm(dim=-1)  # [B, S, H, W]
+    counts = valid.flatten(1).sum(dim=1)
 
-    grad_x = (diff[:, :, 1:] - diff[:, :, :-1]).norm(dim=-1)
-    valid_x = valid[:, :, 1:] & valid[:, :, :-1]
-    grad_y = (diff[:, 1:] - diff[:, :-1]).norm(dim=-1)
-    valid_y = valid[:, 1:] & valid[:, :-1]
-    grad_term = ((conf[:, :, 1:] * grad_x * valid_x).sum() + (conf[:, 1:] * grad_y * valid_y).sum()) / count
-    plain_error = (error * valid).sum().detach() / count
+    def per_sample_sum(x: Tensor) -> Tensor:
+        return x.flatten(1).sum(dim=1)
+
+    conf_term = per_sample_mean(per_sample_sum((conf * error - alpha * torch.log(conf)) * valid), counts)
+    grad_x = (diff[..., :, 1:, :] - diff[..., :, :-1, :]).norm(dim=-1)  # [B, S, H, W-1]
+    valid_x = valid[..., :, 1:] & valid[..., :, :-1]
+    grad_y = (diff[..., 1:, :, :] - diff[..., :-1, :, :]).norm(dim=-1)  # [B, S, H-1, W]
+    valid_y = valid[..., 1:, :] & valid[..., :-1, :]
+    grad_sums = per_sample_sum(conf[..., :, 1:] * grad_x * valid_x) + per_sample_sum(conf[..., 1:, :] * grad_y * valid_y)
+    grad_term = per_sample_mean(grad_sums, counts)
+    plain_error = per_sample_mean(per_sample_sum(error * valid), counts).detach()
     return conf_term, grad_term, plain_error
 
 
@@ -283,15 +297,8 @@ def dense_loss(
     """Depth (`name`="depth", pred [B, S, H, W, 1], gt [B, S, H, W]) or point map (pred and gt [B, S, H, W, 3])."""
     if gt.dim() == pred.dim() - 1:
         gt = gt[..., None]
-    channels = pred.shape[-1]
-    height, width = pred.shape[2:4]
-    flat = (-1, height, width)
     conf_term, grad_term, plain_error = confidence_regression_loss(
-        pred.float().reshape(*flat, channels),
-        gt.float().reshape(*flat, channels),
-        conf.float().reshape(flat),
-        valid.reshape(flat),
-        config.alpha,
+        pred.float(), gt.float(), conf.float(), valid.bool(), config.alpha
     )
     return {
         name: conf_term + config.gradient_weight * grad_term,
@@ -306,6 +313,8 @@ def track_loss(
 ) -> dict[str, Tensor]:
     """L1 (pixels) on visible ground-truth positions over tracker iterations, plus visibility BCE.
 
+    Both are averaged per sample first (`per_sample_mean`).
+
     Args:
         track_list: tensors [B, S, N, 2] from the tracker's iterations (the last one at least).
         vis: [B, S, N] visibility probabilities.
@@ -314,14 +323,16 @@ def track_loss(
     gt_tracks = targets["tracks"].float()
     visible = targets["visible"]
     supervised = targets["query_valid"][:, None, None].expand_as(visible)
+    visible_counts = visible.flatten(1).sum(dim=1)
     weights = iteration_weights(len(track_list), config.gamma)
     position = gt_tracks.new_zeros(())
     for weight, track in zip(weights, track_list):
         error = (track.float() - gt_tracks).abs().mean(dim=-1)  # [B, S, N]
-        position = position + weight * error[visible].mean()
+        position = position + weight * per_sample_mean((error * visible).flatten(1).sum(dim=1), visible_counts)
     position = position / len(weights)
-    probabilities = vis.float()[supervised].clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
-    visibility = F.binary_cross_entropy(probabilities, visible[supervised].float())
+    probabilities = vis.float().clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+    cross_entropy = F.binary_cross_entropy(probabilities, visible.float(), reduction="none") * supervised
+    visibility = per_sample_mean(cross_entropy.flatten(1).sum(dim=1), supervised.flatten(1).sum(dim=1))
     return {
         "track": position + config.visibility_weight * visibility,
         "track_position": position,

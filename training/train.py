@@ -66,21 +66,19 @@ DEFAULT_CONFIG: dict[str, Any] = {
 FREE_FORM = ("data", "loss", "model.overrides")
 
 
-def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "", checked: bool = True) -> dict[str, Any]:
+    """Deep-update `base` with `update`; outside FREE_FORM sections every key must already exist."""
     for key, value in update.items():
         path = f"{prefix}{key}"
-        if path in FREE_FORM or prefix.rstrip(".") in FREE_FORM:
-            base[key] = copy.deepcopy(value)
-            continue
-        if key not in base:
+        if checked and key not in base:
             known = ", ".join(sorted(base))
             raise ValueError(f"unknown config key {path!r}; known keys here: {known}")
-        if isinstance(base[key], dict):
-            if not isinstance(value, Mapping):
-                raise ValueError(f"config key {path!r} must be a mapping, got {value!r}")
-            _merge(base[key], value, prefix=f"{path}.")
+        if isinstance(base.get(key), dict) and isinstance(value, Mapping):
+            _merge(base[key], value, prefix=f"{path}.", checked=checked and path not in FREE_FORM)
+        elif checked and isinstance(base.get(key), dict) and path not in FREE_FORM:
+            raise ValueError(f"config key {path!r} must be a mapping, got {value!r}")
         else:
-            base[key] = value
+            base[key] = copy.deepcopy(value)
     return base
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import hashlib
 import json
 import math
 import re
@@ -29,6 +30,7 @@ from training import lora
 from training.distributed import (
     DistributedContext,
     all_gather_metrics,
+    all_gather_objects,
     barrier,
     rank_seed,
     seed_everything,
@@ -41,6 +43,7 @@ from training.losses import LossConfig, MultitaskLoss, build_track_targets, prep
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 FINAL_MODEL_DIR = "final"
+REPLICAS_FILE = "replicas.json"
 HEAD_NAMES = ("camera", "depth", "point", "track")
 REGEX_PREFIX = "re:"
 # Offsets that keep the seeds of different random streams apart.
@@ -374,6 +377,8 @@ class Trainer:
             if self.step % self.checkpoint_every == 0 or self.step == self.max_steps:
                 self.save_checkpoint()
         progress.close()
+        if self.ctx.enabled and self.config["distributed"]["strategy"] == "ddp":
+            self._check_replicas()
         self._export_final()
         if self._writer is not None:
             self._writer.close()
@@ -391,6 +396,14 @@ class Trainer:
                     self._writer.add_scalar(f"train/{name}", value, self.step)
         return record
 
+    def _check_replicas(self) -> None:
+        """Fingerprint every rank's parameters; write them to `<run_dir>/replicas.json` and fail if they differ."""
+        everyone = all_gather_objects(parameter_fingerprint(self.module))
+        if self.ctx.is_main:
+            (self.run_dir / REPLICAS_FILE).write_text(json.dumps({"fingerprints": everyone}, indent=2))
+        if len(set(everyone)) != 1:
+            raise RuntimeError(f"DDP replicas diverged: parameter fingerprints per rank {everyone}")
+
     def _export_final(self) -> None:
         """`<run_dir>/final`: plain VGGT weights (adapters folded in) for `VGGT.from_pretrained`."""
         state = ckpt.full_model_state_dict(self.model)
@@ -400,6 +413,15 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------------- helpers
+
+
+def parameter_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in name order: equal fingerprints mean bitwise-equal weights."""
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

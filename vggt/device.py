@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from vggt.models.config import VGGTConfig
+from vggt.pipeline.options import DEVICE_CHOICES, DTYPE_CHOICES
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 # CUDA compute capability from which bfloat16 is native (Ampere).
 BF16_MIN_CUDA_CAPABILITY = (8, 0)
@@ -42,8 +41,9 @@ BF16_MIN_CUDA_CAPABILITY = (8, 0)
 # Memory model (see `estimate_inference_memory`). Live tensors of one transformer block, in units of
 # its token tensor [tokens, embed_dim]: q, k, v, attention output, MLP hidden (mlp_ratio of them) and residuals.
 BLOCK_WORKING_SET_TENSORS = 6
-# Live float32 tensors per pixel and feature in a dense head chunk (fused features, upsampled map, output).
-DENSE_HEAD_TENSORS_PER_PIXEL_FEATURE = 3
+# Float32 values per pixel, in units of the DPT feature width, live in a dense head chunk: the full-resolution
+# map (features / 2 channels) before and after upsampling.
+DENSE_HEAD_TENSORS_PER_PIXEL_FEATURE = 1
 # Float32 values per pixel in the outputs: depth, depth confidence, 3 world coordinates, point confidence,
 # and the 3 image channels.
 OUTPUT_VALUES_PER_PIXEL = 9

@@ -17,7 +17,7 @@ import torch
 
 from vggt.ba.solver import DEFAULT_INLIER_THRESHOLD, BundleAdjustmentResult, bundle_adjust
 from vggt.ba.triangulation import triangulate_tracks
-from vggt.utils.geometry import project_points, unproject_depth_map_to_point_map
+from vggt.utils.geometry import COLMAP_PIXEL_CENTER, project_points, unproject_depth_map_to_point_map
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 
 DEFAULT_NUM_REFERENCE_FRAMES = 3
@@ -85,7 +85,7 @@ def query_points_for_frame(image: torch.Tensor, num_points: int) -> np.ndarray:
         sift = pycolmap.Sift(options, device=pycolmap.Device.cpu)
     keypoints, _ = sift.extract(np.ascontiguousarray(gray))
     # SIFT keypoints use COLMAP's convention (pixel centres at +0.5); ours has centres at integers.
-    points = np.unique(keypoints[:num_points, :2].astype(np.float64) - 0.5, axis=0)
+    points = np.unique(keypoints[:num_points, :2].astype(np.float64) - COLMAP_PIXEL_CENTER, axis=0)
     if len(points) < MIN_SIFT_KEYPOINTS:
         return grid_query_points(height, width, num_points)
     return points

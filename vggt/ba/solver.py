@@ -1,10 +1,13 @@
 """Track-based bundle adjustment with Theseus: Levenberg-Marquardt over SE(3) poses, focal lengths and points.
 
-One Theseus cost function per observation (frame i sees point j) holds the reprojection residual
-`project(K_i, T_i X_j) - track_ij` in pixels, optionally wrapped in a robust loss. The gauge is fixed by keeping
-camera 0 constant and the distance from camera 0 to the farthest camera at its initial value (a stiff prior), so
-rotation, translation and scale of the world cannot drift. Problems in a batch share the observation pattern (the
-union of their masks); observations missing from one problem get weight zero there.
+One Theseus cost function holds the reprojection residuals `project(K_i, T_i X_j) - track_ij` (pixels) of all
+observations, evaluated in a few batched tensor operations, each optionally under a robust loss; its Jacobian
+comes as small dense blocks that `vggt.ba.linear.BlockSparseLinearization` scatters into a sparse matrix in one
+gather, and the Marquardt-damped normal equations are solved with CHOLMOD (or a dense Cholesky on small
+problems). The gauge is fixed by keeping camera 0 constant and the distance from camera 0 to the farthest camera
+at its initial value (a stiff prior), so rotation, translation and scale of the world cannot drift. Problems in a
+batch share the observation pattern (the union of their masks); observations missing from one problem get weight
+zero there.
 
 Theseus is imported lazily: `import vggt.ba` works without it, `bundle_adjust` tells what to install.
 """
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vggt.ba.linear import theseus_linear_classes
 from vggt.utils.geometry import project_points
 
 INSTALL_HINT = (
@@ -36,11 +40,12 @@ DEFAULT_INLIER_THRESHOLD = 4.0
 SCALE_GAUGE_WEIGHT = 1.0e3
 # Camera centres closer than this fraction of the scene extent count as coincident (no usable scale anchor).
 MIN_BASELINE_FRACTION = 1.0e-6
-# Weight of the prior keeping a variable at its initial value in problems of a batch that do not observe it.
-UNOBSERVED_PRIOR_WEIGHT = 1.0
 # Camera-space depth below which a point is clamped when dividing by z.
 MIN_DEPTH = 1.0e-6
-# Levenberg-Marquardt: initial damping and convergence tolerances on the objective.
+# Added under the square roots of the robust loss values and weights (as Theseus' RobustCostFunction does).
+ROBUST_EPS = 1.0e-20
+POSE_DOF, POINT_DOF = 6, 3
+# Levenberg-Marquardt: initial damping (relative to diag(AtA)) and convergence tolerances on the objective.
 INITIAL_DAMPING = 1.0e-3
 ABS_ERR_TOLERANCE = 1.0e-10
 REL_ERR_TOLERANCE = 1.0e-6
@@ -94,82 +99,154 @@ def _theseus_classes() -> dict[str, type]:
             return 1.0 / (1.0 + x / radius)
 
     class ReprojectionCost(th.CostFunction):
-        """Residual [2] of one observation: pinhole projection of `point` by `pose`, `focal` minus `observation`.
+        """Residuals [B, 2 M] of all M observations at once: observation k is point `point_index[k]` seen in frame
+        `frame_index[k]`, residual `weight_k * (project(K_f, T_f X_p) - track_k)` in pixels.
 
-        fx = focal, fy = focal * aspect, principal point fixed. The pose or the focal may be held constant.
+        fx = focal, fy = focal * aspect, principal point fixed. Camera 0 (the gauge) is held constant, and so
+        are the focal lengths unless `refine_focal`. With a robust loss rho each observation's residual pair has
+        squared norm rho(|r|^2) in `error()`, and is scaled by sqrt(rho'(|r|^2)) in the linearization (as
+        Theseus' RobustCostFunction does for one residual block). `block_jacobians` gives the Jacobians as
+        [B, M, 2, 10] blocks (pose 6, focal 1, point 3) for BlockSparseLinearization; `jacobians` gives Theseus'
+        dense per-variable ones, for its stock linearizations.
         """
+
+        block_rows = 2
 
         def __init__(
             self,
-            pose,
-            focal,
-            point,
-            observation,
-            principal_point,
-            aspect,
-            weight,
-            fixed_pose: bool = False,
-            fixed_focal: bool = False,
+            poses,
+            focals,
+            points,
+            observations,
+            weights,
+            principal_points,
+            aspects,
+            log_radius,
+            frame_index: torch.Tensor,
+            point_index: torch.Tensor,
+            frame_focal: torch.Tensor,
+            loss_cls=None,
+            refine_focal: bool = True,
             name: str | None = None,
         ):
-            super().__init__(weight, name=name)
-            self.pose, self.focal, self.point = pose, focal, point
-            self.observation, self.principal_point, self.aspect = observation, principal_point, aspect
-            self.fixed_pose, self.fixed_focal = fixed_pose, fixed_focal
-            for attr, fixed in (("pose", fixed_pose), ("focal", fixed_focal), ("point", False)):
-                (self.register_aux_var if fixed else self.register_optim_var)(attr)
-            self.register_aux_vars(["observation", "principal_point", "aspect"])
+            dtype = observations.tensor.dtype
+            super().__init__(th.ScaleCostWeight(torch.ones(1, 1, dtype=dtype)), name=name)
+            self.poses, self.focals, self.points = list(poses), list(focals), points
+            self.observations, self.weights = observations, weights
+            self.principal_points, self.aspects, self.log_radius = principal_points, aspects, log_radius
+            self.frame_index, self.point_index, self.frame_focal = frame_index, point_index, frame_focal
+            self.loss = loss_cls() if loss_cls is not None else None
+            self.refine_focal = refine_focal
+            for i, pose in enumerate(self.poses):
+                setattr(self, f"pose_{i}", pose)
+                (self.register_aux_var if i == 0 else self.register_optim_var)(f"pose_{i}")
+            for k, focal in enumerate(self.focals):
+                setattr(self, f"focal_{k}", focal)
+                (self.register_optim_var if refine_focal else self.register_aux_var)(f"focal_{k}")
+            self.register_optim_var("points")
+            self.register_aux_vars(["observations", "weights", "principal_points", "aspects", "log_radius"])
+            # Observation k's frame focal variable, for the Jacobian layout.
+            self._obs_focal = frame_focal[frame_index]
 
-        def _residual(self, with_jacobians: bool):
-            jac_transform: list[torch.Tensor] = [] if with_jacobians else None
-            point_cam = self.pose.transform_from(self.point, jacobians=jac_transform).tensor
-            x, y = point_cam[:, 0:1], point_cam[:, 1:2]
-            z = point_cam[:, 2:3].clamp(min=MIN_DEPTH)
-            focal, aspect = self.focal.tensor, self.aspect.tensor
-            x_n, y_n = x / z, y / z
-            pixels = torch.cat((focal * x_n, focal * aspect * y_n), dim=1) + self.principal_point.tensor
-            residual = pixels - self.observation.tensor
+        def _evaluate(self, with_jacobians: bool):
+            """Residuals [B, M, 2] (robust-scaled for the linearization when with_jacobians) and Jacobian blocks
+            [B, M, 2, 10], or the robust `error()` values [B, M, 2] and None."""
+            frame, point = self.frame_index, self.point_index
+            poses = torch.stack([pose.tensor for pose in self.poses], dim=1)  # [B, S, 3, 4]
+            rotation, translation = poses[:, frame, :, :3], poses[:, frame, :, 3]  # [B, M, 3, 3], [B, M, 3]
+            world = self.points.tensor.view(self.points.tensor.shape[0], -1, 3)[:, point]  # [B, M, 3]
+            camera = (rotation @ world[..., None])[..., 0] + translation
+            z = camera[..., 2].clamp(min=MIN_DEPTH)
+            x_n, y_n = camera[..., 0] / z, camera[..., 1] / z
+            focal = torch.cat([f.tensor for f in self.focals], dim=1)[:, self._obs_focal]  # [B, M]
+            aspect = self.aspects.tensor[:, frame]
+            weight = self.weights.tensor[..., None]  # [B, M, 1]
+            normalized = torch.stack((x_n, aspect * y_n), dim=-1)  # d pixel / d focal, [B, M, 2]
+            pixels = focal[..., None] * normalized + self.principal_points.tensor[:, frame]
+            residual = weight * (pixels - self.observations.tensor)
+            squared_norm = residual.square().sum(dim=-1, keepdim=True)
+            log_radius = self.log_radius.tensor
             if not with_jacobians:
-                return residual, None
-            # d pixels / d point_cam: [B, 2, 3]
-            zeros = torch.zeros_like(z)
-            fx, fy = focal, focal * aspect
-            d_proj = torch.stack(
+                if self.loss is None:
+                    return residual, None
+                rho = self.loss.evaluate(squared_norm, log_radius)
+                return ((rho / 2 + ROBUST_EPS).sqrt()).expand_as(residual), None
+            fx, fy, zeros = focal, focal * aspect, torch.zeros_like(z)
+            d_pixel_d_camera = torch.stack(
                 (
-                    torch.cat((fx / z, zeros, -fx * x_n / z), dim=1),
-                    torch.cat((zeros, fy / z, -fy * y_n / z), dim=1),
+                    torch.stack((fx / z, zeros, -fx * x_n / z), dim=-1),
+                    torch.stack((zeros, fy / z, -fy * y_n / z), dim=-1),
                 ),
-                dim=1,
-            )
-            jacobians = []
-            if not self.fixed_pose:
-                jacobians.append(d_proj @ jac_transform[0])
-            if not self.fixed_focal:
-                jacobians.append(torch.cat((x_n, aspect * y_n), dim=1)[:, :, None])
-            jacobians.append(d_proj @ jac_transform[1])
-            return residual, jacobians
+                dim=-2,
+            )  # [B, M, 2, 3]
+            d_point = weight[..., None] * d_pixel_d_camera @ rotation
+            # Theseus' SE3 retraction T exp(v, w): d camera / d(v, w) = R [I, -[X]x].
+            d_rotation = torch.linalg.cross(world[..., None, :].expand_as(d_point), d_point, dim=-1)
+            blocks = torch.cat((d_point, d_rotation, weight[..., None] * normalized[..., None], d_point), dim=-1)
+            if self.loss is not None:
+                scale = (self.loss.linearize(squared_norm, log_radius) + ROBUST_EPS).sqrt()  # [B, M, 1]
+                residual, blocks = scale * residual, scale[..., None] * blocks
+            return residual, blocks
 
         def error(self) -> torch.Tensor:
-            return self._residual(with_jacobians=False)[0]
+            residual, _ = self._evaluate(with_jacobians=False)
+            return residual.flatten(1)
+
+        def block_jacobians(self) -> tuple[torch.Tensor, torch.Tensor]:
+            """Jacobian blocks [B, M, 2, 10] (pose 6, focal 1, point 3) and linearization residual [B, 2 M]."""
+            residual, blocks = self._evaluate(with_jacobians=True)
+            return blocks, residual.flatten(1)
+
+        def block_columns(self, column_of) -> tuple[np.ndarray, np.ndarray]:
+            """Column in A of each block entry [M, 10] and whether it is a variable (not held constant)."""
+            frame = self.frame_index.cpu().numpy()
+            obs_focal = self._obs_focal.cpu().numpy()
+            point = self.point_index.cpu().numpy()
+            pose_start = np.array([column_of(pose) if i > 0 else -1 for i, pose in enumerate(self.poses)])
+            columns = np.empty((len(frame), POSE_DOF + 1 + POINT_DOF), dtype=np.int64)
+            columns[:, :POSE_DOF] = pose_start[frame, None] + np.arange(POSE_DOF)
+            focal_start = np.array([column_of(f) if self.refine_focal else -1 for f in self.focals])
+            columns[:, POSE_DOF] = focal_start[obs_focal]
+            columns[:, POSE_DOF + 1 :] = column_of(self.points) + POINT_DOF * point[:, None] + np.arange(POINT_DOF)
+            valid = np.ones_like(columns, dtype=bool)
+            valid[:, :POSE_DOF] = frame[:, None] > 0
+            valid[:, POSE_DOF] = self.refine_focal
+            return columns, valid
 
         def jacobians(self) -> tuple[list[torch.Tensor], torch.Tensor]:
-            residual, jacobians = self._residual(with_jacobians=True)
-            return jacobians, residual
+            residual, blocks = self._evaluate(with_jacobians=True)
+            batch, num_obs = residual.shape[:2]
+            pose_blocks, focal_blocks = blocks[..., :POSE_DOF], blocks[..., POSE_DOF : POSE_DOF + 1]
+            jacobians = []
+            for i in range(1, len(self.poses)):
+                jacobians.append((pose_blocks * (self.frame_index == i)[:, None, None]).flatten(1, 2))
+            if self.refine_focal:
+                for k in range(len(self.focals)):
+                    jacobians.append((focal_blocks * (self._obs_focal == k)[:, None, None]).flatten(1, 2))
+            num_points = self.points.tensor.shape[1] // POINT_DOF
+            point_jacobian = blocks.new_zeros(batch, num_obs, 2, num_points, POINT_DOF)
+            point_jacobian[:, torch.arange(num_obs), :, self.point_index] = blocks[..., POSE_DOF + 1 :].transpose(0, 1)
+            jacobians.append(point_jacobian.flatten(3).flatten(1, 2))
+            return jacobians, residual.flatten(1)
 
         def dim(self) -> int:
-            return 2
+            return 2 * self.frame_index.numel()
 
         def _copy_impl(self, new_name: str | None = None) -> ReprojectionCost:
             return ReprojectionCost(
-                self.pose.copy(),
-                self.focal.copy(),
-                self.point.copy(),
-                self.observation.copy(),
-                self.principal_point.copy(),
-                self.aspect.copy(),
-                self.weight.copy(),
-                fixed_pose=self.fixed_pose,
-                fixed_focal=self.fixed_focal,
+                [pose.copy() for pose in self.poses],
+                [focal.copy() for focal in self.focals],
+                self.points.copy(),
+                self.observations.copy(),
+                self.weights.copy(),
+                self.principal_points.copy(),
+                self.aspects.copy(),
+                self.log_radius.copy(),
+                self.frame_index,
+                self.point_index,
+                self.frame_focal,
+                loss_cls=type(self.loss) if self.loss is not None else None,
+                refine_focal=self.refine_focal,
                 name=new_name,
             )
 
@@ -212,42 +289,10 @@ def _theseus_classes() -> dict[str, type]:
                 self.pose.copy(), self.pose_0.copy(), self.distance.copy(), self.weight.copy(), name=new_name
             )
 
-    class AdaptiveCholmodSolver(th.CholmodSparseSolver):
-        """CHOLMOD solver that takes one damping value per problem of the batch, so that LM can adapt it."""
-
-        def solve(self, damping=None, **kwargs) -> torch.Tensor:
-            if not isinstance(damping, torch.Tensor):
-                return super().solve(damping=damping, **kwargs)
-            from theseus.optimizer.autograd import CholmodSolveFunction
-
-            lin = self.linearization
-            deltas = [
-                CholmodSolveFunction.apply(
-                    lin.A_val[b : b + 1],
-                    lin.b[b : b + 1],
-                    lin.structure(),
-                    self._symbolic_cholesky_decomposition,
-                    float(damping.reshape(-1)[b]),
-                    lin.detached_hessian,
-                )
-                for b in range(lin.A_val.shape[0])
-            ]
-            return torch.cat(deltas, dim=0)
-
-    class LevenbergMarquardt(th.LevenbergMarquardt):
-        """Theseus LM; with `AdaptiveCholmodSolver` the damping adapts (plain CHOLMOD only takes a fixed one)."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            if isinstance(self.linear_solver, AdaptiveCholmodSolver):
-                self._allows_adaptive = True
-
     return {
         "CauchyLoss": CauchyLoss,
         "ReprojectionCost": ReprojectionCost,
         "ScaleGaugeCost": ScaleGaugeCost,
-        "AdaptiveCholmodSolver": AdaptiveCholmodSolver,
-        "LevenbergMarquardt": LevenbergMarquardt,
     }
 
 
@@ -292,16 +337,93 @@ def _check_inputs(extrinsics, intrinsics, points3d, tracks, mask) -> tuple[int, 
 
 
 def _choose_solver(solver: str, device: torch.device, num_rows: int, num_cols: int, batch: int) -> str:
+    """Pick "sparse" (CHOLMOD, on the CPU) or "dense" (torch Cholesky on `device`): dense on CUDA while small."""
     if solver != "auto":
         return solver
-    if device.type == "cpu":
+    if device.type == "cpu" or num_rows * num_cols * batch * 8 > DENSE_JACOBIAN_MAX_BYTES:
         return "sparse"
-    # On CUDA the sparse LU solver needs Theseus' CUDA extension, built only when CUDA was visible at install.
-    try:
-        from theseus.extlib import cusolver_lu_solver  # noqa: F401
-    except ImportError:
-        return "dense"
-    return "sparse" if num_rows * num_cols * batch * 8 > DENSE_JACOBIAN_MAX_BYTES else "dense"
+    return "dense"
+
+
+@dataclass
+class BundleProblem:
+    """The Theseus objective `bundle_adjust` optimises and its variables.
+
+    poses: S th.SE3 (camera 0 held constant). focals: one th.Vector [B, 1] (shared) or one per frame, frame i uses
+    focals[frame_focal[i]]. points: th.Vector [B, 3 P] of the P points seen at least twice, original indices
+    adjustable_ids [P].
+    """
+
+    objective: Any
+    poses: list
+    focals: list
+    frame_focal: torch.Tensor
+    points: Any
+    adjustable_ids: torch.Tensor
+
+
+def build_objective(
+    extr: torch.Tensor,
+    intr: torch.Tensor,
+    points: torch.Tensor,
+    obs: torch.Tensor,
+    obs_mask: torch.Tensor,
+    loss: str | None = "cauchy",
+    loss_scale: float = 1.0,
+    shared_focal: bool = True,
+    refine_focal: bool = True,
+) -> BundleProblem:
+    """Theseus objective of a checked, batched float64 problem: extr [B, S, 3, 4], intr [B, S, 3, 3], points
+    [B, N, 3], obs [B, S, N, 2], obs_mask [B, S, N]. One ReprojectionCost for all observations plus the scale
+    gauge."""
+    th = import_theseus()
+    classes = _theseus_classes()
+    device = extr.device
+    batch, frames, num_points = obs_mask.shape
+
+    # A point needs two observations to be constrained; the others are left as they are.
+    observed_any = obs_mask.any(dim=0)  # [S, N]
+    adjustable = observed_any.sum(dim=0) >= 2  # [N]
+    frame_ids, point_ids = torch.nonzero(observed_any & adjustable[None], as_tuple=True)
+    if frame_ids.numel() == 0:
+        raise ValueError("no point is observed in two or more frames; nothing to adjust")
+    adjustable_ids = torch.nonzero(adjustable, as_tuple=True)[0]  # [P]
+    compact = torch.full((num_points,), -1, dtype=torch.long, device=device)
+    compact[adjustable_ids] = torch.arange(len(adjustable_ids), device=device)
+
+    # Variables.
+    poses = [th.SE3(tensor=extr[:, i], name=f"pose_{i}", disable_checks=True) for i in range(frames)]
+    fx, fy = intr[..., 0, 0], intr[..., 1, 1]
+    if shared_focal:
+        focals = [th.Vector(tensor=fx.mean(dim=1, keepdim=True), name="focal")]
+        frame_focal = torch.zeros(frames, dtype=torch.long, device=device)
+    else:
+        focals = [th.Vector(tensor=fx[:, i : i + 1], name=f"focal_{i}") for i in range(frames)]
+        frame_focal = torch.arange(frames, device=device)
+    point_var = th.Vector(tensor=points[:, adjustable_ids].reshape(batch, -1), name="points")
+    loss_cls = {"cauchy": classes["CauchyLoss"], "huber": th.HuberLoss}.get(loss)
+    log_radius = torch.full((1, 1), 2 * math.log(loss_scale), dtype=torch.float64, device=device)
+    cost = classes["ReprojectionCost"](
+        poses,
+        focals,
+        point_var,
+        th.Variable(tensor=obs[:, frame_ids, point_ids], name="observations"),
+        th.Variable(tensor=obs_mask[:, frame_ids, point_ids].to(torch.float64), name="weights"),
+        th.Variable(tensor=intr[..., :2, 2], name="principal_points"),
+        th.Variable(tensor=fy / fx, name="aspects"),
+        th.Variable(tensor=log_radius, name="log_radius"),
+        frame_index=frame_ids,
+        point_index=compact[point_ids],
+        frame_focal=frame_focal,
+        loss_cls=loss_cls,
+        refine_focal=refine_focal,
+        name="reprojection",
+    )
+    objective = th.Objective(dtype=torch.float64)
+    objective.add(cost)
+    _add_scale_gauge(th, objective, poses, extr)
+    objective.to(device)
+    return BundleProblem(objective, poses, focals, frame_focal, point_var, adjustable_ids)
 
 
 # --- the solver ---------------------------------------------------------------------------------------------------
@@ -341,13 +463,13 @@ def bundle_adjust(
         inlier_threshold: pixels; observations with a smaller final error are inliers.
         backward_mode: how gradients flow through the solver: "implicit" (to the tracks and every other input
             that is not an initial value), "unroll" or "truncated" (through the iterations, also to initial values).
-        linear_solver: "sparse" (CHOLMOD on CPU, cuSolver LU on CUDA), "dense" (Cholesky) or "auto".
+        linear_solver: "sparse" (CHOLMOD; CUDA tensors are solved on the CPU), "dense" (torch Cholesky on the
+            inputs' device, for small problems) or "auto" (sparse on CPU, dense on CUDA while A is small).
 
     Returns:
         BundleAdjustmentResult with the same array kind, device and float dtype as `extrinsics`.
     """
     th = import_theseus()
-    classes = _theseus_classes()
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if backward_mode not in BACKWARD_MODES:
@@ -380,89 +502,54 @@ def bundle_adjust(
         obs_mask = obs_mask & inside
     obs = torch.where(obs_mask[..., None], obs, torch.zeros_like(obs))
 
-    # A point needs two observations to be constrained; the others are left as they are.
-    observed_any = obs_mask.any(dim=0)  # [S, N]
-    adjustable = observed_any.sum(dim=0) >= 2  # [N]
-    frame_ids, point_ids = torch.nonzero(observed_any & adjustable[None], as_tuple=True)
-    if frame_ids.numel() == 0:
-        raise ValueError("no point is observed in two or more frames; nothing to adjust")
-    frame_ids_list, point_ids_list = frame_ids.tolist(), point_ids.tolist()
+    problem = build_objective(extr, intr, points, obs, obs_mask, loss, loss_scale, shared_focal, refine_focal)
+    poses, focals, frame_focal = problem.poses, problem.focals, problem.frame_focal
+    point_var, adjustable_ids = problem.points, problem.adjustable_ids
+    objective = problem.objective
 
-    # Variables.
-    poses = [th.SE3(tensor=extr[:, i], name=f"pose_{i}", disable_checks=True) for i in range(frames)]
-    fx, fy = intr[..., 0, 0], intr[..., 1, 1]
-    if shared_focal:
-        shared = th.Vector(tensor=fx.mean(dim=1, keepdim=True), name="focal")
-        focals = [shared] * frames
-    else:
-        focals = [th.Vector(tensor=fx[:, i : i + 1], name=f"focal_{i}") for i in range(frames)]
-    aspects = [th.Variable(tensor=(fy / fx)[:, i : i + 1], name=f"aspect_{i}") for i in range(frames)]
-    principal = [th.Variable(tensor=intr[:, i, :2, 2], name=f"principal_{i}") for i in range(frames)]
-    point_vars = {j: th.Point3(tensor=points[:, j], name=f"point_{j}") for j in sorted(set(point_ids_list))}
-    log_radius = th.Variable(tensor=torch.full((1, 1), 2 * math.log(loss_scale), dtype=torch.float64), name="log_r")
-    loss_cls = {"cauchy": classes["CauchyLoss"], "huber": th.HuberLoss}.get(loss)
-    weights = obs_mask.to(torch.float64)
-
-    objective = th.Objective(dtype=torch.float64)
-    for i, j in zip(frame_ids_list, point_ids_list):
-        cost = classes["ReprojectionCost"](
-            poses[i],
-            focals[i],
-            point_vars[j],
-            th.Variable(tensor=obs[:, i, j], name=f"obs_{i}_{j}"),
-            principal[i],
-            aspects[i],
-            th.ScaleCostWeight(th.Variable(tensor=weights[:, i, j, None], name=f"w_{i}_{j}")),
-            fixed_pose=i == 0,
-            fixed_focal=not refine_focal,
-            name=f"reproj_{i}_{j}",
-        )
-        if loss_cls is not None:
-            cost = th.RobustCostFunction(cost, loss_cls, log_radius, name=f"robust_{i}_{j}")
-        objective.add(cost)
-    anchor = _add_scale_gauge(th, objective, poses, extr)
-    _add_priors_on_unobserved(th, objective, poses, point_vars, obs_mask)
-
-    num_rows = 2 * len(frame_ids_list) + (anchor is not None)
-    num_cols = 6 * (frames - 1) + 3 * len(point_vars) + (len(set(map(id, focals))) if refine_focal else 0)
-    solver_kind = _choose_solver(linear_solver, out_device, num_rows, num_cols, batch)
-    if solver_kind == "dense":
-        solver_cls = th.CholeskyDenseSolver
-    elif out_device.type == "cpu":
-        solver_cls = classes["AdaptiveCholmodSolver"]
-    else:
-        solver_cls = th.LUCudaSparseSolver
-    optimizer = classes["LevenbergMarquardt"](
+    num_cols = POSE_DOF * (frames - 1) + POINT_DOF * len(adjustable_ids) + (len(focals) if refine_focal else 0)
+    backend = {"sparse": "cholmod", "dense": "dense"}[
+        _choose_solver(linear_solver, out_device, objective.dim(), num_cols, batch)
+    ]
+    linear = theseus_linear_classes()
+    # One cost function for all observations: Theseus' cost vectorization has nothing to group.
+    optimizer = linear["LevenbergMarquardt"](
         objective,
-        linear_solver_cls=solver_cls,
-        vectorize=True,
+        linear_solver_cls=linear["DampedSolver"],
+        linear_solver_kwargs={"backend": backend},
+        vectorize=False,
         max_iterations=max_iterations,
         step_size=1.0,
         abs_err_tolerance=ABS_ERR_TOLERANCE,
         rel_err_tolerance=REL_ERR_TOLERANCE,
     )
-    objective.to(out_device)
-    layer = th.TheseusLayer(optimizer)
+    layer = th.TheseusLayer(optimizer, vectorize=False)
     optimizer_kwargs = {
         "track_err_history": True,
         "verbose": verbose,
         "damping": INITIAL_DAMPING,
         "adaptive_damping": True,
+        "ellipsoidal_damping": True,
         "backward_mode": backward_mode,
     }
     if backward_mode == "truncated":
         optimizer_kwargs["backward_num_iterations"] = min(5, max_iterations)
     _, info = layer.forward(optimizer_kwargs=optimizer_kwargs)
 
+    # Variables one problem of a batch does not constrain (a frame it does not observe, a point it sees fewer
+    # than twice) keep their initial values there.
+    observations_per_frame = obs_mask.sum(dim=2)  # [B, S]
     refined_extr = torch.stack([p.tensor for p in poses], dim=1)
+    refined_extr = torch.where((observations_per_frame > 0)[..., None, None], refined_extr, extr)
     refined_points = points.clone()
-    if point_vars:
-        index = torch.tensor(sorted(point_vars), device=out_device)
-        refined_points[:, index] = torch.stack([point_vars[j].tensor for j in sorted(point_vars)], dim=1)
-    refined_fx = torch.cat([f.tensor for f in focals], dim=1)  # [B, S]
+    constrained = (obs_mask.sum(dim=1) >= 2)[:, adjustable_ids, None]  # [B, P, 1]
+    refined_points[:, adjustable_ids] = torch.where(
+        constrained, point_var.tensor.view(batch, -1, POINT_DOF), points[:, adjustable_ids]
+    )
+    refined_fx = torch.cat([f.tensor for f in focals], dim=1)[:, frame_focal]  # [B, S]
     refined_intr = intr.clone()
     refined_intr[..., 0, 0] = refined_fx
-    refined_intr[..., 1, 1] = refined_fx * (fy / fx)
+    refined_intr[..., 1, 1] = refined_fx * (intr[..., 1, 1] / intr[..., 0, 0])
 
     pixels, depth = project_points(refined_points[:, None], refined_extr, refined_intr)
     error = torch.linalg.norm(pixels - obs, dim=-1)
@@ -480,26 +567,6 @@ def bundle_adjust(
     if is_numpy:
         outputs = [t.detach().cpu().numpy() for t in outputs]
     return BundleAdjustmentResult(*outputs, num_iterations=num_iterations)
-
-
-def _add_priors_on_unobserved(th, objective, poses, point_vars, obs_mask: torch.Tensor) -> None:
-    """Hold still the variables that one problem of the batch does not observe (another one does): without a
-    prior their rows of the normal equations are empty and the factorisation fails.
-
-    obs_mask: [B, S, N].
-    """
-    counts_per_point = obs_mask.sum(dim=1)  # [B, N]
-    counts_per_frame = obs_mask.sum(dim=2)  # [B, S]
-    candidates = [(var, counts_per_point[:, j] < 2) for j, var in point_vars.items()]
-    candidates += [(poses[i], counts_per_frame[:, i] == 0) for i in range(1, len(poses))]
-    for var, unobserved in candidates:
-        if not unobserved.any():
-            continue
-        weight = th.Variable(
-            unobserved.to(torch.float64)[:, None] * UNOBSERVED_PRIOR_WEIGHT, name=f"prior_w_{var.name}"
-        )
-        target = var.copy(new_name=f"prior_{var.name}")
-        objective.add(th.Difference(var, target, th.ScaleCostWeight(weight), name=f"prior_cost_{var.name}"))
 
 
 def _add_scale_gauge(th, objective, poses, extrinsics: torch.Tensor) -> int | None:

@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from vggt.device import DEVICE_CHOICES, DTYPE_CHOICES
     from vggt.eval.depth import DEPTH_ALIGNMENTS
+    from vggt.pipeline.options import DEVICE_CHOICES, DTYPE_CHOICES
     from vggt.eval.points import DEFAULT_MAX_POINTS
 
     parser = subparsers.add_parser(
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"vggt evaluate needs {missing}: pip install 'vggt[eval]'") from None
     from vggt.data.scene import SceneFormatError
     from vggt.device import resolve_device, resolve_dtype
-    from vggt.models.checkpoint import CheckpointError
     from vggt.eval.runner import EvalSettings, evaluate_scenes, write_report
+    from vggt.models.checkpoint import CheckpointError
     from vggt.utils.images import ImageReadError
 
     if args.max_frames is not None and args.max_frames < 1:

@@ -52,4 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module so that subcommands raise the same UsageError class.
+    from vggt.cli.main import main as _main
+
+    sys.exit(_main())

@@ -1,6 +1,6 @@
 """`vggt reconstruct INPUT --out DIR`: cameras, depth and a point cloud from photos or a video.
 
-A thin layer over `vggt.pipeline.reconstruct` and `Reconstruction.save`.
+A thin layer over `vggt.pipeline.reconstruct` and `Reconstruction.save`; torch is imported only when it runs.
 """
 
 from __future__ import annotations
@@ -14,16 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vggt.cli.main import UsageError
-from vggt.device import DEVICE_CHOICES, DTYPE_CHOICES, InsufficientMemoryError
-from vggt.pipeline import (
+from vggt.pipeline.options import (
     DEFAULT_CHECKPOINT,
     DEFAULT_CONF_PERCENTILE,
     DEFAULT_MAX_POINTS,
+    DEVICE_CHOICES,
+    DTYPE_CHOICES,
     MODES,
     POINT_SOURCES,
-    InputError,
-    check_output_dir,
-    reconstruct,
 )
 
 OUTPUTS_HELP = """\
@@ -32,7 +30,7 @@ outputs in DIR:
   images/                                 the input photos, named as given (gsplat/nerfstudio can train on DIR)
   points.ply                              the point cloud (binary, xyz + rgb)
   scene.glb                               points and one camera frustum per image, for 3D viewers
-  depth/<name>.npy, depth/<name>.png      float32 depth at the model resolution, and a colour preview
+  depth/<name>.npy, depth/<name>.png      float32 depth at the photo's resolution, and a colour preview
   cameras.json                            per image: file name, size, 3x4 extrinsic, 3x3 intrinsic
   predictions.npz                         the raw model outputs
 
@@ -160,12 +158,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def _check_export_dependencies() -> None:
+    """The writers need pycolmap, trimesh and OpenCV: say so before the model runs, not after."""
+    import importlib.util
+
+    missing = [name for name in ("pycolmap", "trimesh", "cv2") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)} for the exports: pip install 'vggt[export]'")
+
+
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     progress = not args.quiet
+    _check_export_dependencies()
+    from vggt.device import InsufficientMemoryError
+    from vggt.pipeline import InputError, check_output_dir, reconstruct
+
     with _cli_logging(args.verbose, args.quiet):
         try:
-            check_output_dir(args.out, args.overwrite)
+            check_output_dir(args.out, args.overwrite, args.inputs)
             inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
             reconstruction = reconstruct(
                 inputs,

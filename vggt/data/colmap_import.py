@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from vggt.data.scene import DEPTH_DIR, Scene, check_extrinsic, read_depth, read_image_size, write_scene
+from vggt.utils.geometry import COLMAP_PIXEL_CENTER
 
 # COLMAP camera models whose first parameters are pinhole focal lengths and principal point.
 SUPPORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
 UNDISTORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
-# COLMAP image coordinates of pixel (0, 0)'s centre are (0.5, 0.5); the scene format uses (0, 0).
-COLMAP_PIXEL_CENTER = 0.5
 COLMAP_DEPTH_SUFFIXES = (".geometric.bin", ".photometric.bin")
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 
-try:  # torch is a dependency of the package, but the metrics themselves only need numpy
-    import torch
-except ImportError:  # pragma: no cover
-    torch = None
-
 
 def to_numpy(x: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
     """`x` (numpy array, torch tensor or nested list) as a numpy array of `dtype`."""
+    # Only a process that imported torch can hold a tensor; the metrics themselves never import it.
+    torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         x = x.detach().to("cpu")
         x = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import vggt
 from vggt.data.scene import Scene, load_scene
 from vggt.device import autocast
 from vggt.eval.camera import auc_from_errors, relative_pose_errors, rra_rta_from_errors
@@ -184,13 +185,9 @@ def ground_truth_on_input_grid(
     return np.stack(depths), np.stack(points), np.stack(valids)
 
 
-def evaluate_scene(model: torch.nn.Module, scene_dir: Path | str, settings: EvalSettings) -> SceneResult:
-    """Predict one scene folder and score every metric group its ground truth allows."""
-    scene = load_scene(scene_dir, load_data=False)
-    frames = select_frames(scene.num_frames, settings.max_frames)
-    prediction = predict(model, [scene.image_paths[i] for i in frames], settings)
+def score_scene(scene: Scene, frames: np.ndarray, prediction: Prediction, settings: EvalSettings) -> SceneResult:
+    """Every metric group the scene's ground truth allows, for a prediction on frames `frames` of `scene`."""
     result = SceneResult(name=scene.name, num_frames=len(frames), metrics={})
-
     if prediction.extrinsics is not None and len(frames) >= 2:
         rot_err, trans_err = relative_pose_errors(prediction.extrinsics, scene.extrinsics[frames])
         result.rot_err_deg, result.trans_err_deg = rot_err, trans_err
@@ -202,7 +199,9 @@ def evaluate_scene(model: torch.nn.Module, scene_dir: Path | str, settings: Eval
     if not valid.any():
         return result
     if prediction.depth is not None:
-        result.metrics["depth"] = depth_metrics(prediction.depth, gt_depth, mask=valid, alignment=settings.depth_alignment)
+        result.metrics["depth"] = depth_metrics(
+            prediction.depth, gt_depth, mask=valid, alignment=settings.depth_alignment
+        )
     if prediction.world_points is not None:
         result.metrics["points"] = pointmap_metrics(
             prediction.world_points, gt_points, mask=valid, max_points=settings.max_points
@@ -215,7 +214,20 @@ def evaluate_scene(model: torch.nn.Module, scene_dir: Path | str, settings: Eval
     return result
 
 
+def evaluate_scene(model: torch.nn.Module, scene_dir: Path | str, settings: EvalSettings) -> SceneResult:
+    """Load one scene folder, predict its (selected) frames and score them."""
+    scene = load_scene(scene_dir, load_data=False)
+    frames = select_frames(scene.num_frames, settings.max_frames)
+    prediction = predict(model, [scene.image_paths[i] for i in frames], settings)
+    return score_scene(scene, frames, prediction, settings)
+
+
 # --------------------------------------------------------------------------------------------- dataset
+
+
+def _combine(key: str, values: list[float]) -> float | int:
+    """Counts (num_frames, num_points) add up over scenes; metrics average."""
+    return int(sum(values)) if key.startswith("num_") else float(np.mean(values))
 
 
 def summarize(results: Sequence[SceneResult]) -> dict[str, dict[str, float]]:
@@ -230,11 +242,7 @@ def summarize(results: Sequence[SceneResult]) -> dict[str, dict[str, float]]:
     for group in METRIC_GROUPS[1:]:
         scored = [r.metrics[group] for r in results if group in r.metrics]
         if scored:
-            # Counts (num_frames, num_points) add up; metrics average.
-            overall[group] = {
-                key: int(sum(m[key] for m in scored)) if key.startswith("num_") else float(np.mean([m[key] for m in scored]))
-                for key in scored[0]
-            }
+            overall[group] = {key: _combine(key, [m[key] for m in scored]) for key in scored[0]}
             overall[group]["num_scenes"] = len(scored)
     return overall
 
@@ -256,6 +264,7 @@ def evaluate_scenes(
         bar.set_postfix_str(Path(scene_dir).name)
         results.append(evaluate_scene(model, scene_dir, settings))
     return {
+        "vggt_version": vggt.__version__,
         "settings": {
             "max_frames": settings.max_frames,
             "depth_alignment": settings.depth_alignment,
@@ -277,7 +286,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, int):
         return str(value)
-    return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+    return f"{value:.4g}"
 
 
 def markdown_table(report: dict[str, Any]) -> str:

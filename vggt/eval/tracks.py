@@ -30,9 +30,7 @@ TAPVID_THRESHOLDS_PX = (1, 2, 4, 8, 16)
 QUERY_MODES = ("strided", "first")
 
 
-def _evaluation_points(
-    gt_visible: np.ndarray, query_frames: Any | None, query_mode: str
-) -> np.ndarray:
+def _evaluation_points(gt_visible: np.ndarray, query_frames: Any | None, query_mode: str) -> np.ndarray:
     """Boolean [S, N]: which (frame, point) entries count."""
     num_frames, num_points = gt_visible.shape
     evaluate = np.ones((num_frames, num_points), dtype=bool)

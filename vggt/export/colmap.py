@@ -2,7 +2,8 @@
 
 Every image gets its own PINHOLE camera at its original resolution. Each 3D point carries the 2D
 observations that produced it: one (the pixel its depth came from) for feed-forward points, or a
-whole track after bundle adjustment.
+whole track after bundle adjustment. Inputs use this package's pixel convention (pixel centres at
+integer coordinates); COLMAP's puts them at +0.5, so principal points and keypoints shift by 0.5.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from vggt.utils.geometry import COLMAP_PIXEL_CENTER
 
 COLMAP_CAMERA_MODEL = "PINHOLE"
 
@@ -96,7 +99,8 @@ def build_colmap_reconstruction(
 
     reconstruction = pycolmap.Reconstruction()
     for i in range(num_images):
-        fx, fy, cx, cy = intrinsics[i, 0, 0], intrinsics[i, 1, 1], intrinsics[i, 0, 2], intrinsics[i, 1, 2]
+        fx, fy = intrinsics[i, 0, 0], intrinsics[i, 1, 1]
+        cx, cy = intrinsics[i, 0, 2] + COLMAP_PIXEL_CENTER, intrinsics[i, 1, 2] + COLMAP_PIXEL_CENTER
         camera = pycolmap.Camera(
             model=COLMAP_CAMERA_MODEL,
             width=int(image_sizes[i, 0]),
@@ -116,7 +120,10 @@ def build_colmap_reconstruction(
     for i in range(num_images):
         rows = order[sorted_images == i]
         image = pycolmap.Image(
-            name=str(image_names[i]), keypoints=observations.xy[rows], camera_id=i + 1, image_id=i + 1
+            name=str(image_names[i]),
+            keypoints=observations.xy[rows] + COLMAP_PIXEL_CENTER,
+            camera_id=i + 1,
+            image_id=i + 1,
         )
         reconstruction.add_image_with_trivial_frame(image, pycolmap.Rigid3d(extrinsics[i]))
 

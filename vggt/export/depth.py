@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +40,21 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def write_depth_maps(depth_dir: str | Path, image_names: Sequence[str], depth: np.ndarray) -> list[Path]:
-    """Write `depth_dir/<stem>.npy` (float32 [H, W]) and `<stem>.png` for each of S maps in `depth` [S, H, W]."""
-    depth = np.asarray(depth)
-    if depth.ndim == 4 and depth.shape[-1] == 1:
-        depth = depth[..., 0]
-    if depth.ndim != 3 or len(depth) != len(image_names):
-        raise ValueError(f"depth must be [S, H, W] with S = {len(image_names)} images, got {depth.shape}")
+def write_depth_maps(depth_dir: str | Path, image_names: Sequence[str], depths: Iterable[np.ndarray]) -> list[Path]:
+    """Write `depth_dir/<stem>.npy` (float32 [H, W]) and a `<stem>.png` preview for each image.
+
+    `depths` yields one [H, W] (or [H, W, 1]) map per image; the maps may differ in size.
+    """
     depth_dir = Path(depth_dir)
     depth_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for stem, depth_map in zip(unique_stems(image_names), depth):
-        np.save(depth_dir / f"{stem}.npy", depth_map.astype(np.float32))
+    for stem, depth_map in zip(unique_stems(image_names), depths, strict=True):
+        depth_map = np.asarray(depth_map, dtype=np.float32)
+        if depth_map.ndim == 3 and depth_map.shape[-1] == 1:
+            depth_map = depth_map[..., 0]
+        if depth_map.ndim != 2:
+            raise ValueError(f"each depth map must be [H, W], got {depth_map.shape} for {stem}")
+        np.save(depth_dir / f"{stem}.npy", depth_map)
         Image.fromarray(colorize_depth(depth_map)).save(depth_dir / f"{stem}.png")
         paths.append(depth_dir / f"{stem}.npy")
     return paths

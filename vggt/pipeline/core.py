@@ -1,12 +1,4 @@
-"""Photos or a video in, cameras, depth and a point cloud out: `vggt.reconstruct` and `Reconstruction`.
-
-    from vggt import reconstruct
-    rec = reconstruct("photos/", checkpoint="facebook/VGGT-1B")
-    rec.save("out/")          # COLMAP model, PLY, GLB, depth maps, cameras.json, predictions.npz
-    rec.to_ply("points.ply")
-
-`vggt reconstruct` (vggt/cli/reconstruct.py) is a thin layer over this module.
-"""
+"""The implementation of `vggt.reconstruct`: inputs, inference, point selection, `Reconstruction` and its writers."""
 
 from __future__ import annotations
 
@@ -17,6 +9,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +20,6 @@ import numpy as np
 import torch
 
 from vggt.device import (
-    InsufficientMemoryError,
     autocast,
     check_memory,
     estimate_inference_memory,
@@ -40,6 +32,13 @@ from vggt.export.depth import unique_stems, write_depth_maps
 from vggt.export.glb import write_glb
 from vggt.export.ply import write_ply
 from vggt.models.config import VGGTConfig, get_preset
+from vggt.pipeline.options import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_CONF_PERCENTILE,
+    DEFAULT_MAX_POINTS,
+    MODES,
+    POINT_SOURCES,
+)
 from vggt.utils.geometry import pixel_grid, unproject_depth_map_to_point_map
 from vggt.utils.images import IMAGE_EXTENSIONS, read_image_rgb
 from vggt.utils.load_fn import LoadedImages, PreprocessTransform, load_images, rescale_intrinsics_to_original
@@ -48,12 +47,6 @@ from vggt.video import is_video_file, sample_video_frames
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = "facebook/VGGT-1B"
-POINT_SOURCES = ("depth", "pointmap")
-MODES = ("crop", "pad")
-# Drop the least confident half of the pixels by default (as the reference's demo does).
-DEFAULT_CONF_PERCENTILE = 50.0
-DEFAULT_MAX_POINTS = 500_000
 # Seed of the random subsampling to `max_points`, so that runs are repeatable.
 POINT_SUBSAMPLE_SEED = 0
 # A pinhole camera needs a field of view strictly between 0 and 180 degrees; predictions outside this range
@@ -237,9 +230,7 @@ def load_model(
             model = VGGT.from_preset(preset)
         else:
             model = VGGT.from_pretrained(checkpoint or DEFAULT_CHECKPOINT, preset=preset, device="cpu")
-    except (CheckpointError, FileNotFoundError) as err:
-        raise InputError(str(err)) from None
-    except ValueError as err:  # e.g. an unknown preset name
+    except (CheckpointError, FileNotFoundError, ValueError) as err:  # ValueError: e.g. an unknown preset name
         raise InputError(str(err)) from None
     return model.to(device).eval()
 
@@ -258,8 +249,6 @@ def _frames_chunk_size(model: torch.nn.Module, chunk_size: int | None) -> Iterat
     if chunk_size is None:
         yield
         return
-    if chunk_size < 1:
-        raise InputError(f"--chunk-size must be at least 1, got {chunk_size}")
     previous = model.config.frames_chunk_size
     model.config.frames_chunk_size = chunk_size
     try:
@@ -317,12 +306,12 @@ class Reconstruction:
         model_intrinsics: [S, 3, 3] float32 intrinsics of the H x W depth maps.
         transforms: S preprocessing transforms (original pixels -> model input pixels).
         points: [N, 3] float32 world coordinates; colors: [N, 3] uint8 RGB.
-        observations: which image sees each point where (original pixels): the pixel each point came from,
-            or after bundle adjustment the tracks.
+        observations: the pixel each point came from (image index and original-pixel coordinates).
         predictions: raw model outputs without the batch axis (pose_enc [S, 9], depth [S, H, W, 1], ...).
         points_source: "depth" (depth unprojected with the predicted cameras) or "pointmap" (point head).
         sparse: after bundle adjustment, the tracked points (points [M, 3], colours [M, 3], observations with
             whole tracks) that the COLMAP model holds instead of the dense cloud; None otherwise.
+        source_video: the video the frames were sampled from, if any.
     """
 
     image_names: list[str]
@@ -340,6 +329,7 @@ class Reconstruction:
     predictions: dict[str, np.ndarray]
     points_source: str = "depth"
     sparse: tuple[np.ndarray, np.ndarray, Observations] | None = None
+    source_video: Path | None = None
     seconds: float = 0.0
     # Keeps sampled video frames alive as long as the reconstruction refers to them.
     _frames_dir: Any = field(default=None, repr=False)
@@ -404,26 +394,23 @@ class Reconstruction:
         return directory
 
     def to_cameras_json(self, path: str | os.PathLike) -> Path:
-        """cameras.json: per image file_name, width, height, extrinsic (3x4) and intrinsic (3x3, original size)."""
-        height, width = self.depth.shape[1:3]
-        extra = [
-            {
-                "depth_file": f"{DEPTH_SUBDIR}/{stem}.npy",
-                "depth_width": int(width),
-                "depth_height": int(height),
-                "depth_intrinsic": self.model_intrinsics[i].astype(np.float64).tolist(),
-            }
-            for i, stem in enumerate(self.depth_file_stems())
-        ]
+        """cameras.json: per image file_name, width, height, extrinsic (3x4) and intrinsic (3x3, original size),
+        and `depth_file`, the depth map at the same resolution."""
+        extra = [{"depth_file": f"{DEPTH_SUBDIR}/{stem}.npy"} for stem in self.depth_file_stems()]
         return write_cameras_json(path, self.image_names, self.image_sizes, self.extrinsics, self.intrinsics, extra)
 
+    def original_depth(self, index: int) -> np.ndarray:
+        """Depth of image `index` at its original resolution [height, width] (0 where the model did not see)."""
+        return depth_at_original_resolution(self.depth[index], self.transforms[index])
+
     def save_depth(self, directory: str | os.PathLike) -> list[Path]:
-        """`directory/<name>.npy` (float32 [H, W] at the model resolution) and `<name>.png` previews."""
-        return write_depth_maps(directory, self.image_names, self.depth)
+        """`directory/<name>.npy` (float32, the photo's resolution, 0 = no depth) and `<name>.png` previews."""
+        depths = (self.original_depth(i) for i in range(self.num_frames))  # one full-size map at a time
+        return write_depth_maps(directory, self.image_names, depths)
 
     def save_predictions(self, path: str | os.PathLike) -> Path:
         """predictions.npz: the raw feed-forward outputs, their decoded cameras at the model resolution
-        (`extrinsic`, `intrinsic`), the model input `images`, and the image names and original sizes."""
+        (`extrinsic`, `intrinsic`), the model input `images` (uint8 [S, 3, H, W]), the image names and sizes."""
         path = Path(path)
         np.savez(path, **self.predictions, image_names=np.array(self.image_names), image_sizes=self.image_sizes)
         return path
@@ -438,9 +425,12 @@ class Reconstruction:
         from tqdm.auto import tqdm
 
         directory = Path(directory)
-        check_output_dir(directory, overwrite)
+        sources = [*self.image_paths, *([self.source_video] if self.source_video else [])]
+        check_output_dir(directory, overwrite, sources)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        # A hidden sibling (same file system, so the final rename is atomic), created with the usual permissions.
+        staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
         steps = [
             ("COLMAP model", lambda: self.to_colmap(staging)),
             ("point cloud", lambda: self.to_ply(staging / PLY_NAME)),
@@ -469,9 +459,33 @@ class Reconstruction:
         return f"{self.num_frames} frames, {points} in {seconds:.1f} s{where}"
 
 
-def check_output_dir(directory: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse an output path that is a file, or a non-empty folder without `overwrite`."""
+def depth_at_original_resolution(depth: np.ndarray, transform: PreprocessTransform) -> np.ndarray:
+    """Resample a depth map [H, W] of the model input onto the original photo [height, width].
+
+    Each photo pixel takes the depth of the nearest model-input pixel (no blending across depth edges);
+    photo pixels the model did not see (cropped away) and non-finite depths get 0.
+    """
+    width, height = transform.original_size
+    xs = np.arange(width, dtype=np.float64)
+    ys = np.arange(height, dtype=np.float64)
+    # The transform is a per-axis scale and shift, so rows and columns map independently.
+    cols = np.round(transform.original_to_input(np.stack([xs, np.zeros_like(xs)], -1))[:, 0]).astype(np.int64)
+    rows = np.round(transform.original_to_input(np.stack([np.zeros_like(ys), ys], -1))[:, 1]).astype(np.int64)
+    col_ok = (cols >= 0) & (cols < depth.shape[1])
+    row_ok = (rows >= 0) & (rows < depth.shape[0])
+    resampled = depth[np.clip(rows, 0, depth.shape[0] - 1)][:, np.clip(cols, 0, depth.shape[1] - 1)]
+    resampled = np.where(row_ok[:, None] & col_ok[None, :] & np.isfinite(resampled), resampled, 0.0)
+    return resampled.astype(np.float32)
+
+
+def check_output_dir(directory: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse an output path that is a file, a non-empty folder without `overwrite`, or one holding `inputs`."""
     directory = Path(directory)
+    resolved = directory.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if source == resolved or resolved in source.parents:
+            raise InputError(f"output folder {directory} holds the input {source}; choose another output folder")
     if directory.exists() and not directory.is_dir():
         raise InputError(f"output {directory} exists and is not a folder")
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
@@ -655,8 +669,6 @@ def reconstruct(
         _import_bundle_adjustment()  # fail before the expensive steps when theseus is missing
 
     collected = collect_inputs(inputs, fps=fps, max_frames=max_frames, progress=progress)
-    for path in collected.skipped:
-        logger.warning("skipped %s: not an image file", path)
     if collected.skipped:
         logger.warning(
             "skipped %d non-image entries: %s", len(collected.skipped), ", ".join(p.name for p in collected.skipped)
@@ -705,7 +717,9 @@ def reconstruct(
         model_intrinsics = intrinsics_t.numpy().astype(np.float32)
         predictions["extrinsic"], predictions["intrinsic"] = extrinsics, model_intrinsics
         depth = predictions["depth"][..., 0]
-        colors_hw = (loaded.images.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        # The model input is 8-bit photos divided by 255 (white padding is 1.0), so uint8 holds it exactly.
+        images_uint8 = (loaded.images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # [S, 3, H, W]
+        colors_hw = images_uint8.transpose(0, 2, 3, 1)
 
         sparse = None
         if bundle_adjust:
@@ -731,7 +745,7 @@ def reconstruct(
         cloud, colors, observations = select_points(
             world_points, confidence, colors_hw, loaded.transforms, conf_percentile, max_points
         )
-        predictions["images"] = loaded.images.numpy()
+        predictions["images"] = images_uint8
 
         reconstruction = Reconstruction(
             image_names=[p.name for p in collected.image_paths],
@@ -749,6 +763,7 @@ def reconstruct(
             predictions=predictions,
             points_source=points,
             sparse=sparse,
+            source_video=collected.video,
             _frames_dir=collected.frames_dir,
         )
     except BaseException:
@@ -835,15 +850,3 @@ def tracked_points(
         xy[frame == i] = transform.input_to_original(pixels[frame == i].astype(np.float64))
     observations = Observations(point_index=column, image_index=frame, xy=xy)
     return points3d[keep].astype(np.float32), colors, observations
-
-
-__all__ = [
-    "DEFAULT_CHECKPOINT",
-    "InputError",
-    "InsufficientMemoryError",
-    "Reconstruction",
-    "collect_inputs",
-    "load_model",
-    "reconstruct",
-    "select_points",
-]

@@ -1,0 +1,7 @@
+"""`python -m vggt ...` is the `vggt` command."""
+
+import sys
+
+from vggt.cli.main import main
+
+sys.exit(main())
