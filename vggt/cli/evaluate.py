@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from vggt.eval.depth import DEPTH_ALIGNMENTS
-    from vggt.pipeline.options import DEVICE_CHOICES, DTYPE_CHOICES
     from vggt.eval.points import DEFAULT_MAX_POINTS
+    from vggt.pipeline.options import DEVICE_CHOICES, DTYPE_CHOICES
 
     parser = subparsers.add_parser(
         "evaluate",

@@ -10,10 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = {
-    "reconstruct": "vggt.cli.reconstruct",
-    "evaluate": "vggt.cli.evaluate",
-}
+SUBCOMMAND_MODULES = ("vggt.cli.reconstruct", "vggt.cli.evaluate")
 
 
 class UsageError(Exception):
@@ -23,7 +20,7 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vggt", description="VGGT: cameras, depth and points from images.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in SUBCOMMANDS.items():
+    for module_name in SUBCOMMAND_MODULES:
         module = importlib.import_module(module_name)
         sub_parser = module.add_parser(sub)
         sub_parser.set_defaults(_run=module.run)
@@ -47,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # the last line of defence: one line, not a traceback
         if getattr(args, "verbose", 0):
             raise
-        print(f"vggt {args.command}: error: {type(err).__name__}: {err} (run with -v for the traceback)", file=sys.stderr)
+        message = f"{type(err).__name__}: {err} (run with -v for the traceback)"
+        print(f"vggt {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

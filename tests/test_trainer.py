@@ -1,0 +1,192 @@
+"""The trainer on the tiny preset and synthetic scenes: learning, exact resumption, freezing, LoRA, configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from training import checkpoint as ckpt
+from training.train import load_config, parse_override
+from training.trainer import Trainer, WarmupCosineSchedule
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs" / "tiny_synthetic.yaml"
+# 1 sample of 2 frames at 56 x 70 per step, without the (slow) track head unless a test adds it.
+SMALL_RUN = [
+    "threads=1",
+    "model.heads=[camera,depth,point]",
+    "data.frames_per_gpu=2",
+    "data.num_frames=[2,2]",
+    "data.num_scenes=8",
+    "data.batches_per_epoch=5",
+    "logging.progress=false",
+    "logging.tensorboard=false",
+    "logging.log_every=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(run_dir: Path, *overrides: str) -> dict:
+    return load_config(TINY_CONFIG, [*SMALL_RUN, f"run_dir={run_dir}", *overrides])
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_tiny_preset_learns_synthetic_scenes(tmp_path):
+    steps = 60
+    config = tiny_config(tmp_path, f"optim.max_steps={steps}", "optim.warmup_steps=10", "logging.tensorboard=true")
+    Trainer(config).train()
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
+    for key in ("loss", "lr", "grad_norm", "camera", "camera_T", "depth", "depth_grad", "point"):
+        assert all(key in r and r[key] == r[key] for r in records), key
+    first = sum(r["loss"] for r in records[:5]) / 5
+    last = sum(r["loss"] for r in records[-10:]) / 10
+    assert last <= 0.5 * first, f"loss went from {first:.3f} to {last:.3f}"
+    assert any((tmp_path / "tensorboard").iterdir())
+    from vggt.models.vggt import VGGT
+
+    model = VGGT.from_pretrained(tmp_path / "final")
+    assert not model.config.enable_track  # the run's heads, in the saved config
+
+
+def test_killed_run_resumes_bitwise_identically(tmp_path):
+    overrides = ["optim.max_steps=8", "optim.warmup_steps=2", "checkpoint.every=2", "checkpoint.keep_last=2"]
+    reference = Trainer(tiny_config(tmp_path / "uninterrupted", *overrides))
+    reference.train()
+
+    killed_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "training.train", "--config", str(TINY_CONFIG)]
+    command += [*SMALL_RUN, f"run_dir={killed_dir}", *overrides]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ckpt.list_checkpoints(killed_dir) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+    interrupted_at = ckpt.list_checkpoints(killed_dir)[-1][0]
+    assert interrupted_at < 8 and not (killed_dir / "final").exists()
+
+    resumed = Trainer(tiny_config(killed_dir, *overrides), resume=True)
+    assert resumed.step == interrupted_at
+    resumed.train()
+    expected, actual = parameters(reference.module), parameters(resumed.module)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs after resuming"
+    assert [r["step"] for r in read_metrics(killed_dir)] == list(range(1, 9))
+    reference_losses = [r["loss"] for r in read_metrics(tmp_path / "uninterrupted")]
+    assert [r["loss"] for r in read_metrics(killed_dir)] == reference_losses
+
+
+def test_existing_run_dir_needs_resume(tmp_path):
+    Trainer(tiny_config(tmp_path, "optim.max_steps=1")).train()
+    with pytest.raises(ValueError, match="--resume"):
+        Trainer(tiny_config(tmp_path, "optim.max_steps=1"))
+
+
+def test_frozen_modules_receive_no_update(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "optim.max_steps=2", "optim.freeze=[aggregator.*]", "optim.lr=1e-2"))
+    before = parameters(trainer.module)
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    trainer.train()
+    after = parameters(trainer.module)
+    frozen = [name for name in before if name.startswith("aggregator.")]
+    assert frozen and set(frozen) == set(trainer.frozen)
+    for name, param in trainer.module.named_parameters():
+        if name.startswith("aggregator."):
+            assert id(param) not in optimized
+            assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(before["camera_head.trunk.0.attn.qkv.weight"], after["camera_head.trunk.0.attn.qkv.weight"])
+
+
+def test_freeze_pattern_that_matches_nothing_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="match no parameter"):
+        Trainer(tiny_config(tmp_path, "optim.freeze=[encoder.*]"))
+
+
+def test_lora_trains_only_adapters_and_merges_into_plain_checkpoint(tmp_path):
+    from vggt.models.vggt import VGGT
+
+    trainer = Trainer(tiny_config(tmp_path, "optim.max_steps=3", "optim.lr=1e-2", "lora.enabled=true", "lora.rank=4"))
+    trainable = [name for name, p in trainer.module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    before = parameters(trainer.module)
+    trainer.train()
+    after = parameters(trainer.module)
+    for name in before:
+        if "lora_" not in name:
+            assert torch.equal(before[name], after[name]), f"base weight {name} changed"
+    lora_b = [name for name in after if "lora_B" in name]
+    assert lora_b and any(after[name].abs().sum() > 0 for name in lora_b)  # B starts at zero
+
+    merged = VGGT.from_pretrained(tmp_path / "final")  # strict: exactly the plain VGGT keys
+    assert not any("lora_" in name or "base_layer" in name for name in merged.state_dict())
+    qkv = "aggregator.frame_blocks.0.attn.qkv.weight"
+    assert not torch.equal(merged.state_dict()[qkv], before["aggregator.frame_blocks.0.attn.qkv.base_layer.weight"])
+    images = torch.rand(1, 2, 3, 56, 70, generator=torch.Generator().manual_seed(0))
+    trainer.module.eval()
+    merged.eval()
+    with torch.no_grad():
+        adapted, plain = trainer.module(images), merged(images)
+    for key in ("pose_enc", "depth", "world_points"):
+        torch.testing.assert_close(plain[key], adapted[key], atol=1e-4, rtol=1e-4)
+
+
+def test_track_head_and_camera_only_batches(tmp_path):
+    Trainer(tiny_config(tmp_path / "track", "optim.max_steps=1", "model.heads=[camera,depth,point,track]")).train()
+    record = read_metrics(tmp_path / "track")[-1]
+    assert {"track", "track_position", "track_visibility"} <= set(record)
+
+    Trainer(tiny_config(tmp_path / "cameras", "optim.max_steps=1", "data.use_depth=false")).train()
+    record = read_metrics(tmp_path / "cameras")[-1]
+    assert "camera" in record and not any(key.startswith(("depth", "point")) for key in record)
+
+
+def test_warmup_then_cosine_schedule():
+    schedule = WarmupCosineSchedule(warmup_steps=4, total_steps=12, min_ratio=0.1)
+    assert [schedule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert schedule(4) == pytest.approx(1.0)
+    assert schedule(8) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert schedule(12) == pytest.approx(0.1)
+
+
+def test_config_overrides_and_errors(tmp_path):
+    assert parse_override("optim.freeze=[a.*, b]") == {"optim": {"freeze": ["a.*", "b"]}}
+    config = load_config(TINY_CONFIG, ["optim.lr=3e-4", "data.frames_per_gpu=6", "loss.track.weight=0.1"])
+    assert config["optim"]["lr"] == pytest.approx(3e-4)
+    assert config["data"]["frames_per_gpu"] == 6 and config["data"]["source"] == "synthetic"  # merged, not replaced
+    assert config["loss"]["track"] == {"weight": 0.1, "num_queries": 32}
+    with pytest.raises(ValueError, match="unknown config key 'optim.learning_rate'"):
+        load_config(TINY_CONFIG, ["optim.learning_rate=1"])
+    with pytest.raises(ValueError, match="dotted.key=value"):
+        parse_override("optim.lr")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", ["tiny_synthetic", "finetune_custom", "finetune_lora", "vggt1b_paper"])
+def test_shipped_configs_load(name):
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    assert config["run_dir"] and config["optim"]["max_steps"] > 0
