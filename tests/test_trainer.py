@@ -30,6 +30,7 @@ SMALL_RUN = [
     "logging.progress=false",
     "logging.tensorboard=false",
     "logging.log_every=1",
+    "optim.warmup_steps=0",
 ]
 
 
@@ -190,3 +191,36 @@ def test_config_overrides_and_errors(tmp_path):
 def test_shipped_configs_load(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert config["run_dir"] and config["optim"]["max_steps"] > 0
+
+
+def test_lora_finetuning_from_pretrained_resumes_exactly(tmp_path):
+    from vggt.models.vggt import VGGT
+
+    torch.manual_seed(3)
+    VGGT.from_preset("tiny").save_pretrained(tmp_path / "base")
+    overrides = [
+        f"model.pretrained={tmp_path / 'base'}",
+        "model.heads=[camera,depth]",  # the loaded point and track heads are dropped
+        "lora.enabled=true",
+        "lora.rank=4",
+        "optim.lr=1e-2",
+        "optim.max_steps=4",
+    ]
+    straight = Trainer(tiny_config(tmp_path / "straight", *overrides))
+    assert straight.module.point_head is None and straight.module.track_head is None
+    straight.train()
+
+    interrupted = Trainer(tiny_config(tmp_path / "resumed", *overrides))
+    batches = interrupted._batches()
+    interrupted.train_step(batches)
+    interrupted.train_step(batches)
+    interrupted.save_checkpoint()
+    del interrupted
+    resumed = Trainer(tiny_config(tmp_path / "resumed", *overrides), resume=True)
+    assert resumed.step == 2
+    resumed.train()
+    expected, actual = parameters(straight.module), parameters(resumed.module)
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs after resuming"
+    merged = VGGT.from_pretrained(tmp_path / "resumed" / "final")
+    assert merged.config.enable_depth and not merged.config.enable_point

@@ -123,10 +123,13 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + 1_000_003 * rank
 
 
-def wrap_model(model: nn.Module, ctx: DistributedContext, strategy: str = DDP_STRATEGY) -> nn.Module:
+def wrap_model(
+    model: nn.Module, ctx: DistributedContext, strategy: str = DDP_STRATEGY, find_unused_parameters: bool = True
+) -> nn.Module:
     """Wrap for data parallelism: DDP replicates the model, FSDP shards it per transformer block.
 
-    A one-process run gets the model back unchanged.
+    A one-process run gets the model back unchanged. `find_unused_parameters` (DDP) must stay on when
+    some steps leave heads without a loss (batches without depth, the track head without queries).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"distributed.strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -136,16 +139,20 @@ def wrap_model(model: nn.Module, ctx: DistributedContext, strategy: str = DDP_ST
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
-        # Heads that receive no ground truth in a batch (e.g. no depth) leave parameters without gradients.
-        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
     return _shard_with_fsdp(model)
 
 
 def _shard_with_fsdp(model: nn.Module) -> nn.Module:
     """FSDP2: shard each transformer block, then the remainder, across all ranks."""
+    import warnings
+
     from torch.distributed.fsdp import fully_shard
 
     from vggt.layers.block import Block
+
+    # VGGT returns views (e.g. the last pose encoding of the list); the losses never modify them in place.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
 
     for module in model.modules():
         if isinstance(module, Block):

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-# Attention input/output projections and the two MLP layers of every transformer block.
-DEFAULT_TARGET_MODULES = ("qkv", "proj", "fc1", "fc2")
+# Attention input/output projections and the two MLP layers of every transformer block (a regular
+# expression on full module names; the bare suffixes "qkv", "proj", "fc1", "fc2" would also catch the
+# patch-embedding convolution and the heads' output MLPs).
+DEFAULT_TARGET_MODULES = r".*\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
 ADAPTER_KEY_MARKER = "lora_"
 BASE_LAYER_KEY = ".base_layer."
 
@@ -29,7 +31,7 @@ def apply_lora(
 
     Args:
         target_modules: module-name suffixes (e.g. "qkv" matches every `*.qkv`), or one regular
-            expression matched against full module names (e.g. r"aggregator\\..*\\.(qkv|proj)").
+            expression that must match full module names (the default: every block's attention and MLP).
     """
     from peft import LoraConfig, inject_adapter_in_model
 

@@ -285,7 +285,9 @@ def confidence_regression_loss(
     valid_x = valid[..., :, 1:] & valid[..., :, :-1]
     grad_y = (diff[..., 1:, :, :] - diff[..., :-1, :, :]).norm(dim=-1)  # [B, S, H-1, W]
     valid_y = valid[..., 1:, :] & valid[..., :-1, :]
-    grad_sums = per_sample_sum(conf[..., :, 1:] * grad_x * valid_x) + per_sample_sum(conf[..., 1:, :] * grad_y * valid_y)
+    grad_sums = per_sample_sum(conf[..., :, 1:] * grad_x * valid_x) + per_sample_sum(
+        conf[..., 1:, :] * grad_y * valid_y
+    )
     grad_term = per_sample_mean(grad_sums, counts)
     plain_error = per_sample_mean(per_sample_sum(error * valid), counts).detach()
     return conf_term, grad_term, plain_error
@@ -368,14 +370,26 @@ class MultitaskLoss(torch.nn.Module):
             weighted.append(cfg.camera.weight * terms["camera"])
         if enabled["depth"] and "depth" in predictions and has_dense:
             terms.update(
-                dense_loss("depth", predictions["depth"], predictions["depth_conf"], targets["depths"],
-                           targets["valid"], cfg.depth)  # fmt: skip
+                dense_loss(
+                    "depth",
+                    predictions["depth"],
+                    predictions["depth_conf"],
+                    targets["depths"],
+                    targets["valid"],
+                    cfg.depth,
+                )  # fmt: skip
             )
             weighted.append(cfg.depth.weight * terms["depth"])
         if enabled["point"] and "world_points" in predictions and has_dense:
             terms.update(
-                dense_loss("point", predictions["world_points"], predictions["world_points_conf"],
-                           targets["world_points"], targets["valid"], cfg.point)  # fmt: skip
+                dense_loss(
+                    "point",
+                    predictions["world_points"],
+                    predictions["world_points_conf"],
+                    targets["world_points"],
+                    targets["valid"],
+                    cfg.point,
+                )  # fmt: skip
             )
             weighted.append(cfg.point.weight * terms["point"])
         track_targets = targets.get("track_targets")

@@ -52,11 +52,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "rank": 16,
         "alpha": 32.0,
         "dropout": 0.0,
-        "target_modules": list(DEFAULT_TARGET_MODULES),
+        "target_modules": DEFAULT_TARGET_MODULES,  # a regex on module names, or a list of name suffixes
     },
     "distributed": {
         "strategy": "ddp",  # ddp | fsdp
         "backend": "auto",  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
+        "find_unused_parameters": True,  # DDP; needed when some steps leave a head without a loss
         "expected_world_size": None,  # the recipe's process count; a different one only triggers a warning
     },
     "logging": {"log_every": 10, "tensorboard": True, "progress": True},
@@ -64,6 +65,20 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 # Sections whose keys are checked by the code they are handed to, not against DEFAULT_CONFIG.
 FREE_FORM = ("data", "loss", "model.overrides")
+
+
+def yaml_load(text: str) -> Any:
+    """yaml.safe_load, except that `1e-4` is a float (YAML 1.1 wants `1.0e-4` and would give a string)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    float_pattern = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", float_pattern, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "", checked: bool = True) -> dict[str, Any]:
@@ -84,12 +99,10 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "", ch
 
 def parse_override(text: str) -> dict[str, Any]:
     """`a.b.c=value` -> {"a": {"b": {"c": value}}}, value parsed as YAML."""
-    import yaml
-
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ValueError(f"override {text!r} must look like dotted.key=value, e.g. optim.lr=1e-4")
-    value = yaml.safe_load(raw) if raw != "" else None
+    value = yaml_load(raw) if raw != "" else None
     nested: dict[str, Any] = {}
     cursor = nested
     parts = key.split(".")
@@ -101,14 +114,12 @@ def parse_override(text: str) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """DEFAULT_CONFIG, updated by the YAML file at `path`, then by `key=value` overrides."""
-    import yaml
-
     config = copy.deepcopy(DEFAULT_CONFIG)
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"config file {path} does not exist; configs live in configs/, e.g. tiny_synthetic.yaml")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml_load(path.read_text()) or {}
         if not isinstance(loaded, Mapping):
             raise ValueError(f"config file {path} must hold a YAML mapping at the top level")
         _merge(config, loaded)

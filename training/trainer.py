@@ -94,7 +94,8 @@ def freeze_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
     frozen = [name for name, param in model.named_parameters() if matches_any(name, patterns)]
     if not frozen:
         raise ValueError(
-            f"optim.freeze patterns {patterns} match no parameter; names look like 'aggregator.frame_blocks.0.attn.qkv.weight'"
+            f"optim.freeze patterns {patterns} match no parameter; "
+            "names look like 'aggregator.frame_blocks.0.attn.qkv.weight'"
         )
     for name, param in model.named_parameters():
         if name in frozen:
@@ -134,7 +135,7 @@ def _drop_heads(model: nn.Module, names: list[str]) -> None:
 
 
 def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """"auto": bf16 on GPUs that support it, none on CPU; "bf16": always (CPU too); "fp32": never."""
+    """ "auto": bf16 on GPUs that support it, none on CPU; "bf16": always (CPU too); "fp32": never."""
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -183,7 +184,9 @@ class Trainer:
         self.frozen = freeze_parameters(model, list(optim_cfg["freeze"] or []))
         model.to(self.ctx.device)
         model.train()
-        self.model = wrap_model(model, self.ctx, dist_cfg["strategy"])
+        self.model = wrap_model(
+            model, self.ctx, dist_cfg["strategy"], find_unused_parameters=bool(dist_cfg["find_unused_parameters"])
+        )
         self.module = unwrap_model(self.model)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not trainable:
@@ -195,10 +198,10 @@ class Trainer:
             eps=float(optim_cfg["eps"]),
             weight_decay=float(optim_cfg["weight_decay"]),
         )
-        schedule = WarmupCosineSchedule(
+        self.schedule = WarmupCosineSchedule(
             int(optim_cfg["warmup_steps"]), self.max_steps, float(optim_cfg["min_lr_ratio"])
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self.grad_clip = float(optim_cfg["grad_clip"])
         self.loss_fn = MultitaskLoss(LossConfig.from_dict(config["loss"]))
         self.autocast_dtype = resolve_autocast_dtype(config["precision"], self.ctx.device)
@@ -244,6 +247,9 @@ class Trainer:
         state = ckpt.load_checkpoint(
             directory, self.model, self.module, self.optimizer, self.scheduler, rank=self.ctx.rank
         )
+        # Loading restored the checkpoint's schedule constants; the config's win (e.g. a longer max_steps).
+        optim_cfg = self.config["optim"]
+        self.schedule.__init__(int(optim_cfg["warmup_steps"]), self.max_steps, float(optim_cfg["min_lr_ratio"]))
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
@@ -288,7 +294,9 @@ class Trainer:
         if self.module.track_head is not None and self.loss_fn.wants_tracks() and "depths" in targets:
             track_cfg = self.loss_fn.config.track
             generator = torch.Generator().manual_seed(
-                rank_seed(self.seed + TRACK_SEED_OFFSET * (self.step * self.accum_steps + micro_step + 1), self.ctx.rank)
+                rank_seed(
+                    self.seed + TRACK_SEED_OFFSET * (self.step * self.accum_steps + micro_step + 1), self.ctx.rank
+                )
             )
             targets["track_targets"] = build_track_targets(
                 targets["depths"],

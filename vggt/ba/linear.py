@@ -23,11 +23,11 @@ import torch
 # Damping added to every diagonal entry, as a fraction of the largest one (at least 1): keeps columns that no
 # residual touches (a point one problem of a batch does not observe) and near-singular ones factorisable.
 DAMPING_FLOOR = 1.0e-10
-# When a factorisation fails, the relative damping is raised to at least RETRY_MIN_DAMPING, then multiplied by
-# RETRY_DAMPING_GROWTH, at most MAX_DAMPING_RETRIES times.
-RETRY_MIN_DAMPING = 1.0e-6
-RETRY_DAMPING_GROWTH = 100.0
-MAX_DAMPING_RETRIES = 6
+# When a factorisation fails, the relative damping and the floor are raised to at least RETRY_MIN_DAMPING, then
+# multiplied by RETRY_DAMPING_GROWTH, at most MAX_DAMPING_RETRIES times.
+RETRY_MIN_DAMPING = 1.0e-8
+RETRY_DAMPING_GROWTH = 10.0
+MAX_DAMPING_RETRIES = 10
 BACKENDS = ("cholmod", "dense")
 
 
@@ -119,7 +119,6 @@ def theseus_linear_classes() -> dict[str, type]:
             return self._value_index, self._col_index, self._row_index
 
         def _linearize_jacobian_impl(self):
-            batch = self.objective.batch_size
             values, errors = [], []
             for cost, var_order in self._costs:
                 if var_order is None:
@@ -127,8 +126,12 @@ def theseus_linear_classes() -> dict[str, type]:
                 else:
                     jacobians, error = cost.weighted_jacobians_error()
                     blocks = torch.cat([jacobians[i] for i in var_order], dim=2)
-                values.append(blocks.expand(batch, *blocks.shape[1:]).reshape(batch, -1))
-                errors.append(error.expand(batch, *error.shape[1:]))
+                values.append(blocks.flatten(1))
+                errors.append(error)
+            # Cost functions whose variables all have batch size 1 broadcast to the others.
+            batch = max(v.shape[0] for v in values)
+            values = [v.expand(batch, -1) for v in values]
+            errors = [e.expand(batch, -1) for e in errors]
             value_index, _, _ = self._indices(values[0].device)
             self.A_val = torch.cat(values, dim=1)[:, value_index]
             self.b = -torch.cat(errors, dim=1)
@@ -268,32 +271,35 @@ def theseus_linear_classes() -> dict[str, type]:
             relative = torch.zeros(batch, dtype=lin.A_val.dtype, device=lin.A_val.device)
             if damping is not None:
                 relative = relative + torch.as_tensor(damping, dtype=relative.dtype, device=relative.device).view(-1)
+            floor = DAMPING_FLOOR
             for _ in range(MAX_DAMPING_RETRIES + 1):
                 try:
-                    return self._solve_damped(relative, ellipsoidal_damping)
+                    return self._solve_damped(relative, floor, ellipsoidal_damping)
                 except NotPositiveDefiniteError:
                     relative = relative.clamp(min=RETRY_MIN_DAMPING) * RETRY_DAMPING_GROWTH
+                    floor = max(floor, RETRY_MIN_DAMPING) * RETRY_DAMPING_GROWTH
             raise NotPositiveDefiniteError(
                 f"the normal equations stay singular with damping {relative.max().item():.3g} x diag(AtA); "
                 "check for cameras or points without observations"
             )
 
-        def _damping_diagonal(self, diag: torch.Tensor, relative: torch.Tensor, ellipsoidal: bool) -> torch.Tensor:
-            floor = DAMPING_FLOOR * diag.detach().amax(dim=1, keepdim=True).clamp(min=1.0)
+        @staticmethod
+        def _damping_diagonal(diag: torch.Tensor, relative: torch.Tensor, floor: float, ellipsoidal: bool):
+            """[B, C] added to diag(AtA): relative * diag(AtA) (or relative alone) plus floor * max(diag, 1)."""
             scale = diag if ellipsoidal else torch.ones_like(diag)
-            return relative[:, None] * scale + floor
+            return relative[:, None] * scale + floor * diag.detach().amax(dim=1, keepdim=True).clamp(min=1.0)
 
-        def _solve_damped(self, relative: torch.Tensor, ellipsoidal: bool) -> torch.Tensor:
+        def _solve_damped(self, relative: torch.Tensor, floor: float, ellipsoidal: bool) -> torch.Tensor:
             lin = self.linearization
             if self.backend == "cholmod":
                 diag = lin.AtA_diag.detach() if lin.detached_hessian else lin.AtA_diag
-                damping = self._damping_diagonal(diag, relative, ellipsoidal)
+                damping = self._damping_diagonal(diag, relative, floor, ellipsoidal)
                 return CholmodDampedSolve.apply(lin.A_val, lin.b, damping, lin, self._symbolic, lin.detached_hessian)
             A = lin.dense_A()
             AtA = A.transpose(1, 2) @ A
             if lin.detached_hessian:
                 AtA = AtA.detach()
-            damping = self._damping_diagonal(AtA.diagonal(dim1=1, dim2=2), relative, ellipsoidal)
+            damping = self._damping_diagonal(AtA.diagonal(dim1=1, dim2=2), relative, floor, ellipsoidal)
             lower, info = torch.linalg.cholesky_ex(AtA + torch.diag_embed(damping))
             if (info != 0).any():
                 raise NotPositiveDefiniteError(f"dense Cholesky failed (info {info.tolist()})")
@@ -308,6 +314,14 @@ def theseus_linear_classes() -> dict[str, type]:
             super().__init__(*args, **kwargs)
             if isinstance(self.linear_solver, DampedSolver):
                 self._allows_adaptive = self._allows_ellipsoidal = True
+
+        def _step(self, delta, previous_err, converged_indices, force_update, delta_forced_to_gn, **kwargs):
+            if delta_forced_to_gn:
+                # The implicit-differentiation step: its gradient is d(delta)/d(inputs) at the solution, and its
+                # value, zero at an exact optimum, is not applied. Where the solve stopped short of one (iteration
+                # cap, nearly singular directions) a full Gauss-Newton step could throw the solution away.
+                delta = delta - delta.detach()
+            return super()._step(delta, previous_err, converged_indices, force_update, delta_forced_to_gn, **kwargs)
 
         def _compute_retracted_tensors_and_error(self, delta, converged_indices, force_update):
             self._update_tmp_optim_vars()

@@ -65,8 +65,11 @@ def pycolmap_bundle_adjust(
     loss_scale: float = 1.0,
     shared_focal: bool = True,
     max_iterations: int = 100,
+    num_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """COLMAP bundle adjustment (Ceres) of the problem `vggt.ba.bundle_adjust` takes (numpy, unbatched).
+
+    num_threads: Ceres threads (None: COLMAP's default, all cores).
 
     Returns refined extrinsics [S, 3, 4], intrinsics [S, 3, 3] and points3d [N, 3] (points seen fewer than twice
     unchanged).
@@ -81,6 +84,8 @@ def pycolmap_bundle_adjust(
     options.ceres.loss_function_type = getattr(pycolmap.LossFunctionType, _CERES_LOSSES[loss])
     options.ceres.loss_function_scale = loss_scale
     options.ceres.solver_options.max_num_iterations = max_iterations
+    if num_threads is not None:
+        options.ceres.solver_options.num_threads = num_threads
     pycolmap.bundle_adjustment(reconstruction, options)
 
     frames = len(extrinsics)

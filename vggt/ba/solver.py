@@ -42,7 +42,7 @@ SCALE_GAUGE_WEIGHT = 1.0e3
 MIN_BASELINE_FRACTION = 1.0e-6
 # Camera-space depth below which a point is clamped when dividing by z.
 MIN_DEPTH = 1.0e-6
-# Added under the square roots of the robust loss values and weights (as Theseus' RobustCostFunction does).
+# Added under the square roots of the robust loss and its derivative (as Theseus' RobustCostFunction does).
 ROBUST_EPS = 1.0e-20
 POSE_DOF, POINT_DOF = 6, 3
 # Levenberg-Marquardt: initial damping (relative to diag(AtA)) and convergence tolerances on the objective.
@@ -556,9 +556,9 @@ def bundle_adjust(
     error = torch.where(obs_mask & (depth > 0), error, torch.full_like(error, float("inf")))
     inliers = obs_mask & (error < inlier_threshold)
 
-    history = info.err_history
-    num_iterations = int(info.converged_iter.max()) if (info.converged_iter >= 0).all() else max_iterations
-    history = history[:, : num_iterations + 1]
+    # Theseus pads the history with inf after the last iteration; the implicit-gradient step adds no entry.
+    history = info.err_history[:, torch.isfinite(info.err_history).all(dim=0)]
+    num_iterations = history.shape[1] - 1
 
     outputs = [refined_extr, refined_intr, refined_points, inliers, error, history]
     outputs = [t if t.dtype == torch.bool else t.to(out_dtype) for t in outputs]
