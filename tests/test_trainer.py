@@ -15,7 +15,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training.train import load_config, parse_override
-from training.trainer import Trainer, WarmupCosineSchedule
+from training.trainer import Trainer, warmup_cosine_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny_synthetic.yaml"
@@ -166,7 +166,7 @@ def test_track_head_and_camera_only_batches(tmp_path):
 
 
 def test_warmup_then_cosine_schedule():
-    schedule = WarmupCosineSchedule(warmup_steps=4, total_steps=12, min_ratio=0.1)
+    schedule = warmup_cosine_schedule(warmup_steps=4, total_steps=12, min_ratio=0.1)
     assert [schedule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert schedule(4) == pytest.approx(1.0)
     assert schedule(8) == pytest.approx(0.1 + 0.9 * 0.5)

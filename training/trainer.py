@@ -18,7 +18,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,24 +53,25 @@ TRACK_SEED_OFFSET = 7_919
 # ------------------------------------------------------------------------------------ schedule
 
 
-class WarmupCosineSchedule:
-    """LR multiplier: linear warmup from 1/warmup to 1 over `warmup_steps`, then cosine down to `min_ratio`."""
+def warmup_cosine_schedule(warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
+    """LR multiplier per step: linear warmup from 1/warmup to 1 over `warmup_steps`, then cosine down to `min_ratio`.
 
-    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> None:
-        if total_steps <= 0:
-            raise ValueError(f"optim.max_steps must be positive, got {total_steps}")
-        if not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"optim.warmup_steps must be in [0, max_steps={total_steps}], got {warmup_steps}")
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
-        self.min_ratio = min_ratio
+    A plain function (not a callable object), so LambdaLR checkpoints keep no copy of these constants and
+    a resumed run follows its current config (e.g. a longer `max_steps`).
+    """
+    if total_steps <= 0:
+        raise ValueError(f"optim.max_steps must be positive, got {total_steps}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"optim.warmup_steps must be in [0, max_steps={total_steps}], got {warmup_steps}")
 
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        decay_steps = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        decay_steps = max(1, total_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / decay_steps)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return multiplier
 
 
 # ---------------------------------------------------------------------------------- model set-up
@@ -198,10 +199,10 @@ class Trainer:
             eps=float(optim_cfg["eps"]),
             weight_decay=float(optim_cfg["weight_decay"]),
         )
-        self.schedule = WarmupCosineSchedule(
+        schedule = warmup_cosine_schedule(
             int(optim_cfg["warmup_steps"]), self.max_steps, float(optim_cfg["min_lr_ratio"])
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.grad_clip = float(optim_cfg["grad_clip"])
         self.loss_fn = MultitaskLoss(LossConfig.from_dict(config["loss"]))
         self.autocast_dtype = resolve_autocast_dtype(config["precision"], self.ctx.device)
@@ -247,9 +248,6 @@ class Trainer:
         state = ckpt.load_checkpoint(
             directory, self.model, self.module, self.optimizer, self.scheduler, rank=self.ctx.rank
         )
-        # Loading restored the checkpoint's schedule constants; the config's win (e.g. a longer max_steps).
-        optim_cfg = self.config["optim"]
-        self.schedule.__init__(int(optim_cfg["warmup_steps"]), self.max_steps, float(optim_cfg["min_lr_ratio"]))
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
@@ -258,7 +256,12 @@ class Trainer:
             print(f"[train] resumed from {directory} at step {self.step}")
 
     def save_checkpoint(self) -> Path:
-        extra = {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch, "world_size": self.ctx.world_size}
+        extra = {
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+            "world_size": self.ctx.world_size,
+            "config": json.loads(json.dumps(self.config)),
+        }
         return ckpt.save_checkpoint(
             self.run_dir,
             self.step,

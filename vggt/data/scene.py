@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from vggt.utils.images import IMAGE_EXTENSIONS, read_image_rgb
+from vggt.utils.images import is_image_file, read_image_rgb
 
 CAMERAS_FILE = "cameras.json"
 IMAGES_DIR = "images"
@@ -238,7 +238,7 @@ def _image_files(directory: Path) -> set[str]:
     for root, dirs, files in os.walk(directory):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for file in files:
-            if not file.startswith(".") and file.lower().endswith(IMAGE_EXTENSIONS):
+            if not file.startswith(".") and is_image_file(file):
                 found.add((Path(root) / file).relative_to(directory).as_posix())
     return found
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -40,7 +39,7 @@ from vggt.pipeline.options import (
     POINT_SOURCES,
 )
 from vggt.utils.geometry import pixel_grid, unproject_depth_map_to_point_map
-from vggt.utils.images import IMAGE_EXTENSIONS, read_image_rgb
+from vggt.utils.images import IMAGE_EXTENSIONS, is_image_file, natural_sort_key, read_image_rgb
 from vggt.utils.load_fn import LoadedImages, PreprocessTransform, load_images, rescale_intrinsics_to_original
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 from vggt.video import is_video_file, sample_video_frames
@@ -89,15 +88,6 @@ class CollectedInputs:
     frames_dir: tempfile.TemporaryDirectory | None = None
 
 
-def _natural_key(path: Path) -> list[Any]:
-    """Sort `img2` before `img10`."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
-
-
-def _is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _evenly_spaced(items: list[Path], max_count: int | None) -> list[Path]:
     if max_count is None or len(items) <= max_count:
         return items
@@ -138,12 +128,12 @@ def collect_inputs(
 
     if len(paths) == 1 and paths[0].is_dir():
         folder = paths[0]
-        entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=_natural_key)
-        images = [p for p in entries if p.is_file() and _is_image_file(p)]
+        entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_sort_key)
+        images = [p for p in entries if p.is_file() and is_image_file(p)]
         if not images and (folder / IMAGES_SUBDIR).is_dir():
             folder = folder / IMAGES_SUBDIR
-            entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=_natural_key)
-            images = [p for p in entries if p.is_file() and _is_image_file(p)]
+            entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_sort_key)
+            images = [p for p in entries if p.is_file() and is_image_file(p)]
         skipped = [p for p in entries if p not in images]
         if not images:
             raise InputError(
@@ -154,7 +144,7 @@ def collect_inputs(
         dirs = [p for p in paths if p.is_dir()]
         if dirs:
             raise InputError(f"{dirs[0]} is a folder: pass one folder, or image files, not a mix")
-        not_images = [p for p in paths if not _is_image_file(p)]
+        not_images = [p for p in paths if not is_image_file(p)]
         if not_images:
             raise InputError(
                 f"{not_images[0]} is not an image or video file (by its extension); images: "

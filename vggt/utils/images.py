@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,8 +90,18 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def is_image_file(path: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> bool:
+    """Whether `path` names an image by its extension (case-insensitive)."""
+    return Path(path).suffix.lower() in {e.lower() for e in extensions}
+
+
+def natural_sort_key(path: str | os.PathLike) -> list:
+    """Sort key that puts `img2` before `img10`."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
+
+
 def list_image_files(folder: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """Image files (by extension, case-insensitive) directly inside `folder`, sorted by name.
+    """Image files (by extension, case-insensitive) directly inside `folder`, in natural order.
 
     Raises:
         ValueError: the folder does not exist or holds no image files.
@@ -98,8 +109,7 @@ def list_image_files(folder: str | os.PathLike, extensions: Sequence[str] = IMAG
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"image folder not found: {folder}")
-    suffixes = {e.lower() for e in extensions}
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    files = sorted((p for p in folder.iterdir() if p.is_file() and is_image_file(p, extensions)), key=natural_sort_key)
     if not files:
-        raise ValueError(f"no image files ({', '.join(sorted(suffixes))}) in {folder}")
+        raise ValueError(f"no image files ({', '.join(sorted({e.lower() for e in extensions}))}) in {folder}")
     return files
