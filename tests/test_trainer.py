@@ -54,7 +54,7 @@ def parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_tiny_preset_learns_synthetic_scenes(tmp_path):
-    steps = 60
+    steps = 40
     config = tiny_config(tmp_path, f"optim.max_steps={steps}", "optim.warmup_steps=10", "logging.tensorboard=true")
     Trainer(config).train()
     records = read_metrics(tmp_path)

@@ -9,6 +9,11 @@
 - L_track: L1 between predicted and ground-truth tracks (every tracker iteration, gamma-weighted) plus a
   binary cross-entropy on visibility; ground truth comes from depth and cameras (`build_track_targets`).
 
+Every term is averaged per sample first, then over the samples of the batch, so that a global batch gives
+the same loss however it is split over processes. The camera term is L1, as in the reference training code
+(the paper mentions Huber); the reference's optional extras (quantile filtering of outliers, multi-scale
+gradients, a track-confidence term) are left out.
+
 Ground truth is expressed in the first camera's frame and divided by the mean distance of its valid
 3D points to that camera (`normalize_ground_truth`); predictions are used as they are. A term whose
 ground truth the batch lacks (no depth, no valid pixel) is left out of the sum and out of the logged

@@ -131,13 +131,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="YAML config, e.g. configs/tiny_synthetic.yaml")
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        help="continue from the latest checkpoint in run_dir (or from the checkpoint directory given)",
-    )
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run_dir")
+    parser.add_argument("--resume-from", type=Path, default=None, help="continue from this checkpoint directory")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     args = parser.parse_args(argv)
 
@@ -146,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, args.overrides)
-        trainer = Trainer(config, resume=args.resume)
+        trainer = Trainer(config, resume=args.resume_from or args.resume)
         expected = config["distributed"]["expected_world_size"]
         if expected and expected != trainer.ctx.world_size and trainer.ctx.is_main:
             print(

@@ -154,7 +154,8 @@ def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype 
 class Trainer:
     """Owns the model, optimizer, scheduler, data and logs of one run (one process of it under torchrun)."""
 
-    def __init__(self, config: Mapping[str, Any], resume: str | bool | None = None) -> None:
+    def __init__(self, config: Mapping[str, Any], resume: str | Path | bool | None = None) -> None:
+        """`resume`: True continues the latest checkpoint of `run_dir` (if any), a path that checkpoint."""
         self.config = config
         if config.get("threads"):
             torch.set_num_threads(int(config["threads"]))
@@ -239,7 +240,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ resumption
 
-    def _resume(self, resume: str | bool) -> None:
+    def _resume(self, resume: str | Path | bool) -> None:
         directory = ckpt.latest_checkpoint(self.run_dir) if resume is True else Path(resume)
         if directory is None:
             if self.ctx.is_main:
