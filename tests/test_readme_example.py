@@ -37,9 +37,7 @@ def test_readme_notebook_example_runs(tmp_path, golden_dir, examples_dir):
     blocks = _python_blocks("Notebook quick start")
     assert len(blocks) == 2, "the README's quick start should have the one-shot and the head-by-head examples"
     photos = sorted(str(p) for p in (examples_dir / "room" / "images").iterdir())[:3]
-    code = "\n".join(blocks).replace(
-        '["path/to/imageA.png", "path/to/imageB.png", "path/to/imageC.png"]', repr(photos)
-    )
+    code = "\n".join(blocks).replace('["path/to/imageA.png", "path/to/imageB.png", "path/to/imageC.png"]', repr(photos))
     code += (
         "\nassert predictions['depth'].shape[:2] == (1, 3)\n"
         "assert points.shape == depth_map.shape[1:-1] + (3,)\n"
