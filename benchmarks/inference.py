@@ -6,8 +6,11 @@ Random weights are fine for timing. Examples:
     python benchmarks/inference.py --preset tiny --frames 1 4 16 --sizes 518x518 294x518
     python benchmarks/inference.py --device cuda --dtype bf16 --frames 1 8 32 64
 
-Peak memory is CUDA's max_memory_allocated on a GPU and the process's peak RSS growth on a CPU
-(coarser: it includes allocator caching). "MB/frame" is the slope of peak memory against frames.
+Peak memory is what one forward pass adds on top of the loaded model: CUDA's max_memory_allocated
+on a GPU; on a Linux CPU, the peak resident set (VmHWM, reset through /proc/self/clear_refs before
+each run) minus the resident set before it. "memory added per frame" is the slope of peak memory
+against frames. `--keep-all-layers` keeps all aggregator outputs alive, as the reference does, to
+show what keeping only the layers the heads read saves.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import gc
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,7 +34,30 @@ def _parse_size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> float:
+    """Reset the peak resident set to the current one (Linux); return the current resident set in MB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    current = _proc_status_mb("VmRSS")
+    return current if current is not None else _peak_rss_mb()
+
+
 def _peak_rss_mb() -> float:
+    peak = _proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak
     scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024**2
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
@@ -51,7 +78,7 @@ def run_once(
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
-        base = _peak_rss_mb()
+        base = _reset_peak_rss()
     times = []
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     with torch.inference_mode(), autocast:
@@ -77,12 +104,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=_parse_size, nargs="+", default=[(294, 518), (518, 518)])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--keep-all-layers", action="store_true", help="keep every aggregator output (reference)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     torch.manual_seed(0)
     model = VGGT.from_preset(args.preset).to(device).eval()
+    if args.keep_all_layers:
+        model.aggregator.keep_layers = None
     params = sum(p.numel() for p in model.parameters())
     print(f"# preset={args.preset} params={params / 1e6:.1f}M device={device} dtype={dtype} torch={torch.__version__}")
     print(f"{'size':>9} {'frames':>6} {'seconds':>9} {'peak MB':>9}")

@@ -92,3 +92,14 @@ def test_model_cast_to_other_dtypes_runs(dtype):
     # Track coordinates never drop below float32: bf16 would round pixel positions to 1/8 px or worse.
     assert out["track"].dtype == torch.promote_types(dtype, torch.float32)
     assert torch.isfinite(out["track"]).all()
+
+
+def test_training_mode_returns_every_tracker_iteration():
+    torch.manual_seed(0)
+    model = VGGT.from_preset("tiny").train()
+    out = model(torch.rand(2, 3, 28, 28), query_points=torch.rand(3, 2) * 20)
+    assert len(out["track_list"]) == model.config.track_iterations
+    assert out["track_list"][-1] is out["track"]
+    model.eval()
+    with torch.no_grad():
+        assert "track_list" not in model(torch.rand(2, 3, 28, 28), query_points=torch.rand(3, 2) * 20)

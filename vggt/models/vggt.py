@@ -205,7 +205,8 @@ class VGGT(
         Returns a dict with `pose_enc` [B, S, 9], `pose_enc_list` (one per refinement iteration),
         `depth` [B, S, H, W, 1], `depth_conf` [B, S, H, W], `world_points` [B, S, H, W, 3],
         `world_points_conf` [B, S, H, W], `images` (eval mode), and with query points `track`
-        [B, S, N, 2], `vis` [B, S, N], `conf` [B, S, N].
+        [B, S, N, 2], `vis` [B, S, N], `conf` [B, S, N] (in training mode also `track_list`, the
+        tracks after each tracker iteration).
         """
         images, query_points = self._check_inputs(images, query_points)
         tokens, patch_start_idx = self.aggregator(images)
@@ -232,6 +233,8 @@ class VGGT(
                     tokens, head_images, patch_start_idx, query_points=query_points.to(head_dtype)
                 )
                 predictions["track"], predictions["vis"], predictions["conf"] = track_list[-1], vis, conf
+                if self.training:  # every refinement iteration is supervised, later ones weighted more
+                    predictions["track_list"] = track_list
         if not self.training:
             predictions["images"] = images
         return predictions
