@@ -13,6 +13,22 @@ GOLDEN = SHARED / "golden"
 EXAMPLES = SHARED / "data" / "examples"
 
 
+# Overrides of configs/tiny_synthetic.yaml for quick CPU training runs: 2-frame samples of 56 x 70 scenes,
+# without the (slow) track head unless a test adds it; frames per GPU and steps are up to each test.
+TINY_TRAINING_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_synthetic.yaml"
+SMALL_TRAINING_RUN = [
+    "threads=1",
+    "model.heads=[camera,depth,point]",
+    "data.num_frames=[2,2]",
+    "data.num_scenes=8",
+    "data.batches_per_epoch=5",
+    "logging.progress=false",
+    "logging.tensorboard=false",
+    "logging.log_every=1",
+    "optim.warmup_steps=0",
+]
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: these tests need the project's ../shared folder (golden files, photos)")

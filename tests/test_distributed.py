@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_TRAINING_RUN, TINY_TRAINING_CONFIG
 from safetensors.torch import load_file
 
 from training.distributed import seed_everything
@@ -17,21 +18,9 @@ from training.train import load_config
 from training.trainer import Trainer, build_model
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "configs" / "tiny_synthetic.yaml"
+
 STEPS = 3
-COMMON = [
-    "threads=1",
-    "model.heads=[camera,depth,point]",
-    "data.num_frames=[2,2]",
-    "data.num_scenes=8",
-    "data.batches_per_epoch=5",
-    "logging.progress=false",
-    "logging.tensorboard=false",
-    "logging.log_every=1",
-    "optim.warmup_steps=0",
-    "optim.lr=1e-3",
-    f"optim.max_steps={STEPS}",
-]
+COMMON = [*SMALL_TRAINING_RUN, "optim.lr=1e-3", f"optim.max_steps={STEPS}"]
 # Adam turns float-rounding differences of near-zero gradients into parameter differences well below
 # one step's size (lr); a wrong gradient average or data split moves parameters by about lr per step.
 PARAMETER_ATOL = 2e-4
@@ -60,14 +49,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, st
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
         "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-        "-m", "training.train", "--config", str(TINY_CONFIG),
+        "-m", "training.train", "--config", str(TINY_TRAINING_CONFIG),
         *COMMON, f"run_dir={two_dir}", "data.frames_per_gpu=2", f"distributed.strategy={strategy}",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
     # One process, two samples per step: the same scenes and sample seeds as ranks 0 and 1 together.
-    Trainer(load_config(TINY_CONFIG, [*COMMON, f"run_dir={one_dir}", "data.frames_per_gpu=4"])).train()
+    Trainer(load_config(TINY_TRAINING_CONFIG, [*COMMON, f"run_dir={one_dir}", "data.frames_per_gpu=4"])).train()
 
     if strategy == "ddp":
         fingerprints = json.loads((two_dir / "replicas.json").read_text())["fingerprints"]
@@ -80,6 +69,6 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, st
         torch.testing.assert_close(two[name], one[name], atol=PARAMETER_ATOL, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
     # The comparison is not vacuous: training moved the weights far more than the tolerance.
     seed_everything(0)
-    initial = build_model(load_config(TINY_CONFIG, COMMON)["model"]).state_dict()
+    initial = build_model(load_config(TINY_TRAINING_CONFIG, COMMON)["model"]).state_dict()
     moved = max((one[name] - initial[name]).abs().max().item() for name in one)
     assert moved > 10 * PARAMETER_ATOL

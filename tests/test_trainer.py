@@ -12,26 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_TRAINING_RUN, TINY_TRAINING_CONFIG
 
 from training import checkpoint as ckpt
 from training.train import load_config, parse_override
 from training.trainer import Trainer, warmup_cosine_schedule
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "configs" / "tiny_synthetic.yaml"
+
 # 1 sample of 2 frames at 56 x 70 per step, without the (slow) track head unless a test adds it.
-SMALL_RUN = [
-    "threads=1",
-    "model.heads=[camera,depth,point]",
-    "data.frames_per_gpu=2",
-    "data.num_frames=[2,2]",
-    "data.num_scenes=8",
-    "data.batches_per_epoch=5",
-    "logging.progress=false",
-    "logging.tensorboard=false",
-    "logging.log_every=1",
-    "optim.warmup_steps=0",
-]
+SMALL_RUN = [*SMALL_TRAINING_RUN, "data.frames_per_gpu=2"]
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +32,7 @@ def _restore_threads():
 
 
 def tiny_config(run_dir: Path, *overrides: str) -> dict:
-    return load_config(TINY_CONFIG, [*SMALL_RUN, f"run_dir={run_dir}", *overrides])
+    return load_config(TINY_TRAINING_CONFIG, [*SMALL_RUN, f"run_dir={run_dir}", *overrides])
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -77,7 +67,7 @@ def test_killed_run_resumes_bitwise_identically(tmp_path):
     reference.train()
 
     killed_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "training.train", "--config", str(TINY_CONFIG)]
+    command = [sys.executable, "-m", "training.train", "--config", str(TINY_TRAINING_CONFIG)]
     command += [*SMALL_RUN, f"run_dir={killed_dir}", *overrides]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -175,12 +165,12 @@ def test_warmup_then_cosine_schedule():
 
 def test_config_overrides_and_errors(tmp_path):
     assert parse_override("optim.freeze=[a.*, b]") == {"optim": {"freeze": ["a.*", "b"]}}
-    config = load_config(TINY_CONFIG, ["optim.lr=3e-4", "data.frames_per_gpu=6", "loss.track.weight=0.1"])
+    config = load_config(TINY_TRAINING_CONFIG, ["optim.lr=3e-4", "data.frames_per_gpu=6", "loss.track.weight=0.1"])
     assert config["optim"]["lr"] == pytest.approx(3e-4)
     assert config["data"]["frames_per_gpu"] == 6 and config["data"]["source"] == "synthetic"  # merged, not replaced
     assert config["loss"]["track"] == {"weight": 0.1, "num_queries": 32}
     with pytest.raises(ValueError, match="unknown config key 'optim.learning_rate'"):
-        load_config(TINY_CONFIG, ["optim.learning_rate=1"])
+        load_config(TINY_TRAINING_CONFIG, ["optim.learning_rate=1"])
     with pytest.raises(ValueError, match="dotted.key=value"):
         parse_override("optim.lr")
     with pytest.raises(ValueError, match="does not exist"):
