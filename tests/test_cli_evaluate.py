@@ -189,3 +189,23 @@ def test_bad_options_exit_2(tmp_path, capsys, extra, message):
     code, err = run_cli(capsys, "--data", str(tmp_path / "data"), *extra)
     assert code == 2
     assert message in err and err.count("\n") == 1
+
+
+def test_a_reconstruction_scored_against_its_own_model_is_perfect(tmp_path, capsys, golden_dir, examples_dir):
+    """`vggt reconstruct` output is a scene folder; evaluating it with the model that made it must give
+    back exactly its cameras and depth. This ties together the conventions of both commands: intrinsics
+    rescaled to the original photos, depth written at photo resolution, and mapped back to the model grid."""
+    checkpoint = golden_dir / "tiny_state_dict.safetensors"
+    photos = sorted((examples_dir / "room" / "images").iterdir())[:3]
+    scene = tmp_path / "scene"
+    args = ["--checkpoint", str(checkpoint), "--preset", "tiny", "--device", "cpu", "--dtype", "float32", "-q"]
+    assert main(["reconstruct", *map(str, photos), "--out", str(scene), "--max-points", "2000", *args]) == 0
+    code, err = run_cli(capsys, "--data", str(scene), "--out", str(tmp_path / "eval"), *args)
+    assert code == 0, err
+    (scene_metrics,) = json.loads((tmp_path / "eval" / "metrics.json").read_text())["scenes"].values()
+    camera, depth = scene_metrics["camera"], scene_metrics["depth"]
+    assert camera["num_pairs"] == 3
+    for key in ("AUC@30", "AUC@3", "RRA@5", "RTA@5"):
+        assert camera[key] == 100.0, key
+    assert depth["num_frames"] == 3 and depth["delta_1.25"] == 100.0
+    assert depth["abs_rel"] < 1e-4  # float rounding only: the depth written is the depth predicted
