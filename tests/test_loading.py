@@ -157,3 +157,14 @@ def test_wrong_architecture_is_a_shape_mismatch_naming_the_tensor(tiny, tmp_path
 def test_reference_style_config_json():
     config = config_from_json({"img_size": 518, "patch_size": 14, "embed_dim": 1024, "enable_track": False}, "x")
     assert config == VGGTConfig(enable_track=False)
+
+
+def test_hub_snapshot_with_only_model_pt(tiny, images, tmp_path):
+    """The released repo also ships model.pt; a cache holding only that file still loads."""
+    snapshot = tmp_path / "cache" / f"models--{REPO_ID.replace('/', '--')}" / "snapshots" / FAKE_COMMIT
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(FAKE_COMMIT)
+    torch.save(tiny.state_dict(), snapshot / "model.pt")
+    loaded = VGGT.from_pretrained(REPO_ID, cache_dir=tmp_path / "cache", local_files_only=True, preset="tiny")
+    _same_outputs(tiny, loaded, images)

@@ -135,10 +135,12 @@ def _download_from_hub(repo_id: str, **kwargs: Any) -> tuple[Path, Path | None]:
         try:
             weights = Path(hf_hub_download(repo_id, candidate, **kwargs))
             break
-        except EntryNotFoundError:
+        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError, so caught first)
+            # No connection (or offline mode) and not cached under this name. Only cached files can be had
+            # now: look the other names up in the cache alone instead of retrying the network for each.
+            kwargs = {**kwargs, "local_files_only": True}
             continue
-        except LocalEntryNotFoundError:
-            # Not cached under this name; with no network we cannot tell whether it exists at all.
+        except EntryNotFoundError:  # the repo has no file of this name
             continue
         except GatedRepoError:
             raise CheckpointError(
