@@ -75,9 +75,11 @@ def test_robust_loss_converges_on_inliers_with_outliers():
     assert ours.inlier_mask[scene.outlier_mask].mean() < 0.05
 
 
-@needs_theseus
-@pytest.mark.parametrize("backward_mode", ["implicit", "unroll"])
-def test_gradients_flow_through_bundle_adjustment(backward_mode):
+def _solve_differentiable(backward_mode: str, **options):
+    """A small perturbed problem with tracks and initial points requiring grad, solved and backpropagated.
+
+    Returns (result, tracks, points): the gradients are in tracks.grad and points.grad.
+    """
     scene = make_scene(num_frames=3, num_points=20, noise_px=0.5, seed=5)
     extrinsics, intrinsics, points = (torch.from_numpy(a) for a in perturb(scene, seed=6))
     tracks = torch.from_numpy(scene.tracks).requires_grad_(True)
@@ -91,9 +93,17 @@ def test_gradients_flow_through_bundle_adjustment(backward_mode):
         loss="huber",
         max_iterations=10,
         backward_mode=backward_mode,
+        **options,
     )
-    assert isinstance(result.points3d, torch.Tensor)
     (result.points3d.square().sum() + result.extrinsics[1:, :, 3].sum()).backward()
+    return result, tracks, points
+
+
+@needs_theseus
+@pytest.mark.parametrize("backward_mode", ["implicit", "unroll"])
+def test_gradients_flow_through_bundle_adjustment(backward_mode):
+    result, tracks, points = _solve_differentiable(backward_mode)
+    assert isinstance(result.points3d, torch.Tensor)
     assert torch.isfinite(tracks.grad).all() and tracks.grad.abs().sum() > 0
     if backward_mode == "unroll":
         assert torch.isfinite(points.grad).all() and points.grad.abs().sum() > 0
@@ -159,24 +169,9 @@ def test_jacobian_matches_finite_differences_and_theseus_layout():
 @needs_theseus
 @pytest.mark.parametrize("backward_mode", ["implicit", "unroll"])
 def test_sparse_and_dense_solvers_agree_on_solution_and_gradients(backward_mode):
-    scene = make_scene(num_frames=3, num_points=20, noise_px=0.5, seed=5)
     outputs = {}
     for linear_solver in ("sparse", "dense"):  # CHOLMOD with its hand-written backward vs torch autograd
-        extrinsics, intrinsics, points = (torch.from_numpy(a) for a in perturb(scene, seed=6))
-        tracks = torch.from_numpy(scene.tracks).requires_grad_(True)
-        points = points.clone().requires_grad_(True)
-        result = bundle_adjust(
-            extrinsics,
-            intrinsics,
-            points,
-            tracks,
-            torch.from_numpy(scene.mask),
-            loss="huber",
-            max_iterations=10,
-            backward_mode=backward_mode,
-            linear_solver=linear_solver,
-        )
-        (result.points3d.square().sum() + result.extrinsics[1:, :, 3].sum()).backward()
+        result, tracks, points = _solve_differentiable(backward_mode, linear_solver=linear_solver)
         outputs[linear_solver] = (result.points3d.detach(), tracks.grad, points.grad)
     sparse, dense = outputs["sparse"], outputs["dense"]
     assert torch.allclose(sparse[0], dense[0], atol=1e-9)

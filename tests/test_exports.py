@@ -53,6 +53,12 @@ def scene():
     }
 
 
+def write_scene_colmap(directory, scene: dict, observations: Observations | None = None):
+    """`write_colmap` of the `scene` fixture's cameras and points."""
+    keys = ("names", "image_sizes", "extrinsics", "intrinsics", "points", "colors")
+    return write_colmap(directory, *(scene[k] for k in keys), observations)
+
+
 def project(extrinsic: np.ndarray, intrinsic: np.ndarray, points: np.ndarray) -> np.ndarray:
     cam = points @ extrinsic[:, :3].T + extrinsic[:, 3]
     pix = cam @ intrinsic.T
@@ -100,16 +106,7 @@ def test_colmap_model_with_tracks_reads_back(tmp_path, scene):
         [project(scene["extrinsics"][i], scene["intrinsics"][i], scene["points"][p : p + 1])[0] for p, i in rows]
     )
     observations = Observations(point_index, image_index, xy)
-    write_colmap(
-        tmp_path / "sparse",
-        scene["names"],
-        scene["image_sizes"],
-        scene["extrinsics"],
-        scene["intrinsics"],
-        scene["points"],
-        scene["colors"],
-        observations,
-    )
+    write_scene_colmap(tmp_path / "sparse", scene, observations)
     model = pycolmap.Reconstruction(str(tmp_path / "sparse"))
     assert model.num_reg_images() == 3
     assert model.num_points3D() == num_points
@@ -144,16 +141,7 @@ def test_colmap_model_with_tracks_reads_back(tmp_path, scene):
 def test_colmap_rejects_observations_of_missing_points(tmp_path, scene):
     bad = Observations([len(scene["points"])], [0], [[1.0, 2.0]])
     with pytest.raises(ValueError, match="do not exist"):
-        write_colmap(
-            tmp_path,
-            scene["names"],
-            scene["image_sizes"],
-            scene["extrinsics"],
-            scene["intrinsics"],
-            scene["points"],
-            scene["colors"],
-            bad,
-        )
+        write_scene_colmap(tmp_path, scene, bad)
 
 
 # --------------------------------------------------------------------------------------------------- GLB
@@ -259,15 +247,7 @@ def test_colmap_export_imports_back_as_the_same_cameras(tmp_path, scene):
     images_dir.mkdir()
     for name, (w, h) in zip(scene["names"], scene["image_sizes"]):
         Image.new("RGB", (int(w), int(h)), (90, 120, 150)).save(images_dir / name)
-    write_colmap(
-        tmp_path / "sparse",
-        scene["names"],
-        scene["image_sizes"],
-        scene["extrinsics"],
-        scene["intrinsics"],
-        scene["points"],
-        scene["colors"],
-    )
+    write_scene_colmap(tmp_path / "sparse", scene)
     imported = load_scene(import_colmap(tmp_path / "sparse", images_dir, tmp_path / "scene"), load_data=False)
     order = [scene["names"].index(p.name) for p in imported.image_paths]
     np.testing.assert_allclose(imported.intrinsics, scene["intrinsics"][order], atol=1e-9)
