@@ -103,3 +103,23 @@ def test_training_mode_returns_every_tracker_iteration():
     model.eval()
     with torch.no_grad():
         assert "track_list" not in model(torch.rand(2, 3, 28, 28), query_points=torch.rand(3, 2) * 20)
+
+
+def test_heads_subset_runs_only_those_heads(tiny):
+    torch.manual_seed(1)
+    images = torch.rand(1, 2, 3, 28, 42)
+    queries = torch.tensor([[[5.0, 6.0], [20.0, 10.0]]])
+    with torch.no_grad():
+        full = tiny(images, query_points=queries)
+        tracks_only = tiny(images, query_points=queries, heads=("track",))
+        depth_only = tiny(images, heads=["depth"])
+    assert set(tracks_only) == {"track", "vis", "conf", "images"}
+    assert set(depth_only) == {"depth", "depth_conf", "images"}
+    torch.testing.assert_close(tracks_only["track"], full["track"], atol=0, rtol=0)
+    torch.testing.assert_close(depth_only["depth"], full["depth"], atol=0, rtol=0)
+
+
+def test_heads_the_model_lacks_are_refused():
+    model = VGGT.from_preset("tiny", enable_track=False).eval()
+    with pytest.raises(ValueError, match=r"heads \['track'\] are not part of this model"):
+        model(torch.rand(1, 3, 28, 28), heads=("track",))

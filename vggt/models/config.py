@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
+
+# The heads a VGGT can have; `enable_<name>` switches each one on.
+HEAD_NAMES = ("camera", "depth", "point", "track")
 
 
 @dataclass
@@ -86,12 +90,17 @@ class VGGTConfig:
         """Index of the first patch token: after 1 camera token and the register tokens."""
         return 1 + self.num_register_tokens
 
-    def layers_needed(self) -> list[int]:
-        """Aggregator outputs the enabled heads read; the rest are dropped at inference."""
+    def enabled_heads(self) -> tuple[str, ...]:
+        """Names of the heads this configuration builds, in HEAD_NAMES order."""
+        return tuple(name for name in HEAD_NAMES if getattr(self, f"enable_{name}"))
+
+    def layers_needed(self, heads: Collection[str] | None = None) -> list[int]:
+        """Aggregator outputs that `heads` (default: the enabled heads) read; the rest are dropped at inference."""
+        heads = self.enabled_heads() if heads is None else heads
         needed: set[int] = set()
-        if self.enable_camera:
+        if "camera" in heads:
             needed.add(self.depth - 1)
-        if self.enable_depth or self.enable_point or self.enable_track:
+        if {"depth", "point", "track"} & set(heads):
             needed.update(self.dpt_layers)
         return sorted(needed)
 

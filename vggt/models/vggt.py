@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -195,12 +196,25 @@ class VGGT(
                 return next(head.parameters()).dtype
         return torch.float32
 
-    def forward(self, images: Tensor, query_points: Tensor | None = None) -> dict[str, Any]:
+    def _check_heads(self, heads: Collection[str] | None) -> tuple[str, ...]:
+        enabled = self.config.enabled_heads()
+        if heads is None:
+            return enabled
+        heads = tuple(heads)
+        missing = [h for h in heads if h not in enabled]
+        if missing:
+            raise ValueError(f"heads {missing} are not part of this model; it has {list(enabled)}")
+        return heads
+
+    def forward(
+        self, images: Tensor, query_points: Tensor | None = None, *, heads: Collection[str] | None = None
+    ) -> dict[str, Any]:
         """Predict cameras, depth, point maps and (with query points) tracks.
 
         Args:
             images: [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size.
             query_points: optional [N, 2] or [B, N, 2] pixel (x, y) in the first frame.
+            heads: which heads to run (names of HEAD_NAMES, e.g. ("track",)); None runs every head the model has.
 
         Returns a dict with `pose_enc` [B, S, 9], `pose_enc_list` (one per refinement iteration),
         `depth` [B, S, H, W, 1], `depth_conf` [B, S, H, W], `world_points` [B, S, H, W, 3],
@@ -209,7 +223,9 @@ class VGGT(
         tracks after each tracker iteration).
         """
         images, query_points = self._check_inputs(images, query_points)
-        tokens, patch_start_idx = self.aggregator(images)
+        heads = self._check_heads(heads)
+        keep = None if self.aggregator.keep_layers is None else self.config.layers_needed(heads)
+        tokens, patch_start_idx = self.aggregator(images, keep_layers=keep)
         # The heads run with autocast off, in their parameters' dtype (float32 unless the model was cast),
         # as the reference runs them in float32 under mixed precision.
         head_dtype = self._head_dtype()
@@ -218,17 +234,17 @@ class VGGT(
         chunk = self.config.frames_chunk_size
         predictions: dict[str, Any] = {}
         with torch.autocast(device_type=images.device.type, enabled=False):
-            if self.camera_head is not None:
+            if "camera" in heads:
                 pose_enc_list = self.camera_head(tokens, num_iterations=self.config.camera_iterations)
                 predictions["pose_enc"] = pose_enc_list[-1]
                 predictions["pose_enc_list"] = pose_enc_list
-            if self.depth_head is not None:
+            if "depth" in heads:
                 depth, depth_conf = self.depth_head(tokens, head_images, patch_start_idx, frames_chunk_size=chunk)
                 predictions["depth"], predictions["depth_conf"] = depth, depth_conf
-            if self.point_head is not None:
+            if "point" in heads:
                 points, points_conf = self.point_head(tokens, head_images, patch_start_idx, frames_chunk_size=chunk)
                 predictions["world_points"], predictions["world_points_conf"] = points, points_conf
-            if self.track_head is not None and query_points is not None:
+            if "track" in heads and query_points is not None:
                 track_list, vis, conf = self.track_head(
                     tokens, head_images, patch_start_idx, query_points=query_points.to(head_dtype)
                 )
