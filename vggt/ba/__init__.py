@@ -1,7 +1,10 @@
 """Bundle adjustment on the model's own tracks (optional extra `vggt[ba]`, built on Theseus).
 
 `bundle_adjust` refines cameras and points on given tracks; `refine_with_ba` is the VGGT + BA post-step.
-Theseus is only imported when a solve runs, so this package imports without it.
+Modules: `solver` (bundle_adjust: objective, Levenberg-Marquardt, results), `inputs` (checks and conversion of its
+arrays), `costs` and `linear` (the Theseus cost functions and linear solvers), `postprocess` (refine_with_ba),
+`triangulation`, and `synthetic` / `reference` (test scenes and pycolmap's BA as the yardstick).
+Only `costs` and `linear` import Theseus, and only when a solve runs, so this package imports without it.
 """
 
 from vggt.ba.postprocess import BARefinement, refine_with_ba

@@ -48,7 +48,9 @@ class PreparedInputs:
         return tensors
 
 
-def check_options(loss: str | None, backward_mode: str, linear_solver: str, loss_scale: float, max_iterations: int):
+def check_options(
+    loss: str | None, backward_mode: str, linear_solver: str, loss_scale: float, max_iterations: int
+) -> None:
     """Raise a ValueError naming the first of `bundle_adjust`'s solver options that is out of range."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")

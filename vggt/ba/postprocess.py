@@ -1,9 +1,11 @@
 """VGGT + BA: refine the feed-forward cameras by bundle adjustment on the model's own tracks.
 
-Steps: query points on a few reference frames (SIFT keypoints, a grid where texture is poor) -> tracks from the
-track head, with the reference frame moved first (queries live in the first frame) -> filter by visibility,
-confidence and reprojection error against the feed-forward cameras -> initial points from the predicted depth
-(or DLT triangulation) -> `bundle_adjust`.
+Steps of `refine_with_ba`: `gather_tracks` puts query points on a few reference frames (SIFT keypoints, a grid
+where texture is poor) and tracks them with the model's track head (`predict_tracks`: the model's forward with
+`heads=("track",)`, the reference frame moved first since queries live in the first frame) -> `observation_mask`
+keeps visible, confident observations inside the image -> `initial_points` from the predicted depth (or DLT
+triangulation) -> `consistent_observations` drops those the feed-forward cameras reproject badly, and tracks
+left too short -> `bundle_adjust`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 
 DEFAULT_NUM_REFERENCE_FRAMES = 3
 DEFAULT_QUERY_POINTS_PER_FRAME = 512
-DEFAULT_QUERY_CHUNK_SIZE = 256
 # Fewer SIFT keypoints than this on a reference frame: fall back to a regular grid of query points.
 MIN_SIFT_KEYPOINTS = 64
 # Same defaults as the reference demo: visibility and confidence floors, pixel error against feed-forward cameras.
@@ -93,29 +94,146 @@ def query_points_for_frame(image: torch.Tensor, num_points: int) -> np.ndarray:
 
 @torch.no_grad()
 def predict_tracks(
-    model: Any, images: torch.Tensor, query_points: torch.Tensor, reference_frame: int, chunk_size: int
+    model: Any, images: torch.Tensor, query_points: torch.Tensor, reference_frame: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Track `query_points` [N, 2] of `reference_frame` through `images` [S, 3, H, W].
 
-    The model takes queries in its first frame, so the reference frame is moved first and the order restored.
-    Returns tracks [S, N, 2], visibility [S, N] and confidence [S, N] (ones when the head predicts none).
+    The model takes queries in its first frame, so the reference frame is moved first and the order restored; it
+    runs only its track head (`heads=("track",)`), in its own head dtype, over all N queries at once.
+    Returns tracks [S, N, 2], visibility [S, N] and confidence [S, N] (ones when the head predicts none), float32.
     """
     frames = images.shape[0]
     order = [reference_frame] + [i for i in range(frames) if i != reference_frame]
-    reordered = images[order][None]  # [1, S, 3, H, W]
-    tokens, patch_start_idx = model.aggregator(reordered)
-    track_head = model.track_head
-    dtype = next(track_head.parameters()).dtype
-    tokens = [t.to(dtype) if t is not None else None for t in tokens]
-    reordered = reordered.to(dtype)
-    outputs = []
-    for chunk in torch.split(query_points.to(device=images.device, dtype=dtype), chunk_size):
-        coords, vis, conf = track_head(tokens, reordered, patch_start_idx, query_points=chunk[None])
-        outputs.append((coords[-1][0], vis[0], torch.ones_like(vis[0]) if conf is None else conf[0]))
-    tracks, vis, conf = (torch.cat(parts, dim=1).float() for parts in zip(*outputs))
+    queries = query_points.to(device=images.device)
+    outputs = model(images[order][None], query_points=queries[None], heads=("track",))
+    vis = outputs["vis"]
+    conf = torch.ones_like(vis) if outputs["conf"] is None else outputs["conf"]
+    tracks, vis, conf = (t[0].float() for t in (outputs["track"], vis, conf))
     inverse = torch.empty(frames, dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(frames)
     return tracks[inverse], vis[inverse], conf[inverse]
+
+
+@dataclass
+class GatheredTracks:
+    """Tracks of the query points of all reference frames, N points in all (frame order of the images).
+
+    tracks [S, N, 2] pixels, vis [S, N], conf [S, N] (each query's own frame holds its pixel, 1 and 1);
+    depth_points [N, 3] world points of the predicted depth at the query pixels (None without a depth map).
+    """
+
+    tracks: torch.Tensor
+    vis: torch.Tensor
+    conf: torch.Tensor
+    depth_points: torch.Tensor | None
+
+
+def gather_tracks(
+    model: Any,
+    images: torch.Tensor,
+    num_reference_frames: int,
+    query_points_per_frame: int,
+    world_points: torch.Tensor | None = None,
+) -> GatheredTracks:
+    """Query points on each reference frame of `images` [S, 3, H, W], tracked through all frames (on the CPU).
+
+    world_points: [S, H, W, 3] point map of the predicted depth, read at the query pixels (None: no depth).
+    """
+    frames, _, height, width = images.shape
+    all_tracks, all_vis, all_conf, all_points = [], [], [], []
+    for reference in reference_frame_indices(frames, num_reference_frames):
+        queries = torch.from_numpy(query_points_for_frame(images[reference], query_points_per_frame)).float()
+        tracks, vis, conf = predict_tracks(model, images, queries, reference)
+        tracks, vis, conf = tracks.cpu(), vis.cpu(), conf.cpu()
+        tracks[reference] = queries  # the query pixel is exact in its own frame
+        vis[reference], conf[reference] = 1.0, 1.0
+        if world_points is not None:
+            cols = queries[:, 0].round().long().clamp(0, width - 1)
+            rows = queries[:, 1].round().long().clamp(0, height - 1)
+            all_points.append(world_points[reference, rows, cols])
+        all_tracks.append(tracks)
+        all_vis.append(vis)
+        all_conf.append(conf)
+    depth_points = torch.cat(all_points, 0) if world_points is not None else None
+    return GatheredTracks(torch.cat(all_tracks, 1), torch.cat(all_vis, 1), torch.cat(all_conf, 1), depth_points)
+
+
+def observation_mask(
+    gathered: GatheredTracks, image_size: tuple[int, int], vis_threshold: float, conf_threshold: float
+) -> torch.Tensor:
+    """[S, N] bool: observations visible and confident enough, finite and inside the (height, width) image."""
+    height, width = image_size
+    tracks = gathered.tracks
+    inside = (
+        (tracks[..., 0] >= 0) & (tracks[..., 0] <= width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= height - 1)
+    )
+    return (gathered.vis > vis_threshold) & (gathered.conf > conf_threshold) & inside & torch.isfinite(tracks).all(-1)
+
+
+def initial_points(
+    init: str, gathered: GatheredTracks, extrinsics: torch.Tensor, intrinsics: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial world points [N, 3] and whether each is usable [N]: the predicted depth at the query pixel
+    (init="depth") or the DLT triangulation of the observations in `mask` [S, N] (init="triangulate")."""
+    if init == "depth":
+        return gathered.depth_points, torch.isfinite(gathered.depth_points).all(-1)
+    return triangulate_tracks(extrinsics, intrinsics, gathered.tracks, mask)
+
+
+def consistent_observations(
+    points: torch.Tensor,
+    valid: torch.Tensor,
+    tracks: torch.Tensor,
+    mask: torch.Tensor,
+    extrinsics: torch.Tensor,
+    intrinsics: torch.Tensor,
+    max_reproj_error: float,
+    min_track_length: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Observations of `mask` [S, N] that the feed-forward cameras [S, 3, 4], [S, 3, 3] reproject from usable
+    `points` [N, 3] (`valid` [N]) in front of the camera within `max_reproj_error` pixels of `tracks` [S, N, 2];
+    returns that mask [S, N] and the points keeping at least max(2, min_track_length) of them [N]."""
+    pixels, depth_in_cams = project_points(points, extrinsics, intrinsics)
+    error = torch.linalg.norm(pixels - tracks, dim=-1)
+    mask = mask & (error < max_reproj_error) & (depth_in_cams > 0) & valid[None]
+    return mask, mask.sum(0) >= max(2, min_track_length)
+
+
+def feed_forward_cameras(
+    predictions: dict[str, Any], image_size: tuple[int, int], frames: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Extrinsics [S, 3, 4] and intrinsics [S, 3, 3] (float32, CPU) decoded from `predictions["pose_enc"]`."""
+    if "pose_enc" not in predictions:
+        raise ValueError("predictions must hold 'pose_enc' (run the model with its camera head)")
+    pose_enc = predictions["pose_enc"].reshape(-1, frames, predictions["pose_enc"].shape[-1])[0].detach().float()
+    extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, image_size_hw=image_size)
+    extrinsics, intrinsics = extrinsics.cpu(), intrinsics.cpu()
+    if not (torch.isfinite(extrinsics).all() and torch.isfinite(intrinsics).all()):
+        raise ValueError("the feed-forward cameras are non-finite (e.g. a zero field of view); nothing to refine")
+    return extrinsics, intrinsics
+
+
+def depth_world_points(
+    predictions: dict[str, Any], extrinsics: torch.Tensor, intrinsics: torch.Tensor, image_size: tuple[int, int]
+) -> torch.Tensor:
+    """[S, H, W, 3] world points of `predictions["depth"]` seen by the cameras [S, 3, 4], [S, 3, 3]."""
+    if "depth" not in predictions:
+        raise ValueError("init='depth' needs predictions['depth']; use init='triangulate' without a depth head")
+    depth = predictions["depth"].reshape(len(extrinsics), *image_size).detach().float().cpu()
+    return torch.from_numpy(unproject_depth_map_to_point_map(depth, extrinsics, intrinsics)).float()
+
+
+def _single_scene(images: torch.Tensor) -> torch.Tensor:
+    """`images` [S, 3, H, W] or [1, S, 3, H, W] as [S, 3, H, W], S >= 2."""
+    if images.ndim == 5:
+        if images.shape[0] != 1:
+            raise ValueError(f"refine_with_ba takes one scene, got a batch of {images.shape[0]}")
+        images = images[0]
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [S, 3, H, W] or [1, S, 3, H, W], got {tuple(images.shape)}")
+    if images.shape[0] < 2:
+        raise ValueError(f"bundle adjustment needs at least two frames, got {images.shape[0]}")
+    return images
 
 
 def refine_with_ba(
@@ -124,7 +242,6 @@ def refine_with_ba(
     predictions: dict[str, Any],
     num_reference_frames: int = DEFAULT_NUM_REFERENCE_FRAMES,
     query_points_per_frame: int = DEFAULT_QUERY_POINTS_PER_FRAME,
-    query_chunk_size: int = DEFAULT_QUERY_CHUNK_SIZE,
     vis_threshold: float = DEFAULT_VIS_THRESHOLD,
     conf_threshold: float = DEFAULT_CONF_THRESHOLD,
     max_reproj_error: float = DEFAULT_MAX_REPROJ_ERROR,
@@ -139,7 +256,7 @@ def refine_with_ba(
     """Bundle-adjust VGGT's feed-forward cameras on its own tracks.
 
     Args:
-        model: a VGGT model (uses `model.aggregator` and `model.track_head`).
+        model: a VGGT model with a track head (run with `heads=("track",)` once per reference frame).
         images: [S, 3, H, W] or [1, S, 3, H, W] in [0, 1], the images `predictions` came from.
         predictions: the model's output on `images` (`pose_enc`, and `depth` for init="depth").
         init: initial 3D points from the predicted "depth" at the query pixel, or "triangulate" (DLT).
@@ -150,60 +267,18 @@ def refine_with_ba(
     """
     if init not in INIT_METHODS:
         raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
-    if images.ndim == 5:
-        if images.shape[0] != 1:
-            raise ValueError(f"refine_with_ba takes one scene, got a batch of {images.shape[0]}")
-        images = images[0]
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [S, 3, H, W] or [1, S, 3, H, W], got {tuple(images.shape)}")
-    frames, _, height, width = images.shape
-    if frames < 2:
-        raise ValueError(f"bundle adjustment needs at least two frames, got {frames}")
-    if "pose_enc" not in predictions:
-        raise ValueError("predictions must hold 'pose_enc' (run the model with its camera head)")
-    pose_enc = predictions["pose_enc"].reshape(-1, frames, predictions["pose_enc"].shape[-1])[0].detach().float()
-    extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, image_size_hw=(height, width))
-    extrinsics, intrinsics = extrinsics.cpu(), intrinsics.cpu()
-    if not (torch.isfinite(extrinsics).all() and torch.isfinite(intrinsics).all()):
-        raise ValueError("the feed-forward cameras are non-finite (e.g. a zero field of view); nothing to refine")
-    world_points = None
-    if init == "depth":
-        if "depth" not in predictions:
-            raise ValueError("init='depth' needs predictions['depth']; use init='triangulate' without a depth head")
-        depth = predictions["depth"].reshape(frames, height, width).detach().float().cpu()
-        world_points = torch.from_numpy(unproject_depth_map_to_point_map(depth, extrinsics, intrinsics)).float()
+    images = _single_scene(images)
+    image_size = tuple(images.shape[-2:])
+    extrinsics, intrinsics = feed_forward_cameras(predictions, image_size, len(images))
+    world_points = depth_world_points(predictions, extrinsics, intrinsics, image_size) if init == "depth" else None
 
-    all_tracks, all_vis, all_conf, all_points = [], [], [], []
-    for reference in reference_frame_indices(frames, num_reference_frames):
-        queries = torch.from_numpy(query_points_for_frame(images[reference], query_points_per_frame)).float()
-        tracks, vis, conf = predict_tracks(model, images, queries, reference, query_chunk_size)
-        tracks, vis, conf = tracks.cpu(), vis.cpu(), conf.cpu()
-        tracks[reference] = queries  # the query pixel is exact in its own frame
-        vis[reference], conf[reference] = 1.0, 1.0
-        if world_points is not None:
-            cols = queries[:, 0].round().long().clamp(0, width - 1)
-            rows = queries[:, 1].round().long().clamp(0, height - 1)
-            all_points.append(world_points[reference, rows, cols])
-        all_tracks.append(tracks)
-        all_vis.append(vis)
-        all_conf.append(conf)
-    tracks, vis, conf = torch.cat(all_tracks, 1), torch.cat(all_vis, 1), torch.cat(all_conf, 1)
-
-    inside = (
-        (tracks[..., 0] >= 0) & (tracks[..., 0] <= width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= height - 1)
+    gathered = gather_tracks(model, images, num_reference_frames, query_points_per_frame, world_points)
+    mask = observation_mask(gathered, image_size, vis_threshold, conf_threshold)
+    points, valid = initial_points(init, gathered, extrinsics, intrinsics, mask)
+    mask, keep = consistent_observations(
+        points, valid, gathered.tracks, mask, extrinsics, intrinsics, max_reproj_error, min_track_length
     )
-    mask = (vis > vis_threshold) & (conf > conf_threshold) & inside & torch.isfinite(tracks).all(-1)
-    if init == "depth":
-        points = torch.cat(all_points, 0)
-        valid = torch.isfinite(points).all(-1)
-    else:
-        points, valid = triangulate_tracks(extrinsics, intrinsics, tracks, mask)
-    pixels, depth_in_cams = project_points(points, extrinsics, intrinsics)
-    error = torch.linalg.norm(pixels - tracks, dim=-1)
-    mask &= (error < max_reproj_error) & (depth_in_cams > 0) & valid[None]
-    keep = mask.sum(0) >= max(2, min_track_length)
-    tracks, mask, points = tracks[:, keep], mask[:, keep], points[keep]
-
+    tracks, mask, points = gathered.tracks[:, keep], mask[:, keep], points[keep]
     if not keep.any():
         warnings.warn(
             "bundle adjustment skipped: no track survived the visibility / confidence / reprojection filters; "
@@ -218,7 +293,7 @@ def refine_with_ba(
         points,
         tracks,
         mask,
-        image_size=(height, width),
+        image_size=image_size,
         loss=loss,
         loss_scale=loss_scale,
         shared_focal=shared_focal,
