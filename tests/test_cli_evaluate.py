@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from PIL import Image
 from vggt.cli.main import main
 from vggt.data.scene import load_scene, write_scene
 from vggt.data.synthetic import generate_scene, render, sample_cameras, sample_layout, write_synthetic_dataset
-from vggt.eval.runner import EvalSettings, Prediction, sample_on_input_grid, score_scene, select_frames, summarize
+from vggt.eval.runner import EvalSettings, ScenePrediction, sample_on_input_grid, score_scene, summarize
+from vggt.pipeline.inference import Predictions
 from vggt.utils.geometry import depth_map_to_world_points
 from vggt.utils.load_fn import load_images, rescale_intrinsics_to_input
+from vggt.utils.sampling import evenly_spaced_indices
 
 NUM_FRAMES = 3
 HEIGHT, WIDTH = 56, 70
@@ -91,14 +94,14 @@ def test_perfect_prediction_scores_perfectly(tmp_path):
     input_hw = tuple(loaded.images.shape[-2:])
     input_intrinsics = rescale_intrinsics_to_input(intrinsics, loaded.transforms)
     _, input_depth = render(layout, input_intrinsics, extrinsics, *input_hw)
-    prediction = Prediction(
-        transforms=loaded.transforms,
-        input_hw=input_hw,
+    outputs = Predictions(
+        images=np.zeros((NUM_FRAMES, 3, *input_hw), np.uint8),
         extrinsics=extrinsics,
         intrinsics=input_intrinsics,
         depth=input_depth,
         world_points=depth_map_to_world_points(input_depth, extrinsics, input_intrinsics),
     )
+    prediction = ScenePrediction(outputs, loaded.transforms)
     frames = np.arange(NUM_FRAMES)
     result = score_scene(scene, frames, prediction, EvalSettings(depth_alignment="none", max_points=5000))
     assert result.metrics["camera"]["AUC@3"] == pytest.approx(100.0)
@@ -113,7 +116,7 @@ def test_perfect_prediction_scores_perfectly(tmp_path):
     assert result.metrics["points"]["scale"] == pytest.approx(1.0, abs=0.02)
 
     # A one-frame shift of the ground truth (a wrong mapping) would be caught.
-    shifted = Prediction(**{**prediction.__dict__, "depth": np.roll(input_depth, 1, axis=0)})
+    shifted = ScenePrediction(dataclasses.replace(outputs, depth=np.roll(input_depth, 1, axis=0)), loaded.transforms)
     shifted_result = score_scene(scene, frames, shifted, EvalSettings(depth_alignment="none", max_points=2000))
     assert shifted_result.metrics["depth"]["abs_rel"] > 0.05
     assert summarize([result])["camera"]["AUC@30"] == pytest.approx(100.0)
@@ -144,11 +147,11 @@ def test_sample_on_input_grid_follows_crop_and_padding(tmp_path):
     assert sampled[0, 0] == portrait_index[row, 0]
 
 
-def test_select_frames_spreads_evenly():
-    np.testing.assert_array_equal(select_frames(10, 4), [0, 3, 6, 9])
-    np.testing.assert_array_equal(select_frames(3, 2), [0, 2])
-    np.testing.assert_array_equal(select_frames(3, None), [0, 1, 2])
-    np.testing.assert_array_equal(select_frames(3, 5), [0, 1, 2])
+def test_evenly_spaced_frames():
+    np.testing.assert_array_equal(evenly_spaced_indices(10, 4), [0, 3, 6, 9])
+    np.testing.assert_array_equal(evenly_spaced_indices(3, 2), [0, 2])
+    np.testing.assert_array_equal(evenly_spaced_indices(3, None), [0, 1, 2])
+    np.testing.assert_array_equal(evenly_spaced_indices(3, 5), [0, 1, 2])
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -39,7 +39,7 @@ def test_round_trip_npy(scene_dir, synthetic_scene):
     np.testing.assert_array_equal(loaded.masks, synthetic_scene.masks)
     np.testing.assert_allclose(loaded.intrinsics, synthetic_scene.intrinsics)
     np.testing.assert_allclose(loaded.extrinsics, synthetic_scene.extrinsics)
-    assert loaded.image_sizes.tolist() == [[HEIGHT, WIDTH]] * NUM_FRAMES
+    assert loaded.image_hw.tolist() == [[HEIGHT, WIDTH]] * NUM_FRAMES
 
 
 def test_round_trip_png_depth(tmp_path, synthetic_scene):

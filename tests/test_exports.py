@@ -7,19 +7,19 @@ import json
 import numpy as np
 import pytest
 
+from vggt.data.layout import depth_file_stems, write_cameras_json
 from vggt.export import (
     Observations,
     build_scene,
     colorize_depth,
     read_ply,
-    unique_stems,
-    write_cameras_json,
     write_colmap,
     write_depth_maps,
     write_glb,
     write_ply,
 )
 from vggt.export.glb import GLTF_FROM_OPENCV
+from vggt.utils.cameras import Cameras
 
 pycolmap = pytest.importorskip("pycolmap")
 trimesh = pytest.importorskip("trimesh")
@@ -39,24 +39,24 @@ def scene():
         rotation = rotation_about_y(angle)
         center = np.array([shift, 0.1 * shift, 0.0])
         extrinsics.append(np.concatenate([rotation, (-rotation @ center)[:, None]], axis=1))
-    image_sizes = np.array([[640, 480], [320, 240], [500, 500]])
-    intrinsics = np.stack([np.array([[w * 0.9, 0, w / 2], [0, w * 0.9, h / 2], [0, 0, 1.0]]) for w, h in image_sizes])
+    image_wh = np.array([[640, 480], [320, 240], [500, 500]])
+    intrinsics = np.stack([np.array([[w * 0.9, 0, w / 2], [0, w * 0.9, h / 2], [0, 0, 1.0]]) for w, h in image_wh])
     points = rng.normal(size=(50, 3)) * 0.5 + np.array([0.0, 0.0, 4.0])
     colors = rng.integers(0, 256, size=(50, 3)).astype(np.uint8)
     return {
         "names": ["a.jpg", "b.png", "c.jpg"],
-        "image_sizes": image_sizes,
+        "image_wh": image_wh,
         "extrinsics": np.stack(extrinsics),
         "intrinsics": intrinsics,
         "points": points,
         "colors": colors,
+        "cameras": Cameras(["a.jpg", "b.png", "c.jpg"], np.stack(extrinsics), intrinsics, image_wh),
     }
 
 
 def write_scene_colmap(directory, scene: dict, observations: Observations | None = None):
     """`write_colmap` of the `scene` fixture's cameras and points."""
-    keys = ("names", "image_sizes", "extrinsics", "intrinsics", "points", "colors")
-    return write_colmap(directory, *(scene[k] for k in keys), observations)
+    return write_colmap(directory, scene["cameras"], scene["points"], scene["colors"], observations)
 
 
 def project(extrinsic: np.ndarray, intrinsic: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -114,7 +114,7 @@ def test_colmap_model_with_tracks_reads_back(tmp_path, scene):
         i = image_id - 1
         assert image.name == scene["names"][i]
         camera = model.cameras[image.camera_id]
-        assert (camera.width, camera.height) == tuple(scene["image_sizes"][i])
+        assert (camera.width, camera.height) == tuple(scene["image_wh"][i])
         K = scene["intrinsics"][i]
         # COLMAP puts pixel centres at +0.5, this package at integers.
         np.testing.assert_allclose(camera.params, [K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5])
@@ -148,15 +148,7 @@ def test_colmap_rejects_observations_of_missing_points(tmp_path, scene):
 
 
 def test_glb_points_and_one_frustum_per_camera(tmp_path, scene):
-    path = write_glb(
-        tmp_path / "scene.glb",
-        scene["points"],
-        scene["colors"],
-        scene["extrinsics"],
-        scene["intrinsics"],
-        scene["image_sizes"],
-        scene["names"],
-    )
+    path = write_glb(tmp_path / "scene.glb", scene["points"], scene["colors"], scene["cameras"])
     loaded = trimesh.load(path)
     assert isinstance(loaded, trimesh.Scene)
     cloud = loaded.geometry["points"]
@@ -170,15 +162,13 @@ def test_glb_points_and_one_frustum_per_camera(tmp_path, scene):
         rotation, translation = scene["extrinsics"][i][:, :3], scene["extrinsics"][i][:, 3]
         np.testing.assert_allclose(vertices[0], -rotation.T @ translation, atol=1e-5)  # apex = camera centre
         # The four other corners project onto the image corners.
-        width, height = scene["image_sizes"][i]
+        width, height = scene["image_wh"][i]
         corners = project(scene["extrinsics"][i], scene["intrinsics"][i], vertices[1:])
         np.testing.assert_allclose(corners, [[0, 0], [width, 0], [width, height], [0, height]], atol=1e-3)
 
 
 def test_glb_scene_without_points_still_has_cameras(scene):
-    built = build_scene(
-        np.zeros((0, 3)), np.zeros((0, 3), np.uint8), scene["extrinsics"], scene["intrinsics"], scene["image_sizes"]
-    )
+    built = build_scene(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), scene["cameras"])
     assert "points" not in built.geometry
     assert len(built.geometry) == 3
 
@@ -209,8 +199,8 @@ def test_colorize_depth_near_is_warm_far_is_cool():
 
 
 def test_unique_stems_keep_full_names_on_collision():
-    assert unique_stems(["a.jpg", "b.png"]) == ["a", "b"]
-    assert unique_stems(["a.jpg", "a.png", "c.png"]) == ["a.jpg", "a.png", "c"]
+    assert depth_file_stems(["a.jpg", "b.png"]) == ["a", "b"]
+    assert depth_file_stems(["a.jpg", "a.png", "c.png"]) == ["a.jpg", "a.png", "c"]
 
 
 # --------------------------------------------------------------------------------------------------- cameras.json
@@ -218,18 +208,13 @@ def test_unique_stems_keep_full_names_on_collision():
 
 def test_cameras_json(tmp_path, scene):
     path = write_cameras_json(
-        tmp_path / "cameras.json",
-        scene["names"],
-        scene["image_sizes"],
-        scene["extrinsics"],
-        scene["intrinsics"],
-        [{"depth_file": f"depth/{n}.npy"} for n in "abc"],
+        tmp_path / "cameras.json", scene["cameras"], [{"depth_file": f"depth/{n}.npy"} for n in "abc"]
     )
     data = json.loads(path.read_text())
     assert "OpenCV" in data["convention"]
     assert [entry["file_name"] for entry in data["images"]] == scene["names"]
     for i, entry in enumerate(data["images"]):
-        assert (entry["width"], entry["height"]) == tuple(scene["image_sizes"][i])
+        assert (entry["width"], entry["height"]) == tuple(scene["image_wh"][i])
         np.testing.assert_allclose(entry["extrinsic"], scene["extrinsics"][i])
         np.testing.assert_allclose(entry["intrinsic"], scene["intrinsics"][i])
         assert np.asarray(entry["extrinsic"]).shape == (3, 4)
@@ -245,7 +230,7 @@ def test_colmap_export_imports_back_as_the_same_cameras(tmp_path, scene):
 
     images_dir = tmp_path / "images"
     images_dir.mkdir()
-    for name, (w, h) in zip(scene["names"], scene["image_sizes"]):
+    for name, (w, h) in zip(scene["names"], scene["image_wh"]):
         Image.new("RGB", (int(w), int(h)), (90, 120, 150)).save(images_dir / name)
     write_scene_colmap(tmp_path / "sparse", scene)
     imported = load_scene(import_colmap(tmp_path / "sparse", images_dir, tmp_path / "scene"), load_data=False)

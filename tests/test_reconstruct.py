@@ -15,16 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vggt.device import (
-    InsufficientMemoryError,
-    MemoryEstimate,
-    available_memory,
-    check_memory,
-    cpu_supports_bf16,
-    estimate_inference_memory,
-    resolve_device,
-    resolve_dtype,
-)
+from vggt.errors import InsufficientMemoryError
 from vggt.models.config import get_preset
 from vggt.pipeline import (
     InputError,
@@ -35,9 +26,11 @@ from vggt.pipeline import (
     select_points,
     tracked_points,
 )
+from vggt.pipeline.memory import MemoryEstimate, available_memory, check_memory, estimate_inference_memory
+from vggt.pipeline.video import sample_video_frames, select_frame_indices
+from vggt.utils.device import cpu_supports_bf16, resolve_device, resolve_dtype
 from vggt.utils.load_fn import PreprocessTransform
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
-from vggt.video import sample_video_frames, select_frame_indices
 
 pycolmap = pytest.importorskip("pycolmap")
 trimesh = pytest.importorskip("trimesh")
@@ -169,7 +162,7 @@ def test_cameras_json_agrees_with_predictions(room_out, room_images):
     for i, camera in enumerate(cameras):
         photo_w, photo_h = Image.open(room_images / camera["file_name"]).size
         assert (camera["width"], camera["height"]) == (photo_w, photo_h)
-        assert predictions["image_sizes"][i].tolist() == [photo_w, photo_h]
+        assert predictions["image_wh"][i].tolist() == [photo_w, photo_h]
         np.testing.assert_allclose(camera["extrinsic"], extrinsics[i].numpy(), atol=1e-6)
         np.testing.assert_allclose(camera["extrinsic"], predictions["extrinsic"][i], atol=1e-6)
         # The original-resolution intrinsic is the model one scaled by photo / model size.
@@ -288,7 +281,7 @@ def test_awkward_formats_mixed_sizes_and_pointmap(tiny_model, tmp_path, caplog):
         )
     assert "notes.txt" in caplog.text  # skipped and listed
     assert sorted(rec.image_names) == sorted(sizes)
-    assert [tuple(s) for s in rec.image_sizes] == [sizes[n] for n in rec.image_names]
+    assert [tuple(s) for s in rec.image_wh] == [sizes[n] for n in rec.image_names]
 
     # Point-map points are the point head's outputs at the pixels they came from.
     world_points = rec.predictions["world_points"]
@@ -361,7 +354,7 @@ def test_collect_inputs_folder_rules(tmp_path):
         collect_inputs(empty)
     with pytest.raises(InputError, match="not found"):
         collect_inputs(tmp_path / "missing")
-    with pytest.raises(InputError, match="--fps"):
+    with pytest.raises(InputError, match="fps applies to a video"):
         collect_inputs(folder, fps=2)
     other = tmp_path / "other"
     other.mkdir()
@@ -438,7 +431,7 @@ def test_memory_estimate_and_check():
 def test_reconstruct_rejects_bad_options(tiny_model, room_images):
     with pytest.raises(InputError, match="points"):
         reconstruct(room_images, model=tiny_model, points="mesh")
-    with pytest.raises(InputError, match="conf-percentile"):
+    with pytest.raises(InputError, match="conf_percentile"):
         reconstruct(room_images, model=tiny_model, conf_percentile=100)
     with pytest.raises(InputError, match="resolution"):
         reconstruct(room_images, model=tiny_model, device="cpu", resolution=100)

@@ -8,15 +8,13 @@ One checkpoint is one directory `<run_dir>/checkpoints/step_<N>/` holding
 - `training_state.pt`: optimizer, scheduler, step, data-sampler position and the run's config;
 - `rng_state.pt`: python, numpy and torch RNG states of every rank.
 
-The directory is written under a temporary name and renamed into place (`os.replace`), so a run
-killed while saving leaves either the previous checkpoint or the new one, never half of one.
+The directory is written under a temporary name and renamed into place (`vggt.utils.files.atomic_directory`),
+so a run killed while saving leaves either the previous checkpoint or the new one, never half of one.
 Everything is read back with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 import shutil
@@ -30,11 +28,11 @@ from torch import Tensor, nn
 
 from training import lora
 from training.distributed import barrier
-from vggt.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, config_to_json
+from vggt.models.checkpoint import WEIGHTS_NAME, save_model_dir
+from vggt.utils.files import atomic_directory
 
 CHECKPOINTS_DIRNAME = "checkpoints"
 STEP_DIR_PATTERN = re.compile(r"^step_(\d+)$")
-TMP_PREFIX = ".tmp-"
 TRAINING_STATE_NAME = "training_state.pt"
 RNG_STATE_NAME = "rng_state.pt"
 TRAINABLE_NAME = "trainable.safetensors"
@@ -122,16 +120,6 @@ def load_full_state(
         set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
 
 
-def save_plain_model(directory: Path, state_dict: dict[str, Tensor], model_config: Any) -> None:
-    """Write `config.json` + `model.safetensors` exactly as `VGGT.save_pretrained` lays them out."""
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    (directory / CONFIG_NAME).write_text(json.dumps(config_to_json(model_config), indent=2, sort_keys=True))
-
-
 # ---------------------------------------------------------------------------------- save / load
 
 
@@ -181,27 +169,19 @@ def save_checkpoint(
     optimizer_state = full_optimizer_state_dict(model, optimizer)
     rng_states = _gather_rng_states()
     if is_main:
-        tmp = final.parent / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        if lora.has_lora(unwrapped_model):
-            from safetensors.torch import save_file
+        with atomic_directory(final, overwrite=True) as staging:
+            if lora.has_lora(unwrapped_model):
+                from safetensors.torch import save_file
 
-            plain = lora.merged_state_dict(unwrapped_model)
-            trainable = {k: v for k, v in model_state.items() if lora.is_adapter_parameter(k)}
-            save_file({k: v.contiguous() for k, v in trainable.items()}, str(tmp / TRAINABLE_NAME))
-        else:
-            plain = model_state
-        save_plain_model(tmp, plain, unwrapped_model.config)
-        torch.save(
-            {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **extra_state},
-            tmp / TRAINING_STATE_NAME,
-        )
-        torch.save(rng_states, tmp / RNG_STATE_NAME)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+                plain = lora.merged_state_dict(unwrapped_model)
+                trainable = {k: v for k, v in model_state.items() if lora.is_adapter_parameter(k)}
+                save_file({k: v.contiguous() for k, v in trainable.items()}, str(staging / TRAINABLE_NAME))
+            else:
+                plain = model_state
+            save_model_dir(staging, plain, unwrapped_model.config)
+            training_state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
+            torch.save({**training_state, **extra_state}, staging / TRAINING_STATE_NAME)
+            torch.save(rng_states, staging / RNG_STATE_NAME)
         if keep_last is not None and keep_last > 0:
             for _, old in list_checkpoints(run_dir)[:-keep_last]:
                 shutil.rmtree(old, ignore_errors=True)

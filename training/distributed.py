@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vggt.utils.device import resolve_device
+
 DDP_STRATEGY = "ddp"
 FSDP_STRATEGY = "fsdp"
 STRATEGIES = (DDP_STRATEGY, FSDP_STRATEGY)
@@ -44,23 +46,18 @@ def setup_distributed(device: str = "auto", backend: str = "auto", timeout_minut
     """Join the torchrun process group (if any) and pick this process's device.
 
     Args:
-        device: "auto" (this rank's GPU when CUDA is available, else CPU), "cpu" or "cuda".
+        device: "auto" (this rank's GPU when CUDA is available, else CPU), "cpu" or "cuda" (vggt.utils.device).
         backend: "auto" (NCCL on GPU, gloo on CPU), "gloo" or "nccl".
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was requested but CUDA is not available; set device=cpu")
+    torch_device = resolve_device(device)
+    if torch_device.type == "cuda":
         torch.cuda.set_device(local_rank)
         torch_device = torch.device("cuda", local_rank)
-    else:
-        torch_device = torch.device("cpu")
+    elif torch_device.type != "cpu":
+        raise ValueError(f"training runs on 'cpu' or 'cuda' (one GPU per process), got device={device!r}")
     if world_size > 1 and not dist.is_initialized():
         if backend == "auto":
             backend = "nccl" if torch_device.type == "cuda" else "gloo"

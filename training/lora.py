@@ -12,10 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-# Attention input/output projections and the two MLP layers of every transformer block (a regular
-# expression on full module names; the bare suffixes "qkv", "proj", "fc1", "fc2" would also catch the
-# patch-embedding convolution and the heads' output MLPs).
-DEFAULT_TARGET_MODULES = r".*\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
+from training.config import DEFAULT_LORA_TARGET_MODULES
+
 ADAPTER_KEY_MARKER = "lora_"
 BASE_LAYER_KEY = ".base_layer."
 
@@ -25,7 +23,7 @@ def apply_lora(
     rank: int = 16,
     alpha: float = 32.0,
     dropout: float = 0.0,
-    target_modules: Sequence[str] | str = DEFAULT_TARGET_MODULES,
+    target_modules: Sequence[str] | str = DEFAULT_LORA_TARGET_MODULES,
 ) -> nn.Module:
     """Inject LoRA adapters into `model` in place; afterwards only adapter weights require gradients.
 

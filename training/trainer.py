@@ -39,12 +39,15 @@ from training.distributed import (
     wrap_model,
 )
 from training.losses import LossConfig, MultitaskLoss, build_track_targets, prepare_targets
+from vggt.models.build import build_model as load_model
+from vggt.models.checkpoint import save_model_dir
+from vggt.models.config import HEAD_NAMES
+from vggt.utils.device import autocast, resolve_dtype
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 FINAL_MODEL_DIR = "final"
 REPLICAS_FILE = "replicas.json"
-HEAD_NAMES = ("camera", "depth", "point", "track")
 REGEX_PREFIX = "re:"
 # Offsets that keep the seeds of different random streams apart.
 TRACK_SEED_OFFSET = 7_919
@@ -106,21 +109,20 @@ def freeze_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
 
 def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
     """A VGGT from a preset (random weights) or pretrained weights, with the configured heads only."""
-    from vggt.models.vggt import VGGT
-
     heads = list(model_cfg.get("heads") or HEAD_NAMES)
     unknown = sorted(set(heads) - set(HEAD_NAMES))
     if unknown:
         raise ValueError(f"model.heads has unknown heads {unknown}; choose from {list(HEAD_NAMES)}")
-    enable = {f"enable_{name}": name in heads for name in HEAD_NAMES}
     pretrained, preset = model_cfg.get("pretrained"), model_cfg.get("preset")
-    if pretrained:
-        model = VGGT.from_pretrained(pretrained, preset=preset) if preset else VGGT.from_pretrained(pretrained)
-        _drop_heads(model, [name for name in HEAD_NAMES if name not in heads])
-    elif preset:
-        model = VGGT.from_preset(preset, **enable, **dict(model_cfg.get("overrides") or {}))
-    else:
+    if not pretrained and not preset:
         raise ValueError("set model.preset (e.g. tiny) or model.pretrained (a path or facebook/VGGT-1B)")
+    if pretrained:
+        model = load_model(pretrained, preset)
+        _drop_heads(model, [name for name in HEAD_NAMES if name not in heads])
+    else:
+        enable = {f"enable_{name}": name in heads for name in HEAD_NAMES}
+        overrides = dict(model_cfg.get("overrides") or {})
+        model = load_model(None, preset, warn_random_weights=False, **enable, **overrides)
     model.set_gradient_checkpointing(bool(model_cfg.get("gradient_checkpointing", True)))
     return model
 
@@ -133,19 +135,6 @@ def _drop_heads(model: nn.Module, names: list[str]) -> None:
         setattr(model, f"{name}_head", None)
     model.config = dataclasses.replace(model.config, **{f"enable_{name}": False for name in names})
     model.aggregator.keep_layers = model.config.layers_needed()
-
-
-def resolve_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """ "auto": bf16 on GPUs that support it, none on CPU; "bf16": always (CPU too); "fp32": never."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
 
 
 # ---------------------------------------------------------------------------------------- trainer
@@ -206,7 +195,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.grad_clip = float(optim_cfg["grad_clip"])
         self.loss_fn = MultitaskLoss(LossConfig.from_dict(config["loss"]))
-        self.autocast_dtype = resolve_autocast_dtype(config["precision"], self.ctx.device)
+        self.autocast_dtype = resolve_dtype(self.ctx.device, config["precision"], training=True)
 
         from training.data import build_train_loader
 
@@ -312,12 +301,7 @@ class Trainer:
                 generator,
             )
             query_points = targets["track_targets"]["query_points"]
-        autocast = (
-            torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast(device, self.autocast_dtype):
             predictions = self.model(images, query_points=query_points)
         return self.loss_fn(predictions, targets)
 
@@ -421,7 +405,7 @@ class Trainer:
         state = ckpt.full_model_state_dict(self.model)
         if self.ctx.is_main:
             plain = lora.merged_state_dict(self.module) if lora.has_lora(self.module) else state
-            ckpt.save_plain_model(self.run_dir / FINAL_MODEL_DIR, plain, self.module.config)
+            save_model_dir(self.run_dir / FINAL_MODEL_DIR, plain, self.module.config)
 
 
 # ------------------------------------------------------------------------------------- helpers

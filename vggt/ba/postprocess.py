@@ -19,7 +19,8 @@ import torch
 
 from vggt.ba.solver import DEFAULT_INLIER_THRESHOLD, BundleAdjustmentResult, bundle_adjust
 from vggt.ba.triangulation import triangulate_tracks
-from vggt.utils.geometry import COLMAP_PIXEL_CENTER, project_points, unproject_depth_map_to_point_map
+from vggt.utils.cameras import COLMAP_PIXEL_CENTER
+from vggt.utils.geometry import project_points, unproject_depth_map_to_point_map
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 
 DEFAULT_NUM_REFERENCE_FRAMES = 3
@@ -202,12 +203,17 @@ def consistent_observations(
 def feed_forward_cameras(
     predictions: dict[str, Any], image_size: tuple[int, int], frames: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Extrinsics [S, 3, 4] and intrinsics [S, 3, 3] (float32, CPU) decoded from `predictions["pose_enc"]`."""
-    if "pose_enc" not in predictions:
+    """Extrinsics [S, 3, 4] and intrinsics [S, 3, 3] (float32, CPU): `predictions["extrinsic"]` and
+    `["intrinsic"]` when given (cameras already decoded), else decoded from `predictions["pose_enc"]`."""
+    if "extrinsic" in predictions and "intrinsic" in predictions:
+        extrinsics = torch.as_tensor(predictions["extrinsic"]).reshape(frames, 3, 4)
+        intrinsics = torch.as_tensor(predictions["intrinsic"]).reshape(frames, 3, 3)
+    elif "pose_enc" in predictions:
+        pose_enc = predictions["pose_enc"].reshape(-1, frames, predictions["pose_enc"].shape[-1])[0].detach().float()
+        extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, image_size_hw=image_size)
+    else:
         raise ValueError("predictions must hold 'pose_enc' (run the model with its camera head)")
-    pose_enc = predictions["pose_enc"].reshape(-1, frames, predictions["pose_enc"].shape[-1])[0].detach().float()
-    extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, image_size_hw=image_size)
-    extrinsics, intrinsics = extrinsics.cpu(), intrinsics.cpu()
+    extrinsics, intrinsics = extrinsics.detach().float().cpu(), intrinsics.detach().float().cpu()
     if not (torch.isfinite(extrinsics).all() and torch.isfinite(intrinsics).all()):
         raise ValueError("the feed-forward cameras are non-finite (e.g. a zero field of view); nothing to refine")
     return extrinsics, intrinsics
@@ -258,7 +264,8 @@ def refine_with_ba(
     Args:
         model: a VGGT model with a track head (run with `heads=("track",)` once per reference frame).
         images: [S, 3, H, W] or [1, S, 3, H, W] in [0, 1], the images `predictions` came from.
-        predictions: the model's output on `images` (`pose_enc`, and `depth` for init="depth").
+        predictions: the model's output on `images`: `pose_enc` (or decoded `extrinsic` and `intrinsic`), and
+            `depth` for init="depth".
         init: initial 3D points from the predicted "depth" at the query pixel, or "triangulate" (DLT).
         The other arguments set the query points, the track filters and `bundle_adjust`.
 

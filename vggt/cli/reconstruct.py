@@ -1,28 +1,26 @@
 """`vggt reconstruct INPUT --out DIR`: cameras, depth and a point cloud from photos or a video.
 
-A thin layer over `vggt.pipeline.reconstruct` and `Reconstruction.save`; torch is imported only when it runs.
+A thin layer over `vggt.reconstruct` and `Reconstruction.save`: each flag sets the `ReconstructOptions` field of
+its name. torch is imported only when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import sys
+import importlib.util
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from vggt.cli.main import UsageError
-from vggt.pipeline.options import (
-    DEFAULT_CHECKPOINT,
-    DEFAULT_CONF_PERCENTILE,
-    DEFAULT_MAX_POINTS,
-    DEVICE_CHOICES,
-    DTYPE_CHOICES,
-    MODES,
-    POINT_SOURCES,
+from vggt.cli.args import (
+    add_image_arguments,
+    add_message_arguments,
+    add_model_arguments,
+    add_subcommand,
+    positive_float,
+    positive_int,
 )
+from vggt.errors import DependencyError
+from vggt.pipeline.options import DEFAULT_CONF_PERCENTILE, DEFAULT_MAX_POINTS, POINT_SOURCES, ReconstructOptions
 
 OUTPUTS_HELP = """\
 outputs in DIR:
@@ -36,58 +34,14 @@ outputs in DIR:
 
 exit codes: 0 success, 2 bad input or usage, 1 anything else
 """
-
-
-class _TqdmHandler(logging.Handler):
-    """One line per message on stderr, written so that it does not break progress bars."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm.auto import tqdm
-
-        try:
-            tqdm.write(f"vggt reconstruct: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
-        except Exception:
-            self.handleError(record)
-
-
-@contextlib.contextmanager
-def _cli_logging(verbose: int, quiet: bool) -> Iterator[None]:
-    """Route the `vggt` loggers to one-line stderr messages for the duration of the command."""
-    if quiet:
-        level = logging.ERROR
-    else:
-        level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logger = logging.getLogger("vggt")
-    saved = logger.level, logger.propagate
-    handler = _TqdmHandler()
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+EXPORT_MODULES = ("pycolmap", "trimesh", "cv2")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser = add_subcommand(
+        subparsers,
         "reconstruct",
+        run,
         help="cameras, depth and a point cloud from photos or a video",
         description="Reconstruct cameras, depth maps and a coloured point cloud from a folder of photos, "
         "several image files, or a video, and write them in formats other tools read.",
@@ -98,39 +52,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", "-o", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it is not empty")
 
-    model = parser.add_argument_group("model")
+    model = add_model_arguments(parser)
     model.add_argument(
-        "--checkpoint",
-        default=None,
-        help=f"Hub id, folder or weights file (.safetensors/.pt); default {DEFAULT_CHECKPOINT} "
-        "(for offline runs, pass a local path)",
+        "--chunk-size", type=positive_int, default=None, help="frames per dense-head chunk (lower uses less memory)"
     )
     model.add_argument(
-        "--preset",
-        default=None,
-        help="architecture preset (e.g. tiny); without --checkpoint it runs with RANDOM weights (for testing)",
+        "--skip-memory-check",
+        dest="memory_check",
+        action="store_false",
+        help="run even when the memory estimate says it will not fit",
     )
-    model.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default auto)")
-    model.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="compute precision (default auto)")
-    model.add_argument(
-        "--chunk-size", type=_positive_int, default=None, help="frames per dense-head chunk (lower uses less memory)"
-    )
-    model.add_argument(
-        "--skip-memory-check", action="store_true", help="run even when the memory estimate says it will not fit"
-    )
-
-    images = parser.add_argument_group("images")
-    images.add_argument("--mode", choices=MODES, default="crop", help="crop (default) or pad the photos to the model")
-    images.add_argument(
-        "--resolution",
-        type=_positive_int,
-        default=None,
-        help="model input width (crop) or longer side (pad), multiple of 14 (default 518; lower is faster)",
-    )
-    images.add_argument("--fps", type=_positive_float, default=None, help="frames per second sampled from a video")
-    images.add_argument(
-        "--max-frames", type=_positive_int, default=None, help="at most this many frames (evenly spaced)"
-    )
+    images = add_image_arguments(parser, "at most this many frames (evenly spaced)")
+    images.add_argument("--fps", type=positive_float, default=None, help="frames per second sampled from a video")
 
     cloud = parser.add_argument_group("point cloud")
     cloud.add_argument(
@@ -146,59 +79,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"drop the least confident X %% of the pixels (default {DEFAULT_CONF_PERCENTILE:g})",
     )
     cloud.add_argument(
-        "--max-points", type=_positive_int, default=DEFAULT_MAX_POINTS, help=f"default {DEFAULT_MAX_POINTS}"
+        "--max-points", type=positive_int, default=DEFAULT_MAX_POINTS, help=f"default {DEFAULT_MAX_POINTS}"
     )
-    cloud.add_argument("--ba", action="store_true", help="refine cameras and points by bundle adjustment (vggt[ba])")
-
-    output = parser.add_argument_group("messages")
-    output.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more messages and a traceback on errors (-vv: debug)"
+    cloud.add_argument(
+        "--ba", dest="bundle_adjust", action="store_true", help="refine cameras and points by bundle adjustment"
     )
-    output.add_argument("-q", "--quiet", action="store_true", help="errors only, no progress bars")
+    add_message_arguments(parser)
     return parser
 
 
-def _check_export_dependencies() -> None:
-    """The writers need pycolmap, trimesh and OpenCV: say so before the model runs, not after."""
-    import importlib.util
+def options_from_args(args: argparse.Namespace) -> ReconstructOptions:
+    """The ReconstructOptions the flags set (each flag's destination is a field name)."""
+    chosen = {name: getattr(args, name) for name in ReconstructOptions.field_names() if hasattr(args, name)}
+    return ReconstructOptions(**chosen, progress=not args.quiet)
 
-    missing = [name for name in ("pycolmap", "trimesh", "cv2") if importlib.util.find_spec(name) is None]
+
+def check_export_dependencies() -> None:
+    """The writers need pycolmap, trimesh and OpenCV: say so before the model runs, not after."""
+    missing = [name for name in EXPORT_MODULES if importlib.util.find_spec(name) is None]
     if missing:
-        raise UsageError(f"missing {', '.join(missing)} for the exports: pip install 'vggt[export]'")
+        raise DependencyError(
+            "missing {modules} for the exports: pip install 'vggt[export]'", modules=", ".join(missing)
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    progress = not args.quiet
-    _check_export_dependencies()
-    from vggt.device import InsufficientMemoryError
-    from vggt.pipeline import InputError, check_output_dir, reconstruct
+    options = options_from_args(args)
+    check_export_dependencies()
+    from vggt.pipeline.api import reconstruct
+    from vggt.pipeline.reconstruction import check_output_dir
 
-    with _cli_logging(args.verbose, args.quiet):
-        try:
-            check_output_dir(args.out, args.overwrite, args.inputs)
-            inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
-            reconstruction = reconstruct(
-                inputs,
-                checkpoint=args.checkpoint,
-                preset=args.preset,
-                device=args.device,
-                dtype=args.dtype,
-                mode=args.mode,
-                resolution=args.resolution,
-                points=args.points,
-                conf_percentile=args.conf_percentile,
-                max_points=args.max_points,
-                chunk_size=args.chunk_size,
-                fps=args.fps,
-                max_frames=args.max_frames,
-                bundle_adjust=args.ba,
-                memory_check=not args.skip_memory_check,
-                progress=progress,
-            )
-            reconstruction.save(args.out, overwrite=args.overwrite, progress=progress)
-        except (InputError, InsufficientMemoryError) as err:
-            raise UsageError(str(err)) from None
+    check_output_dir(args.out, args.overwrite, args.inputs)
+    inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
+    reconstruction = reconstruct(inputs, options=options)
+    reconstruction.save(args.out, overwrite=args.overwrite, progress=options.progress)
     if not args.quiet:
         seconds = time.perf_counter() - start
         print(f"vggt reconstruct: {reconstruction.summary(args.out, seconds)}")

@@ -1,6 +1,7 @@
 """Turn a COLMAP sparse model (plus optional depth maps) into a scene folder.
 
-    python -m vggt.data.colmap_import SPARSE_DIR IMAGES_DIR OUT_DIR [--depth-dir DIR]
+    vggt import-colmap SPARSE_DIR IMAGES_DIR OUT_DIR [--depth-dir DIR]
+    python -m vggt.data.colmap_import SPARSE_DIR IMAGES_DIR OUT_DIR [--depth-dir DIR]   # the same
 
 Only registered images are imported. Pinhole intrinsics (fx, fy, cx, cy) are taken from PINHOLE,
 SIMPLE_PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV and FULL_OPENCV cameras; lens distortion is dropped with a
@@ -14,13 +15,18 @@ dense output `<depth_dir>/<image name>.geometric.bin` / `.photometric.bin`.
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from vggt.data.scene import DEPTH_DIR, Scene, check_extrinsic, read_depth, read_image_size, write_scene
-from vggt.utils.geometry import COLMAP_PIXEL_CENTER
+from vggt.data.layout import check_extrinsic
+from vggt.data.scene import Scene, read_depth, write_scene
+from vggt.errors import DependencyError, InputError
+from vggt.utils.cameras import COLMAP_PIXEL_CENTER
+from vggt.utils.commands import run_main
+from vggt.utils.images import image_size_upright
 
 # COLMAP camera models whose first parameters are pinhole focal lengths and principal point.
 SUPPORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
@@ -32,7 +38,7 @@ def _import_pycolmap():
     try:
         import pycolmap
     except ImportError:
-        raise ImportError("import_colmap needs pycolmap: pip install 'vggt[export]'") from None
+        raise DependencyError("import_colmap needs pycolmap: pip install 'vggt[export]'") from None
     return pycolmap
 
 
@@ -53,9 +59,12 @@ def pinhole_intrinsic(camera) -> np.ndarray:
     """[3, 3] intrinsic of a pycolmap camera in the scene format's pixel convention."""
     model = camera.model_name if hasattr(camera, "model_name") else str(camera.model).split(".")[-1]
     if model not in SUPPORTED_CAMERA_MODELS:
-        raise ValueError(
-            f"COLMAP camera {camera.camera_id} has model {model}; supported: {', '.join(SUPPORTED_CAMERA_MODELS)}. "
-            f"Undistort the images first (colmap image_undistorter) to get PINHOLE cameras"
+        raise InputError(
+            "COLMAP camera {id} has model {model}; supported: {supported}. "
+            "Undistort the images first (colmap image_undistorter) to get PINHOLE cameras",
+            id=camera.camera_id,
+            model=model,
+            supported=", ".join(SUPPORTED_CAMERA_MODELS),
         )
     return np.array(
         [
@@ -81,7 +90,14 @@ def read_colmap_depth(path: Path) -> np.ndarray:
     width, height, channels = fields
     values = np.frombuffer(data, dtype=np.float32, offset=offset)
     if values.size != width * height * channels:
-        raise ValueError(f"{path}: header says {width}x{height}x{channels} but holds {values.size} values")
+        raise InputError(
+            "{path}: header says {width}x{height}x{channels} but holds {count} values",
+            path=path,
+            width=width,
+            height=height,
+            channels=channels,
+            count=values.size,
+        )
     depth = values.reshape((channels, height, width))[0]
     return np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
 
@@ -108,17 +124,28 @@ def import_colmap(
     pycolmap = _import_pycolmap()
     sparse_dir, images_dir = Path(sparse_dir), Path(images_dir)
     if not sparse_dir.is_dir():
-        raise ValueError(f"COLMAP sparse model folder {sparse_dir} does not exist")
+        raise InputError("COLMAP sparse model folder {path} does not exist", path=sparse_dir)
     if not images_dir.is_dir():
-        raise ValueError(f"images folder {images_dir} does not exist")
+        raise InputError("images folder {path} does not exist", path=images_dir)
     reconstruction = pycolmap.Reconstruction(str(sparse_dir))
     images = sorted((image for image in reconstruction.images.values() if _is_registered(image)), key=lambda i: i.name)
     if not images:
-        raise ValueError(f"COLMAP model {sparse_dir} has no registered images")
+        raise InputError("COLMAP model {path} has no registered images", path=sparse_dir)
     skipped = len(reconstruction.images) - len(images)
     if skipped:
         warnings.warn(f"{skipped} unregistered images in {sparse_dir} were skipped", stacklevel=2)
+    _warn_about_distortion(reconstruction)
 
+    scene = _scene_of(reconstruction, images, sparse_dir, images_dir, Path(out_dir).name)
+    if depth_dir is not None:
+        # Every depth map is read before anything is written, so a bad one leaves no half-written scene.
+        scene.depths = [
+            _read_depth_map(Path(depth_dir), name, size) for name, size in zip(scene.image_names, scene.image_hw)
+        ]
+    return write_scene(out_dir, scene, overwrite=overwrite)
+
+
+def _warn_about_distortion(reconstruction) -> None:
     distorted = sorted(
         {
             f"{camera.camera_id} ({camera.model_name})"
@@ -130,79 +157,90 @@ def import_colmap(
         warnings.warn(
             f"COLMAP cameras {', '.join(distorted)} have lens distortion, which the scene format drops; "
             f"undistort with `colmap image_undistorter` for exact cameras",
-            stacklevel=2,
+            stacklevel=3,
         )
 
-    image_paths, intrinsics, extrinsics, sizes, depth_paths = [], [], [], [], []
+
+def _scene_of(reconstruction, images: list, sparse_dir: Path, images_dir: Path, name: str) -> Scene:
+    """The scene of the registered `images`, with their files in `images_dir` checked against the model."""
+    image_paths, intrinsics, extrinsics, sizes = [], [], [], []
     for image in images:
         camera = reconstruction.cameras[image.camera_id]
         path = images_dir / image.name
         if not path.is_file():
-            raise ValueError(f"COLMAP image '{image.name}' is not in {images_dir}")
-        size = read_image_size(path)
-        if size != (camera.height, camera.width):
-            raise ValueError(
-                f"{path} is {size} (height, width) but COLMAP camera {camera.camera_id} is "
-                f"{(camera.height, camera.width)}; pass the images the model was built from"
+            raise InputError("COLMAP image {name!r} is not in {folder}", name=image.name, folder=images_dir)
+        width, height = image_size_upright(path)
+        if (height, width) != (camera.height, camera.width):
+            raise InputError(
+                "{path} is {size} (height, width) but COLMAP camera {id} is {expected}; pass the images the model "
+                "was built from",
+                path=path,
+                size=(height, width),
+                id=camera.camera_id,
+                expected=(camera.height, camera.width),
             )
         extrinsic = _cam_from_world(image)
         check_extrinsic(sparse_dir.name, f"{sparse_dir} image '{image.name}'", extrinsic)
         image_paths.append(path)
         intrinsics.append(pinhole_intrinsic(camera))
         extrinsics.append(extrinsic)
-        sizes.append(size)
-        if depth_dir is not None:
-            depth_path = _find_depth(Path(depth_dir), image.name)
-            if depth_path is None:
-                raise ValueError(
-                    f"no depth map for '{image.name}' in {depth_dir} (.npy, .geometric.bin or .photometric.bin)"
-                )
-            depth_paths.append(depth_path)
-
-    scene = Scene(
-        name=Path(out_dir).name,
+        sizes.append((height, width))
+    return Scene(
+        name=name,
         image_names=[image.name for image in images],
         intrinsics=np.stack(intrinsics),
         extrinsics=np.stack(extrinsics),
-        image_sizes=np.asarray(sizes, dtype=np.int64),
+        image_hw=np.asarray(sizes, dtype=np.int64),
         image_paths=image_paths,
     )
-    # Read every depth map once before writing anything, so a bad one leaves no half-written scene.
-    for name, size, source in zip(scene.image_names, sizes, depth_paths):
-        _read_depth_map(source, name, size)
-    out_dir = write_scene(out_dir, scene, overwrite=overwrite)
-    for name, size, source in zip(scene.image_names, sizes, depth_paths):
-        target = out_dir / DEPTH_DIR / (str(Path(name).with_suffix("")) + ".npy")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        np.save(target, _read_depth_map(source, name, size))
-    return out_dir
 
 
-def _read_depth_map(source: Path, image_name: str, size: tuple[int, int]) -> np.ndarray:
-    if source.suffix == ".npy":
-        depth = read_depth(source, scene_name=image_name)
-    else:
-        depth = read_colmap_depth(source)
-    if depth.shape != tuple(size):
-        raise ValueError(f"{source} is {depth.shape} but image '{image_name}' is {tuple(size)} (height, width)")
+def _read_depth_map(depth_dir: Path, image_name: str, size_hw: np.ndarray) -> np.ndarray:
+    source = _find_depth(depth_dir, image_name)
+    if source is None:
+        raise InputError(
+            "no depth map for {name!r} in {folder} (.npy, .geometric.bin or .photometric.bin)",
+            name=image_name,
+            folder=depth_dir,
+        )
+    depth = read_depth(source, scene_name=image_name) if source.suffix == ".npy" else read_colmap_depth(source)
+    if depth.shape != tuple(size_hw):
+        raise InputError(
+            "{path} is {shape} but image {name!r} is {size} (height, width)",
+            path=source,
+            shape=depth.shape,
+            name=image_name,
+            size=tuple(int(v) for v in size_hw),
+        )
     return depth
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Convert a COLMAP sparse model into a VGGT scene folder")
-    parser.add_argument("sparse_dir", type=Path)
-    parser.add_argument("images_dir", type=Path)
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--depth-dir", type=Path, default=None)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        out = import_colmap(args.sparse_dir, args.images_dir, args.out_dir, args.depth_dir, args.overwrite)
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
+# ------------------------------------------------------------------------------------------------ command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of `vggt import-colmap` (and `python -m vggt.data.colmap_import`)."""
+    parser.add_argument("sparse_dir", type=Path, help="COLMAP model folder (cameras, images, points3D .bin or .txt)")
+    parser.add_argument("images_dir", type=Path, help="the images the model was built from")
+    parser.add_argument("out_dir", type=Path, help="the scene folder to write")
+    parser.add_argument("--depth-dir", type=Path, default=None, help="depth maps (.npy or COLMAP .geometric.bin)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    out = import_colmap(args.sparse_dir, args.images_dir, args.out_dir, args.depth_dir, args.overwrite)
     print(f"wrote {out}")
     return 0
 
 
+def main(argv: list[str] | None = None) -> None:
+    """`python -m vggt.data.colmap_import`: exits the process with the command's exit code."""
+    parser = argparse.ArgumentParser(
+        prog="vggt import-colmap", description="Convert a COLMAP sparse model into a VGGT scene folder"
+    )
+    sys.exit(run_main(add_arguments(parser), run, argv))
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -365,7 +365,7 @@ def generate_scene(
         image_names=[f"frame_{i:04d}.png" for i in range(num_frames)],
         intrinsics=intrinsics,
         extrinsics=extrinsics,
-        image_sizes=np.tile([height, width], (num_frames, 1)),
+        image_hw=np.tile([height, width], (num_frames, 1)),
         images=images,
         depths=depths,
     )

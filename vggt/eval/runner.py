@@ -1,8 +1,10 @@
 """Run a VGGT model on scene folders (the format of `vggt.data.scene`) and score it with `vggt.eval`'s metrics.
 
-Per scene, the model sees the scene's images preprocessed as for inference (`vggt.utils.load_fn.load_images`,
-mode "crop"). The ground truth is brought onto the model's pixel grid by nearest-neighbour sampling through the
-same resize, crop and padding, and compared with:
+Per scene, the model sees the scene's images preprocessed and run exactly as `vggt reconstruct` runs them
+(`vggt.pipeline.inputs.load_input_images` and `vggt.pipeline.inference.run_inference`, mode "crop" unless
+settings say otherwise, at the model's training resolution unless `resolution` is set). The ground truth is
+brought onto the model's pixel grid by nearest-neighbour sampling through the same resize, crop and padding,
+and compared with:
 
 - cameras: relative pose errors over all frame pairs, AUC@30/15/5/3, RRA and RTA (needs >= 2 frames);
 - depth: AbsRel and delta < 1.25 after per-frame scale alignment (needs depth/);
@@ -27,19 +29,21 @@ from typing import Any
 import numpy as np
 import torch
 
-import vggt
 from vggt.data.scene import Scene, load_scene
-from vggt.device import autocast
+from vggt.errors import InputError
 from vggt.eval.camera import auc_from_errors, relative_pose_errors, rra_rta_from_errors
 from vggt.eval.depth import depth_metrics
 from vggt.eval.points import DEFAULT_MAX_POINTS, pointmap_metrics
+from vggt.pipeline.inference import InferenceOptions, Predictions, run_inference
+from vggt.pipeline.inputs import load_input_images
+from vggt.utils.files import atomic_file
 from vggt.utils.geometry import depth_map_to_world_points, pixel_grid
-from vggt.utils.load_fn import PreprocessTransform, load_images
-from vggt.utils.pose_enc import pose_encoding_to_extri_intri
+from vggt.utils.load_fn import PreprocessTransform
+from vggt.utils.sampling import evenly_spaced_indices
+from vggt.version import __version__
 
 CAMERA_AUC_THRESHOLDS = (30, 15, 5, 3)
 CAMERA_ACCURACY_THRESHOLDS = (5, 15, 30)
-PREPROCESS_MODE = "crop"
 METRIC_GROUPS = ("camera", "depth", "points", "depth_points")
 METRICS_JSON = "metrics.json"
 METRICS_MARKDOWN = "metrics.md"
@@ -61,14 +65,26 @@ TABLE_COLUMNS = (
 
 @dataclass
 class EvalSettings:
-    """How to evaluate: frames per scene, depth alignment, the point budget of the Chamfer metrics, and where to
-    run. `max_frames` keeps that many evenly spaced frames of each scene (None: all)."""
+    """How to evaluate: frames per scene, depth alignment, the point budget of the Chamfer metrics, how the
+    photos are preprocessed (`mode`, `resolution`: None is the model's training resolution) and where to run.
+    `max_frames` keeps that many evenly spaced frames of each scene (None: all)."""
 
     max_frames: int | None = None
     depth_alignment: str = "median"
     max_points: int | None = DEFAULT_MAX_POINTS
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    mode: str = "crop"
+    resolution: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_frames is not None and self.max_frames < 1:
+            raise InputError("{max_frames} must be at least 1, got {value}", value=self.max_frames)
+        if self.resolution is not None and self.resolution < 1:
+            raise InputError("{resolution} must be at least 1, got {value}", value=self.resolution)
+
+    def inference_options(self) -> InferenceOptions:
+        return InferenceOptions(self.device, self.dtype, memory_check=False)
 
 
 @dataclass
@@ -110,15 +126,6 @@ def sample_on_input_grid(
 # --------------------------------------------------------------------------------------------- one scene
 
 
-def select_frames(num_frames: int, max_frames: int | None) -> np.ndarray:
-    """Indices of at most `max_frames` evenly spaced frames, first and last included."""
-    if max_frames is None or num_frames <= max_frames:
-        return np.arange(num_frames)
-    if max_frames < 1:
-        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
-    return np.unique(np.round(np.linspace(0, num_frames - 1, max_frames)).astype(np.int64))
-
-
 def camera_group(rot_err: np.ndarray, trans_err: np.ndarray) -> dict[str, float]:
     """AUC@t for CAMERA_AUC_THRESHOLDS and RRA/RTA@t for CAMERA_ACCURACY_THRESHOLDS, in percent."""
     metrics = {f"AUC@{t}": auc_from_errors(rot_err, trans_err, t) for t in CAMERA_AUC_THRESHOLDS}
@@ -128,41 +135,28 @@ def camera_group(rot_err: np.ndarray, trans_err: np.ndarray) -> dict[str, float]
 
 
 @dataclass
-class Prediction:
-    """The model's outputs for one scene as numpy, on the model's input grid [H, W]: `extrinsics` [S, 3, 4]
-    camera-from-world and `intrinsics` [S, 3, 3] (None without a camera head), `depth` [S, H, W] and
-    `world_points` [S, H, W, 3] (None without their heads), and the preprocessing of each photo."""
+class ScenePrediction:
+    """The model's outputs on one scene's frames and how each photo was preprocessed for it."""
 
+    predictions: Predictions
     transforms: list[PreprocessTransform]
-    input_hw: tuple[int, int]
-    extrinsics: np.ndarray | None = None
-    intrinsics: np.ndarray | None = None
-    depth: np.ndarray | None = None
-    world_points: np.ndarray | None = None
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.predictions.input_hw
 
 
-@torch.inference_mode()
-def predict(model: torch.nn.Module, image_paths: Sequence[Path], settings: EvalSettings) -> Prediction:
-    """Preprocess one scene's photos as for inference and run the model on them."""
-    loaded = load_images(image_paths, mode=PREPROCESS_MODE)
-    images = loaded.images.to(settings.device)
-    with autocast(settings.device, settings.dtype):
-        outputs = model(images)
-    input_hw = (int(images.shape[-2]), int(images.shape[-1]))
-    prediction = Prediction(transforms=loaded.transforms, input_hw=input_hw)
-    if "pose_enc" in outputs:
-        extrinsics, intrinsics = pose_encoding_to_extri_intri(outputs["pose_enc"].float(), input_hw)
-        prediction.extrinsics = extrinsics[0].cpu().double().numpy()
-        prediction.intrinsics = intrinsics[0].cpu().double().numpy()
-    if "depth" in outputs:
-        prediction.depth = outputs["depth"][0, ..., 0].float().cpu().numpy()
-    if "world_points" in outputs:
-        prediction.world_points = outputs["world_points"][0].float().cpu().numpy()
-    return prediction
+def predict(model: torch.nn.Module, image_paths: Sequence[Path], settings: EvalSettings) -> ScenePrediction:
+    """Preprocess one scene's photos and run the model on them, as `vggt reconstruct` does."""
+    config = model.config
+    resolution = settings.resolution or config.img_size
+    loaded = load_input_images(image_paths, settings.mode, resolution, config.patch_size)
+    predictions = run_inference(model, loaded.images, settings.inference_options())
+    return ScenePrediction(predictions, loaded.transforms)
 
 
 def ground_truth_on_input_grid(
-    scene: Scene, frames: np.ndarray, prediction: Prediction
+    scene: Scene, frames: np.ndarray, prediction: ScenePrediction
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ground-truth depth [S, H, W], world points [S, H, W, 3] and validity [S, H, W] on the model's grid.
 
@@ -185,11 +179,12 @@ def ground_truth_on_input_grid(
     return np.stack(depths), np.stack(points), np.stack(valids)
 
 
-def score_scene(scene: Scene, frames: np.ndarray, prediction: Prediction, settings: EvalSettings) -> SceneResult:
+def score_scene(scene: Scene, frames: np.ndarray, prediction: ScenePrediction, settings: EvalSettings) -> SceneResult:
     """Every metric group the scene's ground truth allows, for a prediction on frames `frames` of `scene`."""
     result = SceneResult(name=scene.name, num_frames=len(frames), metrics={})
-    if prediction.extrinsics is not None and len(frames) >= 2:
-        rot_err, trans_err = relative_pose_errors(prediction.extrinsics, scene.extrinsics[frames])
+    outputs = prediction.predictions
+    if outputs.extrinsics is not None and len(frames) >= 2:
+        rot_err, trans_err = relative_pose_errors(outputs.extrinsics.astype(np.float64), scene.extrinsics[frames])
         result.rot_err_deg, result.trans_err_deg = rot_err, trans_err
         result.metrics["camera"] = camera_group(rot_err, trans_err)
 
@@ -198,16 +193,16 @@ def score_scene(scene: Scene, frames: np.ndarray, prediction: Prediction, settin
     gt_depth, gt_points, valid = ground_truth_on_input_grid(scene, frames, prediction)
     if not valid.any():
         return result
-    if prediction.depth is not None:
-        result.metrics["depth"] = depth_metrics(
-            prediction.depth, gt_depth, mask=valid, alignment=settings.depth_alignment
-        )
-    if prediction.world_points is not None:
+    if outputs.depth is not None:
+        result.metrics["depth"] = depth_metrics(outputs.depth, gt_depth, mask=valid, alignment=settings.depth_alignment)
+    if outputs.world_points is not None:
         result.metrics["points"] = pointmap_metrics(
-            prediction.world_points, gt_points, mask=valid, max_points=settings.max_points
+            outputs.world_points, gt_points, mask=valid, max_points=settings.max_points
         )
-    if prediction.depth is not None and prediction.extrinsics is not None:
-        depth_points = depth_map_to_world_points(prediction.depth, prediction.extrinsics, prediction.intrinsics)
+    if outputs.depth is not None and outputs.extrinsics is not None:
+        depth_points = depth_map_to_world_points(
+            outputs.depth, outputs.extrinsics.astype(np.float64), outputs.intrinsics.astype(np.float64)
+        )
         result.metrics["depth_points"] = pointmap_metrics(
             depth_points, gt_points, mask=valid, max_points=settings.max_points
         )
@@ -217,7 +212,7 @@ def score_scene(scene: Scene, frames: np.ndarray, prediction: Prediction, settin
 def evaluate_scene(model: torch.nn.Module, scene_dir: Path | str, settings: EvalSettings) -> SceneResult:
     """Load one scene folder, predict its (selected) frames and score them."""
     scene = load_scene(scene_dir, load_data=False)
-    frames = select_frames(scene.num_frames, settings.max_frames)
+    frames = evenly_spaced_indices(scene.num_frames, settings.max_frames)
     prediction = predict(model, [scene.image_paths[i] for i in frames], settings)
     return score_scene(scene, frames, prediction, settings)
 
@@ -264,12 +259,13 @@ def evaluate_scenes(
         bar.set_postfix_str(Path(scene_dir).name)
         results.append(evaluate_scene(model, scene_dir, settings))
     return {
-        "vggt_version": vggt.__version__,
+        "vggt_version": __version__,
         "settings": {
             "max_frames": settings.max_frames,
             "depth_alignment": settings.depth_alignment,
             "max_points": settings.max_points,
-            "preprocess_mode": PREPROCESS_MODE,
+            "preprocess_mode": settings.mode,
+            "resolution": settings.resolution,
             "device": str(settings.device),
             "dtype": str(settings.dtype).removeprefix("torch."),
         },
@@ -314,6 +310,8 @@ def write_report(report: dict[str, Any], out_dir: Path | str) -> tuple[Path, Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / METRICS_JSON, out_dir / METRICS_MARKDOWN
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path.write_text(markdown_table(report))
+    with atomic_file(json_path) as staging:
+        staging.write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_file(md_path) as staging:
+        staging.write_text(markdown_table(report))
     return json_path, md_path

@@ -8,13 +8,13 @@ integer coordinates); COLMAP's puts them at +0.5, so principal points and keypoi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vggt.utils.geometry import COLMAP_PIXEL_CENTER
+from vggt.errors import DependencyError
+from vggt.utils.cameras import COLMAP_PIXEL_CENTER, Cameras
 
 COLMAP_CAMERA_MODEL = "PINHOLE"
 
@@ -51,15 +51,12 @@ def _import_pycolmap():
     try:
         import pycolmap
     except ImportError as err:
-        raise ImportError("writing COLMAP models needs pycolmap: pip install 'vggt[export]'") from err
+        raise DependencyError("writing COLMAP models needs pycolmap: pip install 'vggt[export]'") from err
     return pycolmap
 
 
 def build_colmap_reconstruction(
-    image_names: Sequence[str],
-    image_sizes: np.ndarray,
-    extrinsics: np.ndarray,
-    intrinsics: np.ndarray,
+    cameras: Cameras,
     points: np.ndarray,
     colors: np.ndarray,
     observations: Observations | None = None,
@@ -67,27 +64,17 @@ def build_colmap_reconstruction(
     """A pycolmap.Reconstruction of S registered images and N points.
 
     Args:
-        image_names: S file names (COLMAP image names, relative to the `images/` folder).
-        image_sizes: [S, 2] (width, height) of the original images.
-        extrinsics: [S, 3, 4] camera-from-world (OpenCV convention).
-        intrinsics: [S, 3, 3] at the original resolution.
+        cameras: S cameras at each image's ORIGINAL resolution; names are the COLMAP image names (relative to
+            the `images/` folder).
         points: [N, 3] world coordinates; colors: [N, 3] uint8.
         observations: which image sees which point where (original pixels); None leaves tracks empty.
     """
     pycolmap = _import_pycolmap()
-    num_images = len(image_names)
-    image_sizes = np.asarray(image_sizes)
-    extrinsics = np.asarray(extrinsics, dtype=np.float64)
-    intrinsics = np.asarray(intrinsics, dtype=np.float64)
+    num_images = len(cameras)
+    image_names, image_wh = cameras.names, cameras.image_wh
+    extrinsics, intrinsics = cameras.extrinsics, cameras.intrinsics
     points = np.asarray(points, dtype=np.float64)
     colors = np.asarray(colors, dtype=np.uint8)
-    if image_sizes.shape != (num_images, 2) or extrinsics.shape != (num_images, 3, 4):
-        raise ValueError(
-            f"{num_images} image names need image_sizes [{num_images}, 2] and extrinsics [{num_images}, 3, 4], "
-            f"got {image_sizes.shape} and {extrinsics.shape}"
-        )
-    if intrinsics.shape != (num_images, 3, 3):
-        raise ValueError(f"intrinsics must be [{num_images}, 3, 3], got {intrinsics.shape}")
     if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
         raise ValueError(f"points and colors must both be [N, 3], got {points.shape} and {colors.shape}")
     if observations is None:
@@ -103,8 +90,8 @@ def build_colmap_reconstruction(
         cx, cy = intrinsics[i, 0, 2] + COLMAP_PIXEL_CENTER, intrinsics[i, 1, 2] + COLMAP_PIXEL_CENTER
         camera = pycolmap.Camera(
             model=COLMAP_CAMERA_MODEL,
-            width=int(image_sizes[i, 0]),
-            height=int(image_sizes[i, 1]),
+            width=int(image_wh[i, 0]),
+            height=int(image_wh[i, 1]),
             params=[fx, fy, cx, cy],
             camera_id=i + 1,
         )
@@ -139,18 +126,13 @@ def build_colmap_reconstruction(
 
 def write_colmap(
     sparse_dir: str | Path,
-    image_names: Sequence[str],
-    image_sizes: np.ndarray,
-    extrinsics: np.ndarray,
-    intrinsics: np.ndarray,
+    cameras: Cameras,
     points: np.ndarray,
     colors: np.ndarray,
     observations: Observations | None = None,
 ) -> Path:
     """Build the model (see `build_colmap_reconstruction`) and write it in binary to `sparse_dir`."""
-    reconstruction = build_colmap_reconstruction(
-        image_names, image_sizes, extrinsics, intrinsics, points, colors, observations
-    )
+    reconstruction = build_colmap_reconstruction(cameras, points, colors, observations)
     sparse_dir = Path(sparse_dir)
     sparse_dir.mkdir(parents=True, exist_ok=True)
     reconstruction.write(str(sparse_dir))

@@ -8,17 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vggt.data.layout import depth_file_stems
+
 # Inverse depth is scaled between these percentiles of each map, so a few outliers do not wash out the preview.
 PREVIEW_PERCENTILES = (2.0, 98.0)
-
-
-def unique_stems(names: Sequence[str]) -> list[str]:
-    """File stems for `names` (`a.jpg` -> `a`), keeping the full name where two stems would collide."""
-    stems = [Path(n).stem for n in names]
-    counts: dict[str, int] = {}
-    for s in stems:
-        counts[s] = counts.get(s, 0) + 1
-    return [s if counts[s] == 1 else Path(n).name for s, n in zip(stems, names)]
 
 
 def colorize_depth(depth: np.ndarray) -> np.ndarray:
@@ -48,7 +41,7 @@ def write_depth_maps(depth_dir: str | Path, image_names: Sequence[str], depths: 
     depth_dir = Path(depth_dir)
     depth_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for stem, depth_map in zip(unique_stems(image_names), depths, strict=True):
+    for stem, depth_map in zip(depth_file_stems(image_names), depths, strict=True):
         depth_map = np.asarray(depth_map, dtype=np.float32)
         if depth_map.ndim == 3 and depth_map.shape[-1] == 1:
             depth_map = depth_map[..., 0]

@@ -7,10 +7,12 @@ first camera at the origin). The scene is therefore written with Y and Z negated
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from vggt.errors import DependencyError
+from vggt.utils.cameras import Cameras
 
 GLTF_FROM_OPENCV = np.diag([1.0, -1.0, -1.0])
 # Frustum depth as a fraction of the scene's extent (the diagonal of the 5th-95th percentile box of the points).
@@ -28,7 +30,7 @@ def _import_trimesh():
     try:
         import trimesh
     except ImportError as err:
-        raise ImportError("writing GLB scenes needs trimesh: pip install 'vggt[export]'") from err
+        raise DependencyError("writing GLB scenes needs trimesh: pip install 'vggt[export]'") from err
     return trimesh
 
 
@@ -56,19 +58,12 @@ def frustum_color(index: int, count: int) -> np.ndarray:
     return np.array([255 * t, 64, 255 * (1 - t), 255], dtype=np.uint8)
 
 
-def build_scene(
-    points: np.ndarray,
-    colors: np.ndarray,
-    extrinsics: np.ndarray,
-    intrinsics: np.ndarray,
-    image_sizes: np.ndarray,
-    image_names: Sequence[str] | None = None,
-):  # -> trimesh.Scene
-    """A trimesh.Scene with a `points` point cloud and one `camera_<i>` frustum mesh per image.
+def build_scene(points: np.ndarray, colors: np.ndarray, cameras: Cameras):  # -> trimesh.Scene
+    """A trimesh.Scene with a `points` point cloud and one `camera_<i>` frustum mesh per camera.
 
     Args:
         points: [N, 3] world (OpenCV) coordinates; colors: [N, 3] uint8.
-        extrinsics: [S, 3, 4] camera-from-world; intrinsics: [S, 3, 3] for `image_sizes` [S, 2] (width, height).
+        cameras: S cameras (their image sizes give the frustums' shapes).
     """
     trimesh = _import_trimesh()
     points = np.asarray(points, dtype=np.float64)
@@ -80,30 +75,21 @@ def build_scene(
         scene.add_geometry(cloud, node_name=POINTS_NODE_NAME, geom_name=POINTS_NODE_NAME)
 
     depth = FRUSTUM_RELATIVE_DEPTH * scene_extent(points)
-    count = len(extrinsics)
+    count = len(cameras)
     for i in range(count):
-        width, height = (int(v) for v in image_sizes[i])
-        vertices = camera_frustum(np.asarray(extrinsics[i]), np.asarray(intrinsics[i]), width, height, depth)
+        width, height = (int(v) for v in cameras.image_wh[i])
+        vertices = camera_frustum(cameras.extrinsics[i], cameras.intrinsics[i], width, height, depth)
         mesh = trimesh.Trimesh(vertices @ GLTF_FROM_OPENCV.T, _FRUSTUM_FACES, process=False)
         mesh.visual.face_colors = np.tile(frustum_color(i, count), (len(_FRUSTUM_FACES), 1))
         name = CAMERA_NODE_FORMAT.format(i)
-        if image_names is not None:
-            mesh.metadata["image_name"] = str(image_names[i])
+        mesh.metadata["image_name"] = cameras.names[i]
         scene.add_geometry(mesh, node_name=name, geom_name=name)
     return scene
 
 
-def write_glb(
-    path: str | Path,
-    points: np.ndarray,
-    colors: np.ndarray,
-    extrinsics: np.ndarray,
-    intrinsics: np.ndarray,
-    image_sizes: np.ndarray,
-    image_names: Sequence[str] | None = None,
-) -> Path:
-    """Write `build_scene(...)` as a binary glTF to `path`."""
-    scene = build_scene(points, colors, extrinsics, intrinsics, image_sizes, image_names)
+def write_glb(path: str | Path, points: np.ndarray, colors: np.ndarray, cameras: Cameras) -> Path:
+    """Write `build_scene(points, colors, cameras)` as a binary glTF to `path`."""
+    scene = build_scene(points, colors, cameras)
     path = Path(path)
     path.write_bytes(scene.export(file_type="glb"))
     return path

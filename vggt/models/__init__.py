@@ -1,6 +1,23 @@
-"""The VGGT model, its aggregator and its configuration."""
+"""The VGGT model, its aggregator and its configuration (imported on first use: `vggt.utils.lazy`)."""
 
-from vggt.models.config import PRESETS, VGGTConfig, get_preset
-from vggt.models.vggt import VGGT
+from __future__ import annotations
 
-__all__ = ["PRESETS", "VGGT", "VGGTConfig", "get_preset"]
+from typing import TYPE_CHECKING
+
+from vggt.utils.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from vggt.models.build import build_model
+    from vggt.models.config import DEFAULT_CHECKPOINT, PRESETS, VGGTConfig, get_preset
+    from vggt.models.vggt import VGGT
+
+_ORIGINS = {
+    "DEFAULT_CHECKPOINT": "vggt.models.config",
+    "PRESETS": "vggt.models.config",
+    "VGGT": "vggt.models.vggt",
+    "VGGTConfig": "vggt.models.config",
+    "build_model": "vggt.models.build",
+    "get_preset": "vggt.models.config",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _ORIGINS)
+__all__ = ["DEFAULT_CHECKPOINT", "PRESETS", "VGGT", "VGGTConfig", "build_model", "get_preset"]

@@ -3,25 +3,24 @@
 Sources: a Hugging Face Hub repo id (through huggingface_hub's cache, so `HF_HUB_OFFLINE=1` works
 with a cached snapshot), a `save_pretrained` directory (`config.json` + `model.safetensors`), a
 `.safetensors` file, or a `.pt`/`.pth` state dict read with `torch.load(weights_only=True)`.
-Every failure is a `CheckpointError` (or `FileNotFoundError`) with one message that names the
-problem and the way out.
+Every failure is a `CheckpointError` (`CheckpointNotFoundError`, also a FileNotFoundError, when nothing is
+there) with one message that names the problem and the way out.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from torch import nn
 
-from vggt.models.config import VGGTConfig, get_preset
-
-if TYPE_CHECKING:
-    from vggt.models.vggt import VGGT
+from vggt.errors import CheckpointError, CheckpointNotFoundError
+from vggt.models.config import REFERENCE_KWARGS, VGGTConfig, get_preset
+from vggt.utils.files import atomic_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -34,10 +33,6 @@ NESTED_KEYS = ("model", "state_dict", "model_state_dict")
 MAX_NAMES_SHOWN = 5
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be found, read or loaded; the message says how to fix it."""
-
-
 # ---------------------------------------------------------------------------------------- config
 
 
@@ -47,14 +42,12 @@ def config_to_json(config: VGGTConfig) -> dict[str, Any]:
 
 def config_from_json(data: Mapping[str, Any], source: str) -> VGGTConfig:
     """Our `config.json` (model_type "vggt") or the reference's (its constructor keywords)."""
-    from vggt.models.vggt import REFERENCE_KWARGS
-
     data = dict(data)
     if data.pop("model_type", None) == MODEL_TYPE:
         try:
             return VGGTConfig.from_dict(data)
         except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{source}: invalid VGGT config: {err}") from None
+            raise CheckpointError("{source}: invalid VGGT config: {err}", source=source, err=err) from None
     reference = {k: v for k, v in data.items() if k in REFERENCE_KWARGS}
     return VGGTConfig(**reference)
 
@@ -63,9 +56,13 @@ def _read_config_file(path: Path) -> VGGTConfig:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err}); fix or delete it, or pass config=/preset=") from None
+        raise CheckpointError(
+            "{path} is not valid JSON ({err}); fix or delete it, or pass {config} or {preset}", path=path, err=err
+        ) from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object; fix or delete it, or pass config=/preset=")
+        raise CheckpointError(
+            "{path} must hold a JSON object; fix or delete it, or pass {config} or {preset}", path=path
+        )
     return config_from_json(data, str(path))
 
 
@@ -93,17 +90,20 @@ def resolve_checkpoint(
             if (path / candidate).is_file():
                 config = path / CONFIG_NAME
                 return path / candidate, config if config.is_file() else None
-        raise FileNotFoundError(
-            f"No weights in directory {path}: expected one of {', '.join(WEIGHT_CANDIDATES)} "
-            "(save_pretrained writes config.json + model.safetensors)"
+        raise CheckpointNotFoundError(
+            "No weights in directory {path}: expected one of {names} "
+            "(save_pretrained writes config.json + model.safetensors)",
+            path=path,
+            names=", ".join(WEIGHT_CANDIDATES),
         )
     if path.is_file():
         sibling = path.parent / CONFIG_NAME
         return path, sibling if sibling.is_file() else None
     if path.suffix in (".safetensors", *TORCH_SUFFIXES) or not _is_hub_id(str(name_or_path)):
-        raise FileNotFoundError(
-            f"Checkpoint not found: {name_or_path} is neither an existing file or directory nor a Hub repo id "
-            "like 'facebook/VGGT-1B'"
+        raise CheckpointNotFoundError(
+            "Checkpoint not found: {name} is neither an existing file or directory nor a Hub repo id "
+            "like 'facebook/VGGT-1B'",
+            name=name_or_path,
         )
     return _download_from_hub(
         str(name_or_path),
@@ -126,9 +126,9 @@ def _download_from_hub(repo_id: str, **kwargs: Any) -> tuple[Path, Path | None]:
     )
 
     offline_advice = (
-        f"Could not get {repo_id} from the Hugging Face Hub: no network connection (or HF_HUB_OFFLINE=1) and no "
-        f"cached copy. Download model.safetensors (and config.json) on a connected machine, then pass the local "
-        f"path: VGGT.from_pretrained('/path/to/model.safetensors') or `--checkpoint /path/to/dir`"
+        "Could not get {repo_id} from the Hugging Face Hub: no network connection (or HF_HUB_OFFLINE=1) and no "
+        "cached copy. Download model.safetensors (and config.json) on a connected machine, then pass the local "
+        "path: VGGT.from_pretrained('/path/to/model.safetensors'), or {checkpoint=/path/to/dir}"
     )
     weights = None
     for candidate in WEIGHT_CANDIDATES:
@@ -144,18 +144,23 @@ def _download_from_hub(repo_id: str, **kwargs: Any) -> tuple[Path, Path | None]:
             continue
         except GatedRepoError:
             raise CheckpointError(
-                f"{repo_id} is gated on the Hub: accept its terms on the model page and log in (`hf auth login`)"
+                "{repo_id} is gated on the Hub: accept its terms on the model page and log in (`hf auth login`)",
+                repo_id=repo_id,
             ) from None
         except RepositoryNotFoundError:
             raise CheckpointError(
-                f"Hub repo {repo_id} not found (or private: log in with `hf auth login` or pass token=)"
+                "Hub repo {repo_id} not found (or private: log in with `hf auth login` or pass token=)", repo_id=repo_id
             ) from None
         except RevisionNotFoundError:
-            raise CheckpointError(f"Revision {kwargs.get('revision')!r} not found in Hub repo {repo_id}") from None
+            raise CheckpointError(
+                "Revision {revision!r} not found in Hub repo {repo_id}",
+                revision=kwargs.get("revision"),
+                repo_id=repo_id,
+            ) from None
         except OSError as err:  # network failures surface as OSError subclasses
-            raise CheckpointError(f"{offline_advice} ({type(err).__name__})") from None
+            raise CheckpointError(offline_advice + " ({kind})", repo_id=repo_id, kind=type(err).__name__) from None
     if weights is None:
-        raise CheckpointError(offline_advice)
+        raise CheckpointError(offline_advice, repo_id=repo_id)
     try:
         config = Path(hf_hub_download(repo_id, CONFIG_NAME, **kwargs))
     except Exception:  # a repo without config.json (or not cached) falls back to the preset
@@ -180,12 +185,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as err:
         if path.suffix != ".safetensors" and "weights_only" in str(err):
             raise CheckpointError(
-                f"{path} holds Python objects besides tensors and is not loaded, since unpickling them could run "
-                "arbitrary code; save a plain state dict (torch.save(model.state_dict(), ...)) or safetensors"
+                "{path} holds Python objects besides tensors and is not loaded, since unpickling them could run "
+                "arbitrary code; save a plain state dict (torch.save(model.state_dict(), ...)) or safetensors",
+                path=path,
             ) from None
         raise CheckpointError(
-            f"{path} is truncated or corrupt and cannot be read ({type(err).__name__}: {str(err)[:120]}); "
-            "download it again"
+            "{path} is truncated or corrupt and cannot be read ({kind}: {detail}); download it again",
+            path=path,
+            kind=type(err).__name__,
+            detail=str(err)[:120],
         ) from None
     if isinstance(state, Mapping):
         for key in NESTED_KEYS:
@@ -193,7 +201,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 state = state[key]
                 break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+        raise CheckpointError("{path} does not hold a state dict of tensors", path=path)
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -202,24 +210,29 @@ def _few(names: list[str]) -> str:
     return shown + (f" and {len(names) - MAX_NAMES_SHOWN} more" if len(names) > MAX_NAMES_SHOWN else "")
 
 
-def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise a CheckpointError naming missing/unexpected keys or the first mismatched shape."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    advice = "pass the matching config= or preset= (e.g. preset='tiny'), or check that this is a VGGT checkpoint"
+    advice = "pass the matching {config} or {preset} (e.g. {preset=tiny}), or check that this is a VGGT checkpoint"
     if missing or unexpected:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys ({_few(missing)})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys ({_few(unexpected)})")
-        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}; {advice}")
+        raise CheckpointError(
+            "{source} does not match the model: {parts}; " + advice, source=source, parts="; ".join(parts)
+        )
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(
-                f"{source}: tensor {key} has shape {tuple(state[key].shape)}, the model expects "
-                f"{tuple(tensor.shape)}; {advice}"
+                "{source}: tensor {key} has shape {shape}, the model expects {expected}; " + advice,
+                source=source,
+                key=key,
+                shape=tuple(state[key].shape),
+                expected=tuple(tensor.shape),
             )
 
 
@@ -227,7 +240,7 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 
 
 def load_pretrained(
-    cls: type[VGGT],
+    cls: type[nn.Module],
     name_or_path: str | Path,
     *,
     config: VGGTConfig | None = None,
@@ -235,7 +248,11 @@ def load_pretrained(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     **hub_kwargs: Any,
-) -> VGGT:
+) -> nn.Module:
+    """A `cls(config)` model (VGGT) holding the checkpoint's weights, in eval mode on `device`.
+
+    The architecture comes from `config`, else `preset`, else the checkpoint's `config.json`, else VGGT-1B.
+    """
     weights_path, config_path = resolve_checkpoint(name_or_path, **hub_kwargs)
     if config is None:
         if preset is not None:
@@ -253,30 +270,24 @@ def load_pretrained(
     model.load_state_dict(state, strict=True, assign=True)
     leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftover:
-        raise CheckpointError(f"internal error: tensors {_few(leftover)} were not materialised by the checkpoint")
+        raise CheckpointError(
+            "internal error: tensors {names} were not materialised by the checkpoint", names=_few(leftover)
+        )
     model.to(device=device, dtype=dtype or torch.float32)
     model.eval()
     return model
 
 
-def save_model_dir(model: VGGT, directory: str | Path) -> None:
-    """Write `config.json` and `model.safetensors` (each atomically) into `directory`."""
+def save_model_dir(directory: str | Path, state_dict: Mapping[str, torch.Tensor], config: VGGTConfig) -> Path:
+    """Write `config.json` and `model.safetensors` (each atomically) into `directory`: the layout
+    `VGGT.from_pretrained(directory)` reads, for `VGGT.save_pretrained` and for training checkpoints alike."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    text = json.dumps(config_to_json(model.config), indent=2, sort_keys=True)
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    with atomic_file(directory / WEIGHTS_NAME) as staging:
+        save_file(tensors, str(staging), metadata={"format": "pt"})
+    with atomic_file(directory / CONFIG_NAME) as staging:
+        staging.write_text(json.dumps(config_to_json(config), indent=2, sort_keys=True))
+    return directory

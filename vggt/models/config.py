@@ -7,8 +7,23 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from vggt.errors import InputError
+
+# The released VGGT-1B weights on the Hugging Face Hub: the checkpoint used when none is named.
+DEFAULT_CHECKPOINT = "facebook/VGGT-1B"
 # The heads a VGGT can have; `enable_<name>` switches each one on.
 HEAD_NAMES = ("camera", "depth", "point", "track")
+# Keywords of the reference constructor, kept so that `VGGT(img_size=..., enable_track=False)` works and the
+# reference's config.json reads.
+REFERENCE_KWARGS = (
+    "img_size",
+    "patch_size",
+    "embed_dim",
+    "enable_camera",
+    "enable_point",
+    "enable_depth",
+    "enable_track",
+)
 
 
 @dataclass
@@ -146,5 +161,5 @@ PRESETS: dict[str, VGGTConfig] = {
 def get_preset(name: str) -> VGGTConfig:
     """A fresh copy of a named preset's config."""
     if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise InputError("Unknown preset {name!r}; choose one of {choices}", name=name, choices=sorted(PRESETS))
     return dataclasses.replace(PRESETS[name], extra=dict(PRESETS[name].extra))

@@ -15,18 +15,7 @@ from vggt.heads.camera_head import CameraHead
 from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
-from vggt.models.config import VGGTConfig, get_preset
-
-# Keywords of the reference constructor, kept so that `VGGT(img_size=..., enable_track=False)` works.
-REFERENCE_KWARGS = (
-    "img_size",
-    "patch_size",
-    "embed_dim",
-    "enable_camera",
-    "enable_point",
-    "enable_depth",
-    "enable_track",
-)
+from vggt.models.config import REFERENCE_KWARGS, VGGTConfig, get_preset
 
 
 class VGGT(
@@ -148,7 +137,7 @@ class VGGT(
     def _save_pretrained(self, save_directory: Path) -> None:
         from vggt.models import checkpoint as ckpt
 
-        ckpt.save_model_dir(self, save_directory)
+        ckpt.save_model_dir(save_directory, self.state_dict(), self.config)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute transformer blocks in the backward pass when training (on by default)."""
@@ -207,7 +196,12 @@ class VGGT(
         return heads
 
     def forward(
-        self, images: Tensor, query_points: Tensor | None = None, *, heads: Collection[str] | None = None
+        self,
+        images: Tensor,
+        query_points: Tensor | None = None,
+        *,
+        heads: Collection[str] | None = None,
+        frames_chunk_size: int | None = None,
     ) -> dict[str, Any]:
         """Predict cameras, depth, point maps and (with query points) tracks.
 
@@ -215,6 +209,7 @@ class VGGT(
             images: [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size.
             query_points: optional [N, 2] or [B, N, 2] pixel (x, y) in the first frame.
             heads: which heads to run (names of HEAD_NAMES, e.g. ("track",)); None runs every head the model has.
+            frames_chunk_size: frames the dense heads process at a time (None: `config.frames_chunk_size`).
 
         Returns a dict with `pose_enc` [B, S, 9], `pose_enc_list` (one per refinement iteration),
         `depth` [B, S, H, W, 1], `depth_conf` [B, S, H, W], `world_points` [B, S, H, W, 3],
@@ -231,7 +226,7 @@ class VGGT(
         head_dtype = self._head_dtype()
         tokens = [t.to(head_dtype) if t is not None else None for t in tokens]
         head_images = images.to(head_dtype)
-        chunk = self.config.frames_chunk_size
+        chunk = frames_chunk_size or self.config.frames_chunk_size
         predictions: dict[str, Any] = {}
         with torch.autocast(device_type=images.device.type, enabled=False):
             if "camera" in heads:

@@ -22,8 +22,6 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 # Depth magnitudes below this are treated as this when dividing by z.
 _MIN_DEPTH = 1e-8
-# Our pixel (0, 0) has its centre at (0, 0); COLMAP (and SIFT keypoints) put it at (0.5, 0.5).
-COLMAP_PIXEL_CENTER = 0.5
 
 
 # --- numpy / torch plumbing -------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from vggt.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -25,9 +27,12 @@ _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _UINT16_TO_UINT8 = 255.0 / 65535.0
 _UINT16_MAX = 65535
 _WHITE = (255, 255, 255, 255)
+# The EXIF orientation tag, and the orientations that swap width and height (90 or 270 degrees, flipped or not).
+EXIF_ORIENTATION_TAG = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An image file could not be read; the message names the file and the reason."""
 
 
@@ -44,27 +49,34 @@ def read_image_rgb(path: str | os.PathLike) -> Image.Image:
     """
     path = Path(path)
     if not path.exists():
-        raise ImageReadError(f"image file not found: {path}")
+        raise ImageReadError("image file not found: {path}", path=path)
     if not path.is_file():
-        raise ImageReadError(f"not an image file (it is a directory or special file): {path}")
+        raise ImageReadError("not an image file (it is a directory or special file): {path}", path=path)
     try:
         with Image.open(path) as opened:
             opened.load()  # decode now: truncated or corrupt data fails here, not later
             image = _upright(opened, path)
     except Image.UnidentifiedImageError:
         raise ImageReadError(
-            f"not a readable image (unknown or unsupported format): {path}; remove it or convert it to PNG/JPEG"
+            "not a readable image (unknown or unsupported format): {path}; remove it or convert it to PNG/JPEG",
+            path=path,
         ) from None
     except Image.DecompressionBombError as error:
-        raise ImageReadError(f"image is too large to decode safely: {path} ({error}); downscale it first") from None
+        raise ImageReadError(
+            "image is too large to decode safely: {path} ({error}); downscale it first", path=path, error=error
+        ) from None
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, EOFError... for bad data
-        raise ImageReadError(f"corrupt or truncated image file: {path} ({error}); re-save or remove it") from error
+        raise ImageReadError(
+            "corrupt or truncated image file: {path} ({error}); re-save or remove it", path=path, error=error
+        ) from error
     try:
         return _to_rgb(image, path)
     except ImageReadError:
         raise
     except Exception as error:
-        raise ImageReadError(f"cannot convert image {path} (mode {image.mode}) to RGB: {error}") from error
+        raise ImageReadError(
+            "cannot convert image {path} (mode {mode}) to RGB: {error}", path=path, mode=image.mode, error=error
+        ) from error
 
 
 def _upright(image: Image.Image, path: Path) -> Image.Image:
@@ -82,12 +94,29 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
         image = Image.fromarray(np.round(pixels * _UINT16_TO_UINT8).astype(np.uint8))
     elif image.mode == "F":
         raise ImageReadError(
-            f"32-bit floating-point image {path} is not supported (unknown value range); save it as 8 or 16-bit"
+            "32-bit floating-point image {path} is not supported (unknown value range); save it as 8 or 16-bit",
+            path=path,
         )
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def image_size_upright(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image as displayed (EXIF rotation applied), read from the header only."""
+    with Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(EXIF_ORIENTATION_TAG) in TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+    return width, height
+
+
+def is_upright_rgb_file(path: str | os.PathLike) -> bool:
+    """Whether the file's pixels are what `read_image_rgb` gives: 8-bit RGB, no rotation tag, no transparency."""
+    with Image.open(path) as image:
+        orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+        return image.mode == "RGB" and orientation == 1 and "transparency" not in image.info
 
 
 def is_image_file(path: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> bool:

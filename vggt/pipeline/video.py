@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vggt.errors import DependencyError, InputError
+from vggt.utils.sampling import evenly_spaced_indices
+
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
@@ -26,10 +29,12 @@ def _open_video(path: Path):  # -> cv2.VideoCapture
     try:
         import cv2
     except ImportError as err:
-        raise ImportError("reading videos needs OpenCV: pip install opencv-python-headless") from err
+        raise DependencyError("reading videos needs OpenCV: pip install 'vggt[export]'") from err
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise ValueError(f"cannot read video {path}: OpenCV could not open it (corrupt file or unsupported codec)")
+        raise InputError(
+            "cannot read video {path}: OpenCV could not open it (corrupt file or unsupported codec)", path=path
+        )
     return capture
 
 
@@ -42,9 +47,9 @@ def select_frame_indices(
     keeps at most that many, evenly spaced. With neither, `DEFAULT_SAMPLE_FPS` is used.
     """
     if fps is not None and not fps > 0:
-        raise ValueError(f"--fps must be positive, got {fps}")
+        raise InputError("{fps} must be positive, got {value}", value=fps)
     if max_frames is not None and max_frames < 1:
-        raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
+        raise InputError("{max_frames} must be at least 1, got {value}", value=max_frames)
     if fps is None and max_frames is None:
         fps = DEFAULT_SAMPLE_FPS
     indices = np.arange(num_frames)
@@ -53,8 +58,7 @@ def select_frame_indices(
         count = int(math.floor((num_frames - 1) / step)) + 1
         indices = np.unique(np.round(np.arange(count) * step).astype(int))
         indices = indices[indices < num_frames]
-    if max_frames is not None and len(indices) > max_frames:
-        indices = indices[np.round(np.linspace(0, len(indices) - 1, max_frames)).astype(int)]
+    indices = indices[evenly_spaced_indices(len(indices), max_frames)]
     return [int(i) for i in indices]
 
 
@@ -74,7 +78,7 @@ def sample_video_frames(
 
     video_path = Path(video_path)
     if not video_path.is_file():
-        raise ValueError(f"video {video_path} does not exist")
+        raise InputError("video {path} does not exist", path=video_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -91,7 +95,7 @@ def sample_video_frames(
     finally:
         capture.release()
     if num_frames == 0:
-        raise ValueError(f"cannot read video {video_path}: no frames could be decoded")
+        raise InputError("cannot read video {path}: no frames could be decoded", path=video_path)
 
     keep = select_frame_indices(num_frames, video_fps, fps=fps, max_frames=max_frames)
     wanted = set(keep)
@@ -106,7 +110,9 @@ def sample_video_frames(
                 continue
             ok, frame = capture.retrieve()
             if not ok or frame is None:
-                raise ValueError(f"cannot read video {video_path}: frame {index} could not be decoded")
+                raise InputError(
+                    "cannot read video {path}: frame {index} could not be decoded", path=video_path, index=index
+                )
             path = out_dir / FRAME_NAME_FORMAT.format(index)
             if not cv2.imwrite(str(path), frame):
                 raise OSError(f"could not write frame {index} of {video_path} to {path}")
@@ -118,6 +124,6 @@ def sample_video_frames(
     finally:
         capture.release()
     if not paths:
-        raise ValueError(f"cannot read video {video_path}: no frames could be decoded")
+        raise InputError("cannot read video {path}: no frames could be decoded", path=video_path)
     logger.info("sampled %d of %d frames from %s (%.3g fps video)", len(paths), num_frames, video_path.name, video_fps)
     return paths

@@ -1,0 +1,129 @@
+"""The training configuration: every key with its default (DEFAULT_CONFIG), YAML files and dotted overrides.
+
+A config is YAML; every key has a default below and `dotted.key=value` arguments override keys after the file is
+read (values are parsed as YAML: `optim.freeze=[aggregator.*]`, `lora.enabled=true`). The `data` section is
+passed to `training.data` and `loss` to `training.losses.LossConfig`. Importable without torch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vggt.errors import InputError
+
+# Attention input/output projections and the two MLP layers of every transformer block (a regular
+# expression on full module names; the bare suffixes "qkv", "proj", "fc1", "fc2" would also catch the
+# patch-embedding convolution and the heads' output MLPs).
+DEFAULT_LORA_TARGET_MODULES = r".*\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "run_dir": "runs/default",
+    "seed": 0,
+    "device": "auto",  # auto | cpu | cuda
+    "threads": None,  # CPU threads per process (torch.set_num_threads); None keeps torch's default
+    "precision": "auto",  # auto (bf16 autocast on capable GPUs) | bf16 (also on CPU) | fp32
+    "model": {
+        "preset": None,  # tiny | vggt-1b: random initial weights ...
+        "pretrained": None,  # ... or a save_pretrained dir, a weights file or a Hub id such as facebook/VGGT-1B
+        "heads": ["camera", "depth", "point", "track"],
+        "overrides": {},  # VGGTConfig fields for presets, e.g. {frames_chunk_size: null}
+        "gradient_checkpointing": True,
+    },
+    "data": {},
+    "loss": {},
+    "optim": {
+        "lr": 2e-4,
+        "betas": [0.9, 0.999],
+        "eps": 1e-8,
+        "weight_decay": 0.05,
+        "warmup_steps": 0,
+        "max_steps": 1000,
+        "min_lr_ratio": 0.0,
+        "grad_clip": 1.0,
+        "accum_steps": 1,
+        "freeze": [],  # parameter-name patterns (fnmatch, or "re:<regex>"), e.g. ["aggregator.*"]
+    },
+    "lora": {
+        "enabled": False,
+        "rank": 16,
+        "alpha": 32.0,
+        "dropout": 0.0,
+        "target_modules": DEFAULT_LORA_TARGET_MODULES,  # a regex on module names, or a list of name suffixes
+    },
+    "distributed": {
+        "strategy": "ddp",  # ddp | fsdp
+        "backend": "auto",  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
+        "find_unused_parameters": True,  # DDP; needed when some steps leave a head without a loss
+        "expected_world_size": None,  # the recipe's process count; a different one only triggers a warning
+    },
+    "logging": {"log_every": 10, "tensorboard": True, "progress": True},
+    "checkpoint": {"every": 1000, "keep_last": 3},
+}
+# Sections whose keys are checked by the code they are handed to, not against DEFAULT_CONFIG.
+FREE_FORM = ("data", "loss", "model.overrides")
+
+
+def yaml_load(text: str) -> Any:
+    """yaml.safe_load, except that `1e-4` is a float (YAML 1.1 wants `1.0e-4` and would give a string)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    float_pattern = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", float_pattern, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "", checked: bool = True) -> dict[str, Any]:
+    """Deep-update `base` with `update`; outside FREE_FORM sections every key must already exist."""
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if checked and key not in base:
+            known = ", ".join(sorted(base))
+            raise InputError("unknown config key {key!r}; known keys here: {known}", key=path, known=known)
+        if isinstance(base.get(key), dict) and isinstance(value, Mapping):
+            _merge(base[key], value, prefix=f"{path}.", checked=checked and path not in FREE_FORM)
+        elif checked and isinstance(base.get(key), dict) and path not in FREE_FORM:
+            raise InputError("config key {key!r} must be a mapping, got {value!r}", key=path, value=value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b.c=value` -> {"a": {"b": {"c": value}}}, value parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise InputError("override {text!r} must look like dotted.key=value, e.g. optim.lr=1e-4", text=text)
+    value = yaml_load(raw) if raw != "" else None
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """DEFAULT_CONFIG, updated by the YAML file at `path`, then by `key=value` overrides."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(
+                "config file {path} does not exist; configs live in configs/, e.g. tiny_synthetic.yaml", path=path
+            )
+        loaded = yaml_load(path.read_text()) or {}
+        if not isinstance(loaded, Mapping):
+            raise InputError("config file {path} must hold a YAML mapping at the top level", path=path)
+        _merge(config, loaded)
+    for text in overrides:
+        _merge(config, parse_override(text))
+    return config

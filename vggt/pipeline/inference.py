@@ -1,0 +1,184 @@
+"""The one inference path: a model, preprocessed images and `InferenceOptions` in, `Predictions` out.
+
+`run_inference` checks the memory first (optional), runs the forward pass under `torch.inference_mode` and
+autocast in the chosen precision with a progress bar, and decodes the cameras from the pose encoding, clamping
+degenerate fields of view so that every camera is finite. `vggt reconstruct`, `vggt evaluate` and the demo call
+it; the bundle-adjustment step reads its cameras.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vggt.errors import InputError
+from vggt.pipeline.memory import check_memory, estimate_inference_memory
+from vggt.utils.device import autocast
+from vggt.utils.pose_enc import pose_encoding_to_extri_intri
+
+logger = logging.getLogger(__name__)
+
+# A pinhole camera needs a field of view strictly between 0 and 180 degrees; predictions outside this range
+# (seen with random weights) are clamped, with a warning, so that every decoded camera is finite.
+FOV_RANGE_DEG = (1.0, 179.0)
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """Where and how to run: device, compute precision of the trunk, frames per dense-head chunk (None: the
+    model's default), the memory check before the run, and a progress bar."""
+
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+    frames_chunk_size: int | None = None
+    memory_check: bool = True
+    progress: bool = False
+
+
+@dataclass
+class Predictions:
+    """One scene's model outputs as numpy (batch axis removed) on the model's input grid of H x W pixels.
+
+    Attributes:
+        pose_enc: [S, 9] as predicted. extrinsics: [S, 3, 4] camera-from-world and intrinsics: [S, 3, 3] decoded
+            from it (fields of view clamped into FOV_RANGE_DEG); None without a camera head.
+        depth, depth_conf: [S, H, W] (None without a depth head). world_points: [S, H, W, 3] and
+            world_points_conf: [S, H, W] (None without a point head).
+        images: [S, 3, H, W] uint8, the model input (8-bit photos / 255, so uint8 holds it exactly).
+    """
+
+    images: np.ndarray
+    pose_enc: np.ndarray | None = None
+    extrinsics: np.ndarray | None = None
+    intrinsics: np.ndarray | None = None
+    depth: np.ndarray | None = None
+    depth_conf: np.ndarray | None = None
+    world_points: np.ndarray | None = None
+    world_points_conf: np.ndarray | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.images)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays under the names of predictions.npz and of the reference's output dict (depth [S, H, W, 1],
+        decoded cameras as `extrinsic` / `intrinsic`)."""
+        named = {
+            "pose_enc": self.pose_enc,
+            "depth": None if self.depth is None else self.depth[..., None],
+            "depth_conf": self.depth_conf,
+            "world_points": self.world_points,
+            "world_points_conf": self.world_points_conf,
+            "extrinsic": self.extrinsics,
+            "intrinsic": self.intrinsics,
+            "images": self.images,
+        }
+        return {key: value for key, value in named.items() if value is not None}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays()[key]
+
+    def require(self, *names: str) -> None:
+        """Raise InputError unless the model produced each of `names` (e.g. "depth", "world_points")."""
+        missing = [name for name in names if getattr(self, name) is None]
+        if missing:
+            raise InputError("the model has no {outputs} output: it lacks the head that predicts it", outputs=missing)
+
+
+def clamp_field_of_view(pose_enc: torch.Tensor) -> torch.Tensor:
+    """Pose encodings [S, 9] with both fields of view clamped into FOV_RANGE_DEG (warns when any was outside)."""
+    low, high = (float(np.deg2rad(v)) for v in FOV_RANGE_DEG)
+    fov = pose_enc[..., 7:9]
+    outside = ~((fov >= low) & (fov <= high)).all(-1)
+    if outside.any():
+        logger.warning(
+            "degenerate field of view predicted for %d of %d images (random weights?); clamped to %g-%g deg",
+            int(outside.sum()),
+            len(pose_enc),
+            *FOV_RANGE_DEG,
+        )
+    clamped = pose_enc.clone()
+    clamped[..., 7:9] = torch.nan_to_num(fov, nan=low).clamp(low, high)
+    return clamped
+
+
+@contextlib.contextmanager
+def inference_progress(model: torch.nn.Module, num_frames: int, chunk: int | None, enabled: bool) -> Iterator[None]:
+    """A progress bar over the model's stages: aggregator, camera head, and each dense head's frame chunks."""
+    from tqdm.auto import tqdm
+
+    chunk = chunk or model.config.frames_chunk_size or num_frames
+    chunks = -(-num_frames // chunk)
+    stages: list[torch.nn.Module] = [m for m in (model.aggregator, model.camera_head) if m is not None]
+    for head in (model.depth_head, model.point_head):
+        if head is not None:
+            stages.extend([head.scratch] * chunks)  # the fusion block runs once per chunk of frames
+    bar = tqdm(total=len(stages), desc="inference", unit="step", disable=not enabled)
+
+    def advance(*_: Any) -> None:  # a forward hook must return None, or it replaces the module's output
+        bar.update(1)
+
+    handles = [module.register_forward_hook(advance) for module in {id(m): m for m in stages}.values()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        bar.close()
+
+
+def _check_memory(model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions) -> None:
+    num_frames, _, height, width = images.shape
+    estimate = estimate_inference_memory(
+        model.config,
+        num_frames,
+        height,
+        width,
+        dtype=options.dtype,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        weight_bytes=next(model.parameters()).element_size(),
+        device_type=options.device.type,
+        frames_chunk_size=options.frames_chunk_size,
+    )
+    check_memory(estimate, options.device, num_frames, height, width)
+
+
+def _to_numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
+    return None if tensor is None else tensor[0].float().cpu().numpy()
+
+
+def run_inference(model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions) -> Predictions:
+    """Run `model` on one scene's `images` [S, 3, H, W] in [0, 1] (see the module docstring)."""
+    model = model.to(options.device).eval()
+    if options.memory_check:
+        _check_memory(model, images, options)
+    num_frames, _, height, width = images.shape
+    logger.info("running on %s in %s: %d frames at %dx%d", options.device, options.dtype, num_frames, width, height)
+    inputs = images.to(options.device)[None]
+    with torch.inference_mode(), autocast(options.device, options.dtype):
+        with inference_progress(model, num_frames, options.frames_chunk_size, options.progress):
+            outputs = model(inputs, frames_chunk_size=options.frames_chunk_size)
+    predictions = Predictions(
+        images=(images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(),
+        pose_enc=_to_numpy(outputs.get("pose_enc")),
+        depth=None if outputs.get("depth") is None else _to_numpy(outputs["depth"])[..., 0],
+        depth_conf=_to_numpy(outputs.get("depth_conf")),
+        world_points=_to_numpy(outputs.get("world_points")),
+        world_points_conf=_to_numpy(outputs.get("world_points_conf")),
+    )
+    if predictions.pose_enc is not None:
+        pose_enc = clamp_field_of_view(torch.from_numpy(predictions.pose_enc))
+        extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (height, width))
+        predictions.extrinsics = extrinsics.numpy().astype(np.float32)
+        predictions.intrinsics = intrinsics.numpy().astype(np.float32)
+    return predictions

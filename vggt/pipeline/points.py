@@ -1,0 +1,140 @@
+"""Point clouds from predictions: the confident pixels of depth or point maps, the tracked points of bundle
+adjustment, and depth maps resampled onto the original photos."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from vggt.errors import InputError
+from vggt.export.colmap import Observations
+from vggt.pipeline.options import DEFAULT_CONF_PERCENTILE, DEFAULT_MAX_POINTS
+from vggt.utils.geometry import pixel_grid
+from vggt.utils.load_fn import PreprocessTransform
+
+# Seed of the random subsampling to `max_points`, so that runs are repeatable.
+POINT_SUBSAMPLE_SEED = 0
+# Bundle-adjusted points seen fewer times than this are left out of the COLMAP model.
+MIN_TRACK_OBSERVATIONS = 2
+
+
+class PointCloud(NamedTuple):
+    """N coloured points and where they were seen: points [N, 3] float32 world coordinates, colors [N, 3] uint8,
+    observations (image index and ORIGINAL-pixel coordinates of each sighting)."""
+
+    points: np.ndarray
+    colors: np.ndarray
+    observations: Observations
+
+
+def select_points(
+    world_points: np.ndarray,
+    confidence: np.ndarray,
+    images: np.ndarray,
+    transforms: Sequence[PreprocessTransform],
+    conf_percentile: float = DEFAULT_CONF_PERCENTILE,
+    max_points: int | None = DEFAULT_MAX_POINTS,
+    seed: int = POINT_SUBSAMPLE_SEED,
+) -> PointCloud:
+    """Pick the confident pixels of S point maps as a point cloud.
+
+    A pixel is valid when its point and confidence are finite and it lies on the original photo (not on
+    padding). Valid pixels whose confidence is below the `conf_percentile`-th percentile of the valid
+    confidences are dropped; if more than `max_points` remain, `max_points` of them are drawn at random
+    (seeded). So the cloud has min(max_points, kept) points.
+
+    Args:
+        world_points: [S, H, W, 3]; confidence: [S, H, W]; images: [S, H, W, 3] uint8 colours.
+        transforms: S preprocessing transforms (to map pixels back to the original photos).
+
+    Returns:
+        points [N, 3] float32, colours [N, 3] uint8, and the pixel each point came from (original coordinates).
+    """
+    if not 0 <= conf_percentile < 100:
+        raise InputError("{conf_percentile} must be in [0, 100), got {value}", value=conf_percentile)
+    if max_points is not None and max_points < 1:
+        raise InputError("{max_points} must be at least 1, got {value}", value=max_points)
+    num_frames, height, width = confidence.shape
+    grid = pixel_grid(height, width).numpy()  # [H, W, 2] (x, y)
+    valid = np.isfinite(world_points).all(-1) & np.isfinite(confidence)
+    for i, transform in enumerate(transforms):
+        original_xy = transform.input_to_original(grid)
+        orig_w, orig_h = transform.original_size
+        on_photo = (
+            (original_xy >= -0.5).all(-1) & (original_xy[..., 0] < orig_w - 0.5) & (original_xy[..., 1] < orig_h - 0.5)
+        )
+        valid[i] &= on_photo
+
+    keep = valid
+    if conf_percentile > 0 and valid.any():
+        threshold = np.percentile(confidence[valid], conf_percentile)
+        keep = valid & (confidence >= threshold)
+    flat = np.flatnonzero(keep)
+    if max_points is not None and len(flat) > max_points:
+        flat = np.sort(np.random.default_rng(seed).choice(flat, size=max_points, replace=False))
+    frame, row, col = np.unravel_index(flat, keep.shape)
+
+    points = world_points[frame, row, col].astype(np.float32)
+    colors = images[frame, row, col].astype(np.uint8)
+    xy = np.empty((len(flat), 2), dtype=np.float64)
+    for i, transform in enumerate(transforms):
+        in_frame = frame == i
+        xy[in_frame] = transform.input_to_original(np.stack([col[in_frame], row[in_frame]], axis=-1).astype(np.float64))
+    observations = Observations(point_index=np.arange(len(flat)), image_index=frame, xy=xy)
+    return PointCloud(points, colors, observations)
+
+
+def tracked_points(
+    points3d: np.ndarray,
+    tracks: np.ndarray,
+    mask: np.ndarray,
+    images: np.ndarray,
+    transforms: Sequence[PreprocessTransform],
+    min_observations: int = MIN_TRACK_OBSERVATIONS,
+) -> PointCloud:
+    """Bundle-adjusted points with their tracks, for the COLMAP model.
+
+    Args:
+        points3d: [N, 3]; tracks: [S, N, 2] pixels of the model input; mask: [S, N] observations kept.
+        images: [S, H, W, 3] uint8, for the colours (mean over each point's observations).
+        transforms: S preprocessing transforms, to express the observations in original pixels.
+
+    Returns:
+        points [M, 3], colours [M, 3] uint8 and observations, for the M points seen at least `min_observations` times.
+    """
+    keep = np.flatnonzero(mask.sum(0) >= min_observations)
+    mask = mask[:, keep]
+    frame, column = np.nonzero(mask)  # row-major: grouped by frame
+    pixels = tracks[:, keep][frame, column]
+    height, width = images.shape[1:3]
+    x = np.clip(np.round(pixels[:, 0]).astype(int), 0, width - 1)
+    y = np.clip(np.round(pixels[:, 1]).astype(int), 0, height - 1)
+    sums = np.zeros((len(keep), 3))
+    np.add.at(sums, column, images[frame, y, x].astype(np.float64))
+    colors = np.round(sums / mask.sum(0)[:, None]).astype(np.uint8)
+    xy = np.empty((len(frame), 2))
+    for i, transform in enumerate(transforms):
+        xy[frame == i] = transform.input_to_original(pixels[frame == i].astype(np.float64))
+    observations = Observations(point_index=column, image_index=frame, xy=xy)
+    return PointCloud(points3d[keep].astype(np.float32), colors, observations)
+
+
+def depth_at_original_resolution(depth: np.ndarray, transform: PreprocessTransform) -> np.ndarray:
+    """Resample a depth map [H, W] of the model input onto the original photo [height, width].
+
+    Each photo pixel takes the depth of the nearest model-input pixel (no blending across depth edges);
+    photo pixels the model did not see (cropped away) and non-finite depths get 0.
+    """
+    width, height = transform.original_size
+    xs = np.arange(width, dtype=np.float64)
+    ys = np.arange(height, dtype=np.float64)
+    # The transform is a per-axis scale and shift, so rows and columns map independently.
+    cols = np.round(transform.original_to_input(np.stack([xs, np.zeros_like(xs)], -1))[:, 0]).astype(np.int64)
+    rows = np.round(transform.original_to_input(np.stack([np.zeros_like(ys), ys], -1))[:, 1]).astype(np.int64)
+    col_ok = (cols >= 0) & (cols < depth.shape[1])
+    row_ok = (rows >= 0) & (rows < depth.shape[0])
+    resampled = depth[np.clip(rows, 0, depth.shape[0] - 1)][:, np.clip(cols, 0, depth.shape[1] - 1)]
+    resampled = np.where(row_ok[:, None] & col_ok[None, :] & np.isfinite(resampled), resampled, 0.0)
+    return resampled.astype(np.float32)

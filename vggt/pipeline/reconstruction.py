@@ -1,0 +1,262 @@
+"""`Reconstruction`: cameras, depth and a point cloud for S photos, and the writers of its outputs.
+
+`save(directory)` writes every output all or nothing (`vggt.utils.files.atomic_directory`); the folder layout
+is `vggt.data.layout`'s: a COLMAP model in `sparse/0` beside `images/`, `points.ply`, `scene.glb`, `depth/`,
+`cameras.json` (which makes the folder a scene folder too) and `predictions.npz`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggt.data.layout import (
+    CAMERAS_FILE,
+    DEPTH_DIR,
+    GLB_FILE,
+    IMAGES_DIR,
+    PLY_FILE,
+    PREDICTIONS_FILE,
+    SPARSE_DIR,
+    depth_file_stems,
+    write_cameras_json,
+)
+from vggt.errors import InputError
+from vggt.export.colmap import Observations, write_colmap
+from vggt.export.depth import write_depth_maps
+from vggt.export.glb import write_glb
+from vggt.export.ply import write_ply
+from vggt.pipeline.inference import Predictions
+from vggt.pipeline.points import PointCloud, depth_at_original_resolution
+from vggt.utils.cameras import Cameras
+from vggt.utils.files import atomic_directory
+from vggt.utils.images import is_upright_rgb_file, read_image_rgb
+from vggt.utils.load_fn import PreprocessTransform
+
+JPEG_QUALITY = 95
+
+
+@dataclass
+class Reconstruction:
+    """Cameras, depth and a coloured point cloud for S images.
+
+    Attributes:
+        cameras: S cameras at each photo's ORIGINAL (upright) resolution, named as the inputs: extrinsics
+            [S, 3, 4] camera-from-world (OpenCV: x right, y down, z forward), intrinsics [S, 3, 3], image_wh [S, 2].
+        image_paths: S source files (copied into `images/` by `save` and `to_colmap`).
+        model_intrinsics: [S, 3, 3] float32 intrinsics on the model's input grid (that of the depth maps).
+        predictions: the model's outputs on its input grid (depth, confidences, point maps, decoded cameras).
+        transforms: S preprocessing transforms (original pixels -> model input pixels).
+        cloud: the point cloud (points [N, 3] float32, colors [N, 3] uint8, the pixel each point came from).
+        points_source: "depth" (depth unprojected with the cameras) or "pointmap" (point head).
+        sparse: after bundle adjustment, the tracked points with whole tracks that the COLMAP model holds
+            instead of the dense cloud; None otherwise.
+        source_video: the video the frames were sampled from, if any. seconds: time `reconstruct` took.
+    """
+
+    cameras: Cameras
+    image_paths: list[Path]
+    model_intrinsics: np.ndarray
+    predictions: Predictions
+    transforms: list[PreprocessTransform]
+    cloud: PointCloud
+    points_source: str = "depth"
+    sparse: PointCloud | None = None
+    source_video: Path | None = None
+    seconds: float = 0.0
+    # Keeps sampled video frames alive as long as the reconstruction refers to them.
+    _frames_dir: Any = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------------------------------ views
+
+    @property
+    def image_names(self) -> list[str]:
+        return list(self.cameras.names)
+
+    @property
+    def image_wh(self) -> np.ndarray:
+        """[S, 2] int (width, height) of the original photos."""
+        return self.cameras.image_wh
+
+    @property
+    def extrinsics(self) -> np.ndarray:
+        """[S, 3, 4] float32 camera-from-world."""
+        return self.cameras.extrinsics.astype(np.float32)
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """[S, 3, 3] float32 at the original resolution of each photo."""
+        return self.cameras.intrinsics.astype(np.float32)
+
+    @property
+    def depth(self) -> np.ndarray:
+        """[S, H, W] float32 depth on the model's input grid."""
+        return self.predictions.depth
+
+    @property
+    def depth_conf(self) -> np.ndarray:
+        """[S, H, W] float32 confidence of `depth` (>= 1, higher is better)."""
+        return self.predictions.depth_conf
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.cloud.points
+
+    @property
+    def colors(self) -> np.ndarray:
+        return self.cloud.colors
+
+    @property
+    def observations(self) -> Observations:
+        return self.cloud.observations
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.cameras)
+
+    @property
+    def num_points(self) -> int:
+        return len(self.cloud.points)
+
+    @property
+    def bundle_adjusted(self) -> bool:
+        """Whether cameras were refined by bundle adjustment (the COLMAP model then holds tracked points)."""
+        return self.sparse is not None
+
+    def original_depth(self, index: int) -> np.ndarray:
+        """Depth of image `index` at its original resolution [height, width] (0 where the model did not see)."""
+        return depth_at_original_resolution(self.depth[index], self.transforms[index])
+
+    # ------------------------------------------------------------------------------------------ writers
+
+    def to_ply(self, path: str | os.PathLike) -> Path:
+        """The point cloud as binary little-endian PLY (float32 xyz, uint8 rgb), N vertices."""
+        return write_ply(path, self.points, self.colors)
+
+    def to_glb(self, path: str | os.PathLike) -> Path:
+        """Coloured points plus one camera frustum per image, in glTF's Y-up convention (see vggt.export.glb)."""
+        return write_glb(path, self.points, self.colors, self.cameras)
+
+    def to_colmap(self, directory: str | os.PathLike, copy_images: bool = True) -> Path:
+        """A COLMAP scene: `directory/sparse/0/{cameras,images,points3D}.bin` and `directory/images/`.
+
+        Cameras are PINHOLE at each image's original resolution; images keep their input names. Points are the
+        dense cloud, each observed once (where it came from), or after bundle adjustment the tracked points with
+        their tracks.
+        """
+        directory = Path(directory)
+        points, colors, observations = self.sparse or self.cloud
+        sparse = write_colmap(directory / SPARSE_DIR, self.cameras, points, colors, observations)
+        if copy_images:
+            self.copy_images(directory / IMAGES_DIR)
+        return sparse
+
+    def copy_images(self, directory: str | os.PathLike) -> Path:
+        """Copy the input images into `directory` under their names, upright and 8-bit RGB as the model saw them."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for source, name in zip(self.image_paths, self.image_names):
+            copy_image(source, directory / name)
+        return directory
+
+    def to_cameras_json(self, path: str | os.PathLike) -> Path:
+        """cameras.json: per image file_name, width, height, extrinsic (3x4) and intrinsic (3x3, original size),
+        and `depth_file`, the depth map at the same resolution."""
+        extra = [{"depth_file": f"{DEPTH_DIR}/{stem}.npy"} for stem in depth_file_stems(self.image_names)]
+        return write_cameras_json(path, self.cameras, extra)
+
+    def save_depth(self, directory: str | os.PathLike) -> list[Path]:
+        """`directory/<name>.npy` (float32, the photo's resolution, 0 = no depth) and `<name>.png` previews."""
+        depths = (self.original_depth(i) for i in range(self.num_frames))  # one full-size map at a time
+        return write_depth_maps(directory, self.image_names, depths)
+
+    def save_predictions(self, path: str | os.PathLike) -> Path:
+        """predictions.npz: the raw feed-forward outputs, their decoded cameras at the model resolution
+        (`extrinsic`, `intrinsic`), the model input `images` (uint8 [S, 3, H, W]), the image names, the photos'
+        sizes `image_wh` [S, 2] (width, height) and `input_from_original` [S, 3, 3], the preprocessing of each
+        photo (model-input pixel = matrix @ original pixel)."""
+        path = Path(path)
+        np.savez(
+            path,
+            **self.predictions.arrays(),
+            image_names=np.array(self.image_names),
+            image_wh=self.image_wh,
+            input_from_original=np.stack([t.matrix() for t in self.transforms]),
+        )
+        return path
+
+    def save(self, directory: str | os.PathLike, overwrite: bool = False, progress: bool = False) -> Path:
+        """Write every output into `directory`, all or nothing.
+
+        Everything is written to a temporary sibling folder first and moved into place at the end, so a
+        failure leaves no half-written output. A non-empty `directory` is refused unless `overwrite`,
+        which replaces it.
+        """
+        from tqdm.auto import tqdm
+
+        directory = Path(directory)
+        sources = [*self.image_paths, *([self.source_video] if self.source_video else [])]
+        check_output_dir(directory, overwrite, sources)
+        steps = [
+            ("COLMAP model", lambda out: self.to_colmap(out)),
+            ("point cloud", lambda out: self.to_ply(out / PLY_FILE)),
+            ("GLB scene", lambda out: self.to_glb(out / GLB_FILE)),
+            ("depth maps", lambda out: self.save_depth(out / DEPTH_DIR)),
+            ("cameras", lambda out: self.to_cameras_json(out / CAMERAS_FILE)),
+            ("predictions", lambda out: self.save_predictions(out / PREDICTIONS_FILE)),
+        ]
+        with atomic_directory(directory, overwrite=overwrite) as staging:
+            with tqdm(steps, desc="export", unit="file", disable=not progress) as bar:
+                for label, write in bar:
+                    bar.set_postfix_str(label)
+                    write(staging)
+        return directory
+
+    def summary(self, directory: str | os.PathLike | None = None, seconds: float | None = None) -> str:
+        """One line: frames, points kept, time (default: of `reconstruct`), and where the outputs went."""
+        where = f", written to {directory}" if directory is not None else ""
+        ba = ", bundle adjusted" if self.bundle_adjusted else ""
+        seconds = self.seconds if seconds is None else seconds
+        points = f"{self.num_points} points (from {self.points_source}{ba})"
+        return f"{self.num_frames} frames, {points} in {seconds:.1f} s{where}"
+
+
+def check_output_dir(directory: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse an output path that is a file, a non-empty folder without `overwrite`, or one holding `inputs`."""
+    directory = Path(directory)
+    resolved = directory.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if source == resolved or resolved in source.parents:
+            raise InputError(
+                "output folder {path} holds the input {source}; choose another output folder",
+                path=directory,
+                source=source,
+            )
+    if directory.exists() and not directory.is_dir():
+        raise InputError("output {path} exists and is not a folder", path=directory)
+    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+        raise InputError(
+            "output folder {path} is not empty; pass {overwrite=True} to replace it, or choose another",
+            path=directory,
+        )
+
+
+def copy_image(source: Path, target: Path) -> None:
+    """Copy an upright 8-bit RGB image as is; re-encode others (EXIF-rotated, palette, 16-bit, CMYK...) upright RGB."""
+    from PIL import Image
+
+    if is_upright_rgb_file(source):
+        shutil.copyfile(source, target)
+        return
+    with Image.open(source) as image:
+        image_format = image.format
+    rgb = read_image_rgb(source)
+    options = {"quality": JPEG_QUALITY} if image_format == "JPEG" else {}
+    rgb.save(target, format=image_format, **options)
