@@ -158,41 +158,8 @@ class Trainer:
         if self.accum_steps < 1:
             raise ValueError(f"optim.accum_steps must be >= 1, got {self.accum_steps}")
 
-        # Same seed on every rank: identical initial weights everywhere.
-        seed_everything(self.seed)
-        model = build_model(config["model"])
-        lora_cfg = config["lora"]
-        if lora_cfg["enabled"]:
-            if dist_cfg["strategy"] == "fsdp":
-                raise ValueError("lora.enabled with distributed.strategy=fsdp is not supported; use ddp for LoRA")
-            lora.apply_lora(
-                model,
-                rank=int(lora_cfg["rank"]),
-                alpha=float(lora_cfg["alpha"]),
-                dropout=float(lora_cfg["dropout"]),
-                target_modules=lora_cfg["target_modules"],
-            )
-        self.frozen = freeze_parameters(model, list(optim_cfg["freeze"] or []))
-        model.to(self.ctx.device)
-        model.train()
-        self.model = wrap_model(
-            model, self.ctx, dist_cfg["strategy"], find_unused_parameters=bool(dist_cfg["find_unused_parameters"])
-        )
-        self.module = unwrap_model(self.model)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        if not trainable:
-            raise ValueError("every parameter is frozen: loosen optim.freeze or enable lora")
-        self.optimizer = torch.optim.AdamW(
-            trainable,
-            lr=float(optim_cfg["lr"]),
-            betas=tuple(float(b) for b in optim_cfg["betas"]),
-            eps=float(optim_cfg["eps"]),
-            weight_decay=float(optim_cfg["weight_decay"]),
-        )
-        schedule = warmup_cosine_schedule(
-            int(optim_cfg["warmup_steps"]), self.max_steps, float(optim_cfg["min_lr_ratio"])
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self._build_model()
+        self._build_optimizer()
         self.grad_clip = float(optim_cfg["grad_clip"])
         self.loss_fn = MultitaskLoss(LossConfig.from_dict(config["loss"]))
         self.autocast_dtype = resolve_dtype(self.ctx.device, config["precision"], training=True)
@@ -226,6 +193,48 @@ class Trainer:
 
                 self._writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.step + 1)
         self.show_progress = bool(log_cfg["progress"]) and self.ctx.is_main
+
+    def _build_model(self) -> None:
+        """The model (seeded alike on every rank: identical initial weights), LoRA, freezing, DDP/FSDP wrapping."""
+        config, dist_cfg = self.config, self.config["distributed"]
+        seed_everything(self.seed)
+        model = build_model(config["model"])
+        lora_cfg = config["lora"]
+        if lora_cfg["enabled"]:
+            if dist_cfg["strategy"] == "fsdp":
+                raise ValueError("lora.enabled with distributed.strategy=fsdp is not supported; use ddp for LoRA")
+            lora.apply_lora(
+                model,
+                rank=int(lora_cfg["rank"]),
+                alpha=float(lora_cfg["alpha"]),
+                dropout=float(lora_cfg["dropout"]),
+                target_modules=lora_cfg["target_modules"],
+            )
+        self.frozen = freeze_parameters(model, list(config["optim"]["freeze"] or []))
+        model.to(self.ctx.device)
+        model.train()
+        self.model = wrap_model(
+            model, self.ctx, dist_cfg["strategy"], find_unused_parameters=bool(dist_cfg["find_unused_parameters"])
+        )
+        self.module = unwrap_model(self.model)
+
+    def _build_optimizer(self) -> None:
+        """AdamW over the trainable parameters, with linear warmup then cosine decay."""
+        optim_cfg = self.config["optim"]
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("every parameter is frozen: loosen optim.freeze or enable lora")
+        self.optimizer = torch.optim.AdamW(
+            trainable,
+            lr=float(optim_cfg["lr"]),
+            betas=tuple(float(b) for b in optim_cfg["betas"]),
+            eps=float(optim_cfg["eps"]),
+            weight_decay=float(optim_cfg["weight_decay"]),
+        )
+        schedule = warmup_cosine_schedule(
+            int(optim_cfg["warmup_steps"]), self.max_steps, float(optim_cfg["min_lr_ratio"])
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
 
     # ------------------------------------------------------------------------------ resumption
 
