@@ -1,4 +1,4 @@
-"""`vggt.reconstruct` and `Reconstruction.save` on CPU with the tiny model, plus inputs, video and device helpers.
+"""`vggt.reconstruct` and `Reconstruction` (vggt.pipeline.api, vggt.pipeline.reconstruction) on CPU with the tiny model.
 
 One tiny model (the golden weights) and one reconstruction of ../shared/data/examples/room are shared by the
 module; the model runs at a reduced input resolution to keep the suite fast.
@@ -15,21 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vggt.errors import InsufficientMemoryError
-from vggt.models.config import get_preset
 from vggt.pipeline import (
     InputError,
     Reconstruction,
-    collect_inputs,
-    depth_at_original_resolution,
     reconstruct,
-    select_points,
     tracked_points,
 )
-from vggt.pipeline.memory import MemoryEstimate, available_memory, check_memory, estimate_inference_memory
-from vggt.pipeline.video import sample_video_frames, select_frame_indices
-from vggt.utils.device import cpu_supports_bf16, resolve_device, resolve_dtype
-from vggt.utils.load_fn import PreprocessTransform
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 
 pycolmap = pytest.importorskip("pycolmap")
@@ -196,18 +187,6 @@ def test_output_reads_back_as_a_scene_folder(room_out, room):
     assert frame.depth.shape == frame.image.shape[:2] == (384, 512)
 
 
-def test_depth_at_original_resolution_leaves_cropped_rows_empty():
-    # A 4x8 photo whose model input kept rows 2..5 of an 8-row resize (crop): scale 1, shifted up by 2.
-    transform = PreprocessTransform(original_size=(4, 8), input_size=(4, 4), scale=(1.0, 1.0), offset=(0.0, -2.0))
-    depth = np.arange(16, dtype=np.float32).reshape(4, 4) + 1
-    depth[3, 3] = np.nan
-    original = depth_at_original_resolution(depth, transform)
-    assert original.shape == (8, 4)
-    assert (original[:2] == 0).all() and (original[6:] == 0).all()
-    np.testing.assert_array_equal(original[2:5], depth[:3])
-    np.testing.assert_array_equal(original[5], [13, 14, 15, 0])  # non-finite depth becomes 0
-
-
 # ------------------------------------------------------------------------------------------------ saving
 
 
@@ -315,117 +294,10 @@ def test_corrupt_image_is_named(tiny_model, tmp_path):
 # ------------------------------------------------------------------------------------------------ point selection
 
 
-def test_select_points_drops_padding_and_low_confidence():
-    # One 4x2 photo padded into a 4x4 model input: rows 0 and 3 are padding.
-    transform = PreprocessTransform(original_size=(4, 2), input_size=(4, 4), scale=(1.0, 1.0), offset=(0.0, 1.0))
-    world = np.arange(16 * 3, dtype=np.float32).reshape(1, 4, 4, 3)
-    conf = np.arange(16, dtype=np.float32).reshape(1, 4, 4) + 1
-    colors = np.zeros((1, 4, 4, 3), np.uint8)
-    points, _, obs = select_points(world, conf, colors, [transform], conf_percentile=0, max_points=None)
-    assert len(points) == 8  # only the photo's rows 1 and 2
-    np.testing.assert_array_equal(points, world[0, 1:3].reshape(-1, 3))
-    assert obs.xy[:, 1].min() == 0 and obs.xy[:, 1].max() == 1
-
-    points, _, _ = select_points(world, conf, colors, [transform], conf_percentile=50, max_points=None)
-    np.testing.assert_array_equal(points, world[0, 2].reshape(-1, 3))  # the more confident half
-    points, _, _ = select_points(world, conf, colors, [transform], conf_percentile=0, max_points=3)
-    assert len(points) == 3
-
-
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def test_collect_inputs_folder_rules(tmp_path):
-    folder = tmp_path / "scene"
-    (folder / "images").mkdir(parents=True)
-    for name in ("img10.png", "img2.png", "img1.png"):
-        Image.new("RGB", (8, 8)).save(folder / "images" / name)
-    (folder / "images" / "readme.md").write_text("x")
-    collected = collect_inputs(folder)  # falls back to the images/ subfolder
-    assert [p.name for p in collected.image_paths] == ["img1.png", "img2.png", "img10.png"]
-    assert [p.name for p in collected.skipped] == ["readme.md"]
-    assert [p.name for p in collect_inputs(folder, max_frames=2).image_paths] == ["img1.png", "img10.png"]
-
-    with pytest.raises(InputError, match="not an image"):
-        collect_inputs(folder / "images" / "readme.md")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(InputError, match="no images"):
-        collect_inputs(empty)
-    with pytest.raises(InputError, match="not found"):
-        collect_inputs(tmp_path / "missing")
-    with pytest.raises(InputError, match="fps applies to a video"):
-        collect_inputs(folder, fps=2)
-    other = tmp_path / "other"
-    other.mkdir()
-    Image.new("RGB", (8, 8)).save(other / "img1.png")
-    with pytest.raises(InputError, match="img1.png"):
-        collect_inputs([folder / "images" / "img1.png", other / "img1.png"])
-
-
-def write_video(path: Path, num_frames: int, fps: float, size=(96, 64)) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    assert writer.isOpened()
-    for i in range(num_frames):
-        frame = np.zeros((size[1], size[0], 3), np.uint8)
-        cv2.rectangle(frame, (4 * i, 10), (4 * i + 20, 40), (0, 200, 255), -1)
-        writer.write(frame)
-    writer.release()
-
-
-def test_video_frame_sampling(tmp_path):
-    assert select_frame_indices(20, 10.0, fps=2) == [0, 5, 10, 15]
-    assert select_frame_indices(20, 10.0, max_frames=3) == [0, 10, 19]
-    assert select_frame_indices(20, 10.0, fps=2, max_frames=2) == [0, 15]
-    assert select_frame_indices(5, 10.0, fps=30) == [0, 1, 2, 3, 4]
-    assert select_frame_indices(35, 10.0) == [0, 10, 20, 30]  # default: 1 frame per second
-
-    video = tmp_path / "clip.avi"
-    write_video(video, num_frames=20, fps=10)
-    frames = sample_video_frames(video, tmp_path / "frames", fps=2)
-    assert [p.name for p in frames] == [f"frame_{i:06d}.png" for i in (0, 5, 10, 15)]
-    assert Image.open(frames[0]).size == (96, 64)
-
-    (tmp_path / "broken.mp4").write_bytes(b"nope")
-    with pytest.raises(InputError, match="broken.mp4"):
-        collect_inputs(tmp_path / "broken.mp4")
-
-
 # ------------------------------------------------------------------------------------------------ device, memory
-
-
-def test_device_and_dtype_selection():
-    cpu = resolve_device("cpu")
-    assert resolve_dtype(cpu, "auto") == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
-    assert resolve_dtype(cpu, "float32") == torch.float32
-    assert resolve_dtype(cpu, "bfloat16") == torch.bfloat16
-    with pytest.raises(ValueError, match="float16 is for GPUs"):
-        resolve_dtype(cpu, "float16")
-    with pytest.raises(ValueError, match="unknown dtype"):
-        resolve_dtype(cpu, "int8")
-    if not torch.cuda.is_available():
-        assert resolve_device("auto") == cpu
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            resolve_device("cuda")
-
-
-def test_memory_estimate_and_check():
-    config = get_preset("vggt-1b")
-    small = estimate_inference_memory(config, 8, 392, 518, torch.bfloat16)
-    large = estimate_inference_memory(config, 64, 392, 518, torch.bfloat16)
-    assert large.total > small.total
-    assert large.aggregator > 7 * small.aggregator  # grows with the number of frames
-    assert small.weights > 4 * 10**9  # about 1.2 B float32 parameters
-    assert estimate_inference_memory(config, 8, 392, 518, torch.float32).total > small.total
-
-    free = available_memory(torch.device("cpu"))
-    if free is None:
-        pytest.skip("free memory is unknown on this platform")
-    fits = MemoryEstimate(weights=1, aggregator=0, dense_heads=0, outputs=0, overhead=0)
-    check_memory(fits, torch.device("cpu"), 1, 14, 14)
-    too_big = MemoryEstimate(weights=2 * free, aggregator=0, dense_heads=0, outputs=0, overhead=0)
-    with pytest.raises(InsufficientMemoryError, match="fewer frames"):
-        check_memory(too_big, torch.device("cpu"), 500, 392, 518)
 
 
 def test_reconstruct_rejects_bad_options(tiny_model, room_images):
