@@ -39,6 +39,7 @@ from training.distributed import (
     wrap_model,
 )
 from training.losses import LossConfig, MultitaskLoss, build_track_targets, prepare_targets
+from vggt.errors import InputError
 from vggt.models.build import build_model as load_model
 from vggt.models.checkpoint import save_model_dir
 from vggt.models.config import HEAD_NAMES
@@ -180,9 +181,10 @@ class Trainer:
         if resume:
             self._resume(resume)
         elif ckpt.list_checkpoints(self.run_dir):
-            raise ValueError(
-                f"run_dir {self.run_dir} already holds checkpoints; pass --resume to continue it, "
-                "or choose another run_dir"
+            raise InputError(
+                "run_dir {path} already holds checkpoints; pass {resume=True} to continue it, or choose another "
+                "run_dir",
+                path=self.run_dir,
             )
         self._writer = None
         if self.ctx.is_main:
