@@ -93,7 +93,7 @@ def test_killed_run_resumes_bitwise_identically(tmp_path):
 
 def test_existing_run_dir_needs_resume(tmp_path):
     Trainer(tiny_config(tmp_path, "optim.max_steps=1")).train()
-    with pytest.raises(ValueError, match="--resume"):
+    with pytest.raises(ValueError, match="resume=True"):
         Trainer(tiny_config(tmp_path, "optim.max_steps=1"))
 
 
