@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# Exit codes of the `vggt` command (also documented in the README).
+# Exit codes of the `vggt` command (also documented in the README): 128 + signal number for interruptions.
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 class _Arguments(dict):
@@ -38,15 +40,15 @@ class _Arguments(dict):
         return flag if value in ("", "True", "False") else f"{flag} {value}"
 
 
-class VGGTError(Exception):
-    """Base of every error with a message meant for the user. `exit_code` is what the `vggt` command returns."""
+class Message:
+    """A message template and its values, rendered for Python (`str`) or with command-line flags (`render`).
 
-    exit_code = EXIT_USAGE
+    Log records whose message is a `Message` are rendered with the command's flags by `vggt.utils.commands`.
+    """
 
-    def __init__(self, message: str, **values: Any) -> None:
-        self.template = message
+    def __init__(self, template: str, **values: Any) -> None:
+        self.template = template
         self.values = values
-        super().__init__(self.render())
 
     def render(self, names: Mapping[str, str] | None = None) -> str:
         """The message with argument placeholders as Python names (`names` None) or mapped through `names`."""
@@ -54,6 +56,23 @@ class VGGTError(Exception):
             return self.template.format_map(_Arguments(self.values, names))
         except (ValueError, IndexError, AttributeError):  # stray braces in a message built without placeholders
             return self.template
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class VGGTError(Exception):
+    """Base of every error with a message meant for the user. `exit_code` is what the `vggt` command returns."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, **values: Any) -> None:
+        self.message = Message(message, **values)
+        super().__init__(self.message.render())
+
+    def render(self, names: Mapping[str, str] | None = None) -> str:
+        """The message with argument placeholders as Python names (`names` None) or mapped through `names`."""
+        return self.message.render(names)
 
 
 class InputError(VGGTError, ValueError):
@@ -78,3 +97,19 @@ class InsufficientMemoryError(VGGTError, MemoryError):
 
 class DependencyError(VGGTError, ImportError):
     """An optional dependency is missing; the message says what to install."""
+
+
+class PredictionError(VGGTError, RuntimeError):
+    """The model predicted something unusable (non-finite cameras or depth): a broken checkpoint, usually."""
+
+    exit_code = EXIT_FAILURE
+
+
+class OutputError(VGGTError, OSError):
+    """An output could not be written completely (disk full, file size limit, permissions); nothing was kept."""
+
+    exit_code = EXIT_FAILURE
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by `timeout`, docker, Slurm, torchrun), raised like Ctrl-C so that clean-up runs."""

@@ -21,6 +21,7 @@ from vggt.ba.solver import DEFAULT_INLIER_THRESHOLD, BundleAdjustmentResult, bun
 from vggt.ba.triangulation import triangulate_tracks
 from vggt.utils.cameras import COLMAP_PIXEL_CENTER
 from vggt.utils.geometry import project_points, unproject_depth_map_to_point_map
+from vggt.utils.optional import import_pycolmap
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 
 DEFAULT_NUM_REFERENCE_FRAMES = 3
@@ -76,7 +77,7 @@ def grid_query_points(height: int, width: int, num_points: int) -> np.ndarray:
 
 def query_points_for_frame(image: torch.Tensor, num_points: int) -> np.ndarray:
     """[M, 2] query pixels on `image` [3, H, W] in [0, 1]: SIFT keypoints (pycolmap), or a grid if too few."""
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     height, width = image.shape[-2:]
     gray = (image.detach().float().mean(dim=0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vggt.utils.optional import import_pycolmap
+
 # Relative tolerance under which fx and fy count as equal (SIMPLE_PINHOLE: one focal length).
 SQUARE_PIXEL_TOLERANCE = 1e-9
 _CERES_LOSSES = {None: "TRIVIAL", "huber": "HUBER", "cauchy": "CAUCHY"}
@@ -13,7 +15,7 @@ def build_pycolmap_reconstruction(extrinsics, intrinsics, points3d, tracks, mask
     """A pycolmap.Reconstruction of [S, 3, 4] cameras, [S, 3, 3] intrinsics, [N, 3] points and [S, N, 2] tracks
     observed where [S, N] mask, and the map from point3D id to point index j (points seen fewer than twice are
     left out). Image i has id i + 1. Pixel coordinates are passed through unchanged."""
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     height, width = image_size
     extrinsics, intrinsics, points3d, tracks = (
@@ -74,7 +76,7 @@ def pycolmap_bundle_adjust(
     Returns refined extrinsics [S, 3, 4], intrinsics [S, 3, 3] and points3d [N, 3] (points seen fewer than twice
     unchanged).
     """
-    import pycolmap
+    pycolmap = import_pycolmap()
 
     reconstruction, point_ids = build_pycolmap_reconstruction(
         extrinsics, intrinsics, points3d, tracks, mask, image_size, shared_camera=shared_focal

@@ -21,6 +21,7 @@ from vggt.cli.args import (
 )
 from vggt.errors import DependencyError
 from vggt.pipeline.options import DEFAULT_CONF_PERCENTILE, DEFAULT_MAX_POINTS, POINT_SOURCES, ReconstructOptions
+from vggt.utils.files import check_output_folder
 
 OUTPUTS_HELP = """\
 outputs in DIR:
@@ -108,9 +109,8 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     check_export_dependencies()
     from vggt.pipeline.api import reconstruct
-    from vggt.pipeline.reconstruction import check_output_dir
 
-    check_output_dir(args.out, args.overwrite, args.inputs)
+    check_output_folder(args.out, args.overwrite, args.inputs)
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     reconstruction = reconstruct(inputs, options=options)
     reconstruction.save(args.out, overwrite=args.overwrite, progress=options.progress)

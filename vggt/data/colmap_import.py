@@ -23,23 +23,16 @@ import numpy as np
 
 from vggt.data.layout import check_extrinsic
 from vggt.data.scene import Scene, read_depth, write_scene
-from vggt.errors import DependencyError, InputError
+from vggt.errors import InputError
 from vggt.utils.cameras import COLMAP_PIXEL_CENTER
 from vggt.utils.commands import run_main
 from vggt.utils.images import image_size_upright
+from vggt.utils.optional import import_pycolmap
 
 # COLMAP camera models whose first parameters are pinhole focal lengths and principal point.
 SUPPORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
 UNDISTORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 COLMAP_DEPTH_SUFFIXES = (".geometric.bin", ".photometric.bin")
-
-
-def _import_pycolmap():
-    try:
-        import pycolmap
-    except ImportError:
-        raise DependencyError("import_colmap needs pycolmap: pip install 'vggt[export]'") from None
-    return pycolmap
 
 
 def _cam_from_world(image) -> np.ndarray:
@@ -121,7 +114,7 @@ def import_colmap(
     sparse_dir: folder with cameras/images/points3D (.bin or .txt); images_dir: the images the model names;
     depth_dir: optional depth maps (see the module docstring). Images are copied, not re-encoded.
     """
-    pycolmap = _import_pycolmap()
+    pycolmap = import_pycolmap()
     sparse_dir, images_dir = Path(sparse_dir), Path(images_dir)
     if not sparse_dir.is_dir():
         raise InputError("COLMAP sparse model folder {path} does not exist", path=sparse_dir)

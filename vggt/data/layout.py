@@ -57,13 +57,41 @@ def listing(names: Sequence[str]) -> str:
     return shown + (f" (and {len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else "")
 
 
+def safe_file_name(name: str) -> str:
+    """The last path component of `name` ("/" and "\\" both count as separators), without control characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if c.isprintable())
+    return base if base not in ("", ".", "..") else "image"
+
+
+def unique_file_names(names: Sequence[str]) -> list[str]:
+    """Safe file names for `names`, unique even on case-insensitive file systems: a later name that collides
+    (ignoring case) with an earlier one gets `-2`, `-3`, ... before its extension."""
+    safe = [safe_file_name(n) for n in names]
+    taken: set[str] = set()
+    unique = []
+    for name in safe:
+        candidate, count = name, 1
+        stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix
+        while candidate.lower() in taken:
+            count += 1
+            candidate = f"{stem}-{count}{suffix}"
+        taken.add(candidate.lower())
+        unique.append(candidate)
+    return unique
+
+
 def depth_file_stems(names: Sequence[str]) -> list[str]:
-    """File stems for the depth maps of `names` (`a.jpg` -> `a`), the full name where two stems would collide."""
+    """File stems for the depth maps of image files `names` (unique, as `unique_file_names` gives them): the
+    image's stem (`a.jpg` -> `a`), or its whole name where the stem equals, ignoring case, another image's stem
+    or whole name (`a.jpg`, `a.png`, `a.jpg.png` -> `a.jpg`, `a.png`, `a.jpg.png`). Unique by construction: a
+    stem kept collides with no other stem and no whole name, and whole names are unique. The scene reader looks
+    for `<name>.npy` before `<stem>.npy`, so it finds each map again."""
     stems = [PurePosixPath(n).stem for n in names]
     counts: dict[str, int] = {}
-    for stem in stems:
-        counts[stem] = counts.get(stem, 0) + 1
-    return [s if counts[s] == 1 else PurePosixPath(n).name for s, n in zip(stems, names)]
+    for key in [s.lower() for s in stems] + [n.lower() for n in names]:
+        counts[key] = counts.get(key, 0) + 1
+    return [s if counts[s.lower()] == 1 else n for s, n in zip(stems, names)]
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -179,13 +179,14 @@ def _image_files(directory: Path) -> set[str]:
 
 
 def _sidecar_files(scene: str, directory: Path, image_names: list[str], suffixes: tuple[str, ...]) -> list[Path]:
-    """One file per image, named `<stem><suffix>` or `<file_name><suffix>` (the first suffix found wins).
+    """One file per image, named `<file_name><suffix>` or `<stem><suffix>`, in that order, the first suffix found
+    winning (whole names first, so that `a.jpg.png`'s depth is not taken for `a.jpg`'s).
 
     Images without a file, and files that match no image, are errors.
     """
     paths, missing, known = [], [], set()
     for file_name in image_names:
-        bases = (str(PurePosixPath(file_name).with_suffix("")), file_name)
+        bases = (file_name, str(PurePosixPath(file_name).with_suffix("")))
         known.update(bases)
         candidates = [directory / (base + suffix) for suffix in suffixes for base in bases]
         found = next((c for c in candidates if c.is_file()), None)

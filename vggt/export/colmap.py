@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vggt.errors import DependencyError
 from vggt.utils.cameras import COLMAP_PIXEL_CENTER, Cameras
+from vggt.utils.optional import import_pycolmap
 
 COLMAP_CAMERA_MODEL = "PINHOLE"
 
@@ -47,14 +47,6 @@ class Observations:
         return len(self.point_index)
 
 
-def _import_pycolmap():
-    try:
-        import pycolmap
-    except ImportError as err:
-        raise DependencyError("writing COLMAP models needs pycolmap: pip install 'vggt[export]'") from err
-    return pycolmap
-
-
 def build_colmap_reconstruction(
     cameras: Cameras,
     points: np.ndarray,
@@ -69,7 +61,7 @@ def build_colmap_reconstruction(
         points: [N, 3] world coordinates; colors: [N, 3] uint8.
         observations: which image sees which point where (original pixels); None leaves tracks empty.
     """
-    pycolmap = _import_pycolmap()
+    pycolmap = import_pycolmap()
     num_images = len(cameras)
     image_names, image_wh = cameras.names, cameras.image_wh
     extrinsics, intrinsics = cameras.extrinsics, cameras.intrinsics

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from vggt.data.layout import depth_file_stems
+from vggt.utils.optional import import_cv2
 
 # Inverse depth is scaled between these percentiles of each map, so a few outliers do not wash out the preview.
 PREVIEW_PERCENTILES = (2.0, 98.0)
@@ -16,7 +17,7 @@ PREVIEW_PERCENTILES = (2.0, 98.0)
 
 def colorize_depth(depth: np.ndarray) -> np.ndarray:
     """[H, W] depth -> [H, W, 3] uint8 RGB preview (turbo colour map on inverse depth: near is red)."""
-    import cv2
+    cv2 = import_cv2()
 
     depth = np.asarray(depth, dtype=np.float32)
     valid = np.isfinite(depth) & (depth > 0)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vggt.errors import DependencyError
 from vggt.utils.cameras import Cameras
+from vggt.utils.optional import import_trimesh
 
 GLTF_FROM_OPENCV = np.diag([1.0, -1.0, -1.0])
 # Frustum depth as a fraction of the scene's extent (the diagonal of the 5th-95th percentile box of the points).
@@ -24,14 +24,6 @@ _FRUSTUM_FACES = np.array(
 )
 POINTS_NODE_NAME = "points"
 CAMERA_NODE_FORMAT = "camera_{:04d}"
-
-
-def _import_trimesh():
-    try:
-        import trimesh
-    except ImportError as err:
-        raise DependencyError("writing GLB scenes needs trimesh: pip install 'vggt[export]'") from err
-    return trimesh
 
 
 def scene_extent(points: np.ndarray) -> float:
@@ -65,7 +57,7 @@ def build_scene(points: np.ndarray, colors: np.ndarray, cameras: Cameras):  # ->
         points: [N, 3] world (OpenCV) coordinates; colors: [N, 3] uint8.
         cameras: S cameras (their image sizes give the frustums' shapes).
     """
-    trimesh = _import_trimesh()
+    trimesh = import_trimesh()
     points = np.asarray(points, dtype=np.float64)
     colors = np.asarray(colors, dtype=np.uint8)
     scene = trimesh.Scene()

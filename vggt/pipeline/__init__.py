@@ -30,7 +30,8 @@ if TYPE_CHECKING:
         ReconstructOptions,
     )
     from vggt.pipeline.points import PointCloud, depth_at_original_resolution, select_points, tracked_points
-    from vggt.pipeline.reconstruction import Reconstruction, check_output_dir
+    from vggt.pipeline.reconstruction import Reconstruction
+    from vggt.utils.files import check_output_folder
 
 _ORIGINS = {
     "InputError": "vggt.errors",
@@ -51,7 +52,7 @@ _ORIGINS = {
     "select_points": "vggt.pipeline.points",
     "tracked_points": "vggt.pipeline.points",
     "Reconstruction": "vggt.pipeline.reconstruction",
-    "check_output_dir": "vggt.pipeline.reconstruction",
+    "check_output_folder": "vggt.utils.files",
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _ORIGINS)
 __all__ = [
@@ -66,7 +67,7 @@ __all__ = [
     "Predictions",
     "ReconstructOptions",
     "Reconstruction",
-    "check_output_dir",
+    "check_output_folder",
     "collect_inputs",
     "depth_at_original_resolution",
     "load_input_images",

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from vggt.data.layout import unique_file_names
+from vggt.errors import InputError
 from vggt.models.build import build_model
-from vggt.models.config import VGGTConfig, get_preset
-from vggt.pipeline.inference import InferenceOptions, Predictions, run_inference
-from vggt.pipeline.inputs import collect_inputs, load_input_images
+from vggt.models.config import DEFAULT_CHECKPOINT, VGGTConfig, get_preset
+from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference
+from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
 from vggt.pipeline.options import ReconstructOptions
 from vggt.pipeline.points import PointCloud, select_points, tracked_points
 from vggt.pipeline.reconstruction import Reconstruction
@@ -58,21 +60,17 @@ def reconstruct(
     inference = InferenceOptions(
         device, resolve_dtype(device, opts.dtype), opts.chunk_size, opts.memory_check, opts.progress
     )
-    if opts.bundle_adjust:
-        require_bundle_adjustment()  # before the expensive steps
+    config = model.config if model is not None else expected_config(opts.preset)
+    check_options(opts, config)
     collected = collect_inputs(inputs, fps=opts.fps, max_frames=opts.max_frames, progress=opts.progress)
-    if collected.skipped:
-        logger.warning(
-            "skipped %d non-image entries: %s", len(collected.skipped), ", ".join(p.name for p in collected.skipped)
-        )
     try:
+        check_inputs(opts, collected)
         # Images first, so that a bad photo is reported before a large checkpoint is loaded.
-        config = model.config if model is not None else expected_config(opts.preset)
-        loaded = load_input_images(
-            collected.image_paths, opts.mode, opts.resolution or config.img_size, config.patch_size, opts.progress
-        )
+        resolution = opts.resolution or config.img_size
+        loaded = load_input_images(collected.image_paths, opts.mode, resolution, config.patch_size, opts.progress)
         model = build_model(opts.checkpoint, opts.preset, device=device) if model is None else model
         predictions = run_inference(model, loaded.images, inference)
+        masked = check_finite(predictions, model_name(model, opts))
         predictions.require("pose_enc", "depth")
         if opts.points == "pointmap":
             predictions.require("world_points")
@@ -81,8 +79,43 @@ def reconstruct(
         collected.cleanup()
         raise
     reconstruction.source_video, reconstruction._frames_dir = collected.video, collected.frames_dir
+    reconstruction.masked_pixels = masked
     reconstruction.seconds = time.perf_counter() - start
     return reconstruction
+
+
+def check_options(opts: ReconstructOptions, config: VGGTConfig) -> None:
+    """What can be checked before any input is read or the model loaded."""
+    resolution = opts.resolution or config.img_size
+    if resolution % config.patch_size:
+        raise InputError(
+            "{resolution} must be a positive multiple of the patch size {patch}, got {value}",
+            patch=config.patch_size,
+            value=resolution,
+        )
+    if opts.bundle_adjust:
+        require_bundle_adjustment()
+
+
+def check_inputs(opts: ReconstructOptions, collected: CollectedInputs) -> None:
+    """What can be checked once the inputs are known, before they are read or the model loaded."""
+    if collected.skipped:
+        skipped = ", ".join(p.name for p in collected.skipped)
+        logger.warning("skipped %d non-image entries: %s", len(collected.skipped), skipped)
+    if opts.bundle_adjust and len(collected.image_paths) < 2:
+        raise InputError(
+            "{bundle_adjust} needs at least two images, got {count}; drop it for a single photo",
+            count=len(collected.image_paths),
+        )
+
+
+def model_name(model: torch.nn.Module, opts: ReconstructOptions) -> str:
+    """How to name the model in messages: the checkpoint, or the random-weight preset."""
+    if opts.checkpoint is not None:
+        return str(opts.checkpoint)
+    if opts.preset is not None:
+        return f"random weights of preset {opts.preset}"
+    return getattr(model, "name_or_path", None) or DEFAULT_CHECKPOINT
 
 
 def expected_config(preset: str | None) -> VGGTConfig:
@@ -114,7 +147,7 @@ def assemble(
             )
     cloud = dense_cloud(predictions, extrinsics, model_intrinsics, colors_hw, loaded, opts)
     cameras = Cameras(
-        [p.name for p in loaded.paths],
+        unique_file_names([p.name for p in loaded.paths]),
         extrinsics,
         rescale_intrinsics_to_original(model_intrinsics, loaded.transforms),
         np.array(loaded.original_sizes, dtype=np.int64),

@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from vggt.errors import InputError
+from vggt.errors import InputError, PredictionError
 from vggt.pipeline.memory import check_memory, estimate_inference_memory
 from vggt.utils.device import autocast
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 
 logger = logging.getLogger(__name__)
 
+# More non-finite depth or point values than this fraction of all pixels: the model is broken, not the photos.
+MAX_NON_FINITE_FRACTION = 0.01
 # A pinhole camera needs a field of view strictly between 0 and 180 degrees; predictions outside this range
 # (seen with random weights) are clamped, with a warning, so that every decoded camera is finite.
 FOV_RANGE_DEG = (1.0, 179.0)
@@ -93,6 +95,45 @@ class Predictions:
         missing = [name for name in names if getattr(self, name) is None]
         if missing:
             raise InputError("the model has no {outputs} output: it lacks the head that predicts it", outputs=missing)
+
+
+def check_finite(predictions: Predictions, model_name: str) -> int:
+    """Raise PredictionError when a camera is non-finite, or more than MAX_NON_FINITE_FRACTION of the depth or
+    point values are (the likely cause is the model, named by `model_name`); else return how many pixels are
+    non-finite, which the point selection leaves out and the writers store as 0."""
+    advice = "the likely cause is the model ({model}: diverged or corrupt weights?); try another checkpoint"
+    for name in ("extrinsics", "intrinsics"):
+        values = getattr(predictions, name)
+        if values is not None and not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).any(axis=(1, 2)).sum())
+            raise PredictionError(
+                "the model predicted non-finite cameras for {bad} of {count} images; " + advice,
+                bad=bad,
+                count=len(values),
+                model=model_name,
+            )
+    masked = np.zeros(predictions.images.shape[:1] + predictions.images.shape[2:], dtype=bool)
+    for name in ("depth", "depth_conf", "world_points", "world_points_conf"):
+        values = getattr(predictions, name)
+        if values is not None:
+            bad = ~np.isfinite(values)
+            masked |= bad.reshape(*masked.shape, -1).any(-1)
+    if masked.mean() > MAX_NON_FINITE_FRACTION:
+        raise PredictionError(
+            "the model predicted non-finite depth or points for {percent:.1f} % of the pixels; " + advice,
+            percent=100 * masked.mean(),
+            model=model_name,
+        )
+    if masked.any():
+        logger.warning("%d pixels with non-finite predictions are left out of the outputs", int(masked.sum()))
+    return int(masked.sum())
+
+
+def finite_or_zero(values: np.ndarray) -> np.ndarray:
+    """`values` with NaN and infinities replaced by 0 (what the writers store for "no value")."""
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return values
+    return np.where(np.isfinite(values), values, 0).astype(values.dtype)
 
 
 def clamp_field_of_view(pose_enc: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from vggt.data.layout import (
     depth_file_stems,
     write_cameras_json,
 )
-from vggt.errors import InputError
 from vggt.export.colmap import Observations, write_colmap
 from vggt.export.depth import write_depth_maps
 from vggt.export.glb import write_glb
@@ -35,7 +33,7 @@ from vggt.export.ply import write_ply
 from vggt.pipeline.inference import Predictions
 from vggt.pipeline.points import PointCloud, depth_at_original_resolution
 from vggt.utils.cameras import Cameras
-from vggt.utils.files import atomic_directory
+from vggt.utils.files import atomic_directory, check_output_folder
 from vggt.utils.images import is_upright_rgb_file, read_image_rgb
 from vggt.utils.load_fn import PreprocessTransform
 
@@ -58,6 +56,7 @@ class Reconstruction:
         sparse: after bundle adjustment, the tracked points with whole tracks that the COLMAP model holds
             instead of the dense cloud; None otherwise.
         source_video: the video the frames were sampled from, if any. seconds: time `reconstruct` took.
+        masked_pixels: pixels whose predictions were non-finite, left out of the cloud and stored as 0.
     """
 
     cameras: Cameras
@@ -70,6 +69,7 @@ class Reconstruction:
     sparse: PointCloud | None = None
     source_video: Path | None = None
     seconds: float = 0.0
+    masked_pixels: int = 0
     # Keeps sampled video frames alive as long as the reconstruction refers to them.
     _frames_dir: Any = field(default=None, repr=False)
 
@@ -202,7 +202,7 @@ class Reconstruction:
 
         directory = Path(directory)
         sources = [*self.image_paths, *([self.source_video] if self.source_video else [])]
-        check_output_dir(directory, overwrite, sources)
+        check_output_folder(directory, overwrite, sources)
         steps = [
             ("COLMAP model", lambda out: self.to_colmap(out)),
             ("point cloud", lambda out: self.to_ply(out / PLY_FILE)),
@@ -222,30 +222,11 @@ class Reconstruction:
         """One line: frames, points kept, time (default: of `reconstruct`), and where the outputs went."""
         where = f", written to {directory}" if directory is not None else ""
         ba = ", bundle adjusted" if self.bundle_adjusted else ""
+        masked = f", {self.masked_pixels} non-finite pixels masked" if self.masked_pixels else ""
         seconds = self.seconds if seconds is None else seconds
-        points = f"{self.num_points} points (from {self.points_source}{ba})"
-        return f"{self.num_frames} frames, {points} in {seconds:.1f} s{where}"
-
-
-def check_output_dir(directory: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> None:
-    """Refuse an output path that is a file, a non-empty folder without `overwrite`, or one holding `inputs`."""
-    directory = Path(directory)
-    resolved = directory.resolve()
-    for source in inputs:
-        source = Path(source).resolve()
-        if source == resolved or resolved in source.parents:
-            raise InputError(
-                "output folder {path} holds the input {source}; choose another output folder",
-                path=directory,
-                source=source,
-            )
-    if directory.exists() and not directory.is_dir():
-        raise InputError("output {path} exists and is not a folder", path=directory)
-    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise InputError(
-            "output folder {path} is not empty; pass {overwrite=True} to replace it, or choose another",
-            path=directory,
-        )
+        frames = f"{self.num_frames} frame{'' if self.num_frames == 1 else 's'}"
+        points = f"{self.num_points} point{'' if self.num_points == 1 else 's'} (from {self.points_source}{ba}{masked})"
+        return f"{frames}, {points} in {seconds:.1f} s{where}"
 
 
 def copy_image(source: Path, target: Path) -> None:

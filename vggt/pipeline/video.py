@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vggt.errors import DependencyError, InputError
+from vggt.errors import InputError
+from vggt.utils.optional import import_cv2
 from vggt.utils.sampling import evenly_spaced_indices
 
 logger = logging.getLogger(__name__)
@@ -26,10 +27,7 @@ def is_video_file(path: str | Path) -> bool:
 
 
 def _open_video(path: Path):  # -> cv2.VideoCapture
-    try:
-        import cv2
-    except ImportError as err:
-        raise DependencyError("reading videos needs OpenCV: pip install 'vggt[export]'") from err
+    cv2 = import_cv2()
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise InputError(
@@ -73,8 +71,9 @@ def sample_video_frames(
 
     `index` is the frame's position in the video. See `select_frame_indices` for `fps` and `max_frames`.
     """
-    import cv2
     from tqdm.auto import tqdm
+
+    cv2 = import_cv2()
 
     video_path = Path(video_path)
     if not video_path.is_file():
