@@ -38,7 +38,7 @@ from training.distributed import (
     unwrap_model,
     wrap_model,
 )
-from training.losses import LossConfig, MultitaskLoss, build_track_targets, prepare_targets
+from training.losses import LossConfig, build_loss
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -205,7 +205,7 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.grad_clip = float(optim_cfg["grad_clip"])
-        self.loss_fn = MultitaskLoss(LossConfig.from_dict(config["loss"]))
+        self.loss_fn = build_loss(LossConfig.from_dict(config["loss"]))
         self.autocast_dtype = resolve_autocast_dtype(config["precision"], self.ctx.device)
 
         from training.data import build_train_loader
@@ -293,25 +293,15 @@ class Trainer:
         device = self.ctx.device
         batch = {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
         images = batch["images"]
-        targets = prepare_targets(batch, tuple(images.shape[-2:]))
+        targets = self.loss_fn.prepare_targets(batch)
         query_points = None
-        if self.module.track_head is not None and self.loss_fn.wants_tracks() and "depths" in targets:
-            track_cfg = self.loss_fn.config.track
+        if self.module.track_head is not None and self.loss_fn.wants_tracks():
             generator = torch.Generator().manual_seed(
                 rank_seed(
                     self.seed + TRACK_SEED_OFFSET * (self.step * self.accum_steps + micro_step + 1), self.ctx.rank
                 )
             )
-            targets["track_targets"] = build_track_targets(
-                targets["depths"],
-                targets["extrinsics"],
-                targets["intrinsics"],
-                targets["valid"],
-                track_cfg.num_queries,
-                track_cfg.depth_tolerance,
-                generator,
-            )
-            query_points = targets["track_targets"]["query_points"]
+            query_points = self.loss_fn.add_track_targets(targets, generator)
         autocast = (
             torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
@@ -319,7 +309,7 @@ class Trainer:
         )
         with autocast:
             predictions = self.model(images, query_points=query_points)
-        return self.loss_fn(predictions, targets)
+        return self.loss_fn.total_and_terms(predictions, targets)
 
     def _sync_context(self, last_micro_step: bool) -> contextlib.AbstractContextManager:
         """Skip the gradient all-reduce on all but the last micro-step of an accumulation."""
