@@ -5,7 +5,8 @@ warmup and cosine decay, bf16 autocast, gradient accumulation and clipping, logg
     summary = trainer.train()
 
 Every logged step appends one JSON object to `<run_dir>/metrics.jsonl` (step, loss, every loss term, lr,
-grad_norm) and writes the same scalars to TensorBoard under `<run_dir>/tensorboard`.
+grad_norm, and `val/...` held-out metrics at validation steps: training.validation), writes the same scalars
+to TensorBoard under `<run_dir>/tensorboard` and redraws `<run_dir>/curves.png` (training.plot).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from training.distributed import (
     wrap_model,
 )
 from training.losses import LossConfig, build_loss
+from training.validation import ValidationConfig, find_scene_dirs, validate
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -217,6 +219,11 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
 
+        self.validation = ValidationConfig.from_dict(config.get("validation"))
+        if self.validation.enabled and dist_cfg["strategy"] == "fsdp":
+            raise ValueError("validation runs on rank 0 alone, which FSDP's sharded model cannot; use ddp or drop it")
+        self.validation_scenes = find_scene_dirs(self.validation.scenes) if self.validation.enabled else []
+
         log_cfg = config["logging"]
         self.log_every = int(log_cfg["log_every"])
         self.checkpoint_every = int(config["checkpoint"]["every"])
@@ -229,6 +236,7 @@ class Trainer:
                 "or choose another run_dir"
             )
         self._writer = None
+        self._curves = None
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(_dump_yaml(config))
@@ -236,6 +244,10 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.step + 1)
+            if log_cfg["curves"]:
+                from training.plot import CurvesWriter
+
+                self._curves = CurvesWriter(self.run_dir)
         self.show_progress = bool(log_cfg["progress"]) and self.ctx.is_main
 
     # ------------------------------------------------------------------------------ resumption
@@ -372,7 +384,11 @@ class Trainer:
             metrics = self.train_step(batches)
             metrics["step_time"] = time.perf_counter() - step_start
             step_start = time.perf_counter()
-            if self.step % self.log_every == 0 or self.step == self.max_steps:
+            validating = self.validation.due(self.step, self.max_steps)
+            if validating and self.ctx.is_main:
+                dtype = self.autocast_dtype or torch.float32
+                metrics.update(validate(self.module, self.validation_scenes, self.validation, self.ctx.device, dtype))
+            if self.step % self.log_every == 0 or self.step == self.max_steps or validating:
                 last = self._log(metrics)
                 progress.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
             progress.update(1)
@@ -395,7 +411,9 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
             if self._writer is not None:
                 for name, value in merged.items():
-                    self._writer.add_scalar(f"train/{name}", value, self.step)
+                    self._writer.add_scalar(name if name.startswith("val/") else f"train/{name}", value, self.step)
+            if self._curves is not None:
+                self._curves.update(force=self.step == self.max_steps)
         return record
 
     def _check_replicas(self) -> None:
