@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from training.losses.config import LossConfig
-from training.losses.tracks import build_track_targets
+from training.losses.tracks import build_track_targets, track_loss
 
 
 class TrainingLoss(torch.nn.Module):
@@ -53,3 +53,13 @@ class TrainingLoss(torch.nn.Module):
             generator,
         )
         return targets["track_targets"]["query_points"]
+
+    def track_terms(self, predictions: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Tensor] | None:
+        """`track`, `track_position`, `track_visibility` (`track_loss`), or None without tracks to supervise."""
+        track_targets = targets.get("track_targets")
+        if self.config.track is None or "track" not in predictions or track_targets is None:
+            return None
+        if not track_targets["visible"].any():
+            return None
+        track_list = predictions.get("track_list") or [predictions["track"]]
+        return track_loss(track_list, predictions["vis"], track_targets, self.config.track)

@@ -32,7 +32,6 @@ from training.losses.base import TrainingLoss
 from training.losses.config import CameraLossConfig, DenseLossConfig, LossConfig
 from training.losses.normalization import camera_centre_scale
 from training.losses.reduction import iteration_weights, per_sample_mean
-from training.losses.tracks import track_loss
 from vggt.utils.geometry import as_homogeneous, closed_form_inverse_se3, depth_map_to_world_points
 from vggt.utils.pose_enc import extri_intri_to_pose_encoding
 
@@ -227,15 +226,9 @@ class PerSampleMultitaskLoss(TrainingLoss):
                 dense_loss(name, predictions[pred_key], predictions[f"{pred_key}_conf"], gt, targets["valid"], section)
             )
             weighted.append(section.weight * terms[name])
-        track_targets = targets.get("track_targets")
-        if (
-            cfg.track is not None
-            and "track" in predictions
-            and track_targets is not None
-            and track_targets["visible"].any()
-        ):
-            track_list = predictions.get("track_list") or [predictions["track"]]
-            terms.update(track_loss(track_list, predictions["vis"], track_targets, cfg.track))
+        track = self.track_terms(predictions, targets)
+        if track is not None:
+            terms.update(track)
             weighted.append(cfg.track.weight * terms["track"])
         if not weighted:
             raise ValueError(NO_TERM_MESSAGE)

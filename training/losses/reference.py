@@ -34,7 +34,6 @@ from training.losses.config import CameraLossConfig, DenseLossConfig, LossConfig
 from training.losses.gradients import HARD_MAX, dense_gradient_term, filter_by_quantile, finite_or_zero
 from training.losses.normalization import reference_batch
 from training.losses.reduction import iteration_weights
-from training.losses.tracks import track_loss
 from vggt.utils.pose_enc import extri_intri_to_pose_encoding
 
 MIN_VALID_PIXELS = 100  # dense terms need at least this many valid pixels in the batch ...
@@ -202,15 +201,8 @@ class MultitaskLoss(TrainingLoss):
             objective.append(
                 (dense[f"loss_conf_{name}"] + dense[f"loss_reg_{name}"] + dense[f"loss_grad_{name}"]) * section.weight
             )
-        track_targets = batch.get("track_targets")
-        if (
-            cfg.track is not None
-            and "track" in predictions
-            and track_targets is not None
-            and track_targets["visible"].any()
-        ):
-            track_list = predictions.get("track_list") or [predictions["track"]]
-            track = track_loss(track_list, predictions["vis"], track_targets, cfg.track)
+        track = self.track_terms(predictions, batch)
+        if track is not None:
             terms.update({f"loss_{key}": value for key, value in track.items()})
             objective.append(terms["loss_track"] * cfg.track.weight)
         if not objective:
