@@ -40,6 +40,7 @@ from training.distributed import (
     wrap_model,
 )
 from training.losses import LossConfig, build_loss
+from training.plot import CurvesWriter
 from training.validation import ValidationConfig, find_scene_dirs, validate
 
 METRICS_FILE = "metrics.jsonl"
@@ -219,11 +220,7 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
 
-        self.validation = ValidationConfig.from_dict(config.get("validation"))
-        if self.validation.enabled and dist_cfg["strategy"] == "fsdp":
-            raise ValueError("validation runs on rank 0 alone, which FSDP's sharded model cannot; use ddp or drop it")
-        self.validation_scenes = find_scene_dirs(self.validation.scenes) if self.validation.enabled else []
-
+        self.validation, self.validation_scenes = _validation_setup(config)
         log_cfg = config["logging"]
         self.log_every = int(log_cfg["log_every"])
         self.checkpoint_every = int(config["checkpoint"]["every"])
@@ -236,7 +233,7 @@ class Trainer:
                 "or choose another run_dir"
             )
         self._writer = None
-        self._curves = None
+        self._curves = CurvesWriter(self.run_dir) if self.ctx.is_main and log_cfg["curves"] else None
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(_dump_yaml(config))
@@ -244,10 +241,6 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.step + 1)
-            if log_cfg["curves"]:
-                from training.plot import CurvesWriter
-
-                self._curves = CurvesWriter(self.run_dir)
         self.show_progress = bool(log_cfg["progress"]) and self.ctx.is_main
 
     # ------------------------------------------------------------------------------ resumption
@@ -442,6 +435,16 @@ def parameter_fingerprint(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _validation_setup(config: Mapping[str, Any]) -> tuple[ValidationConfig, list[Path]]:
+    """The `validation` section and its scene folders (none when it is off)."""
+    validation = ValidationConfig.from_dict(config.get("validation"))
+    if not validation.enabled:
+        return validation, []
+    if config["distributed"]["strategy"] == "fsdp":
+        raise ValueError("validation runs on rank 0 alone, which FSDP's sharded model cannot; use ddp or drop it")
+    return validation, find_scene_dirs(validation.scenes)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

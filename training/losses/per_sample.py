@@ -205,7 +205,9 @@ class PerSampleMultitaskLoss(TrainingLoss):
     def prepare_targets(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         return prepare_targets(batch, tuple(batch["images"].shape[-2:]))
 
-    def total_and_terms(self, predictions: Mapping[str, Any], targets: Mapping[str, Any]):
+    def total_and_terms(
+        self, predictions: Mapping[str, Any], targets: Mapping[str, Any]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         return self(predictions, targets)
 
     def forward(self, predictions: Mapping[str, Any], targets: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:

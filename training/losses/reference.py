@@ -139,7 +139,9 @@ def regression_loss(
     return filtered_mean(conf_values, config.valid_range, pred), grad_term, filtered_mean(reg, config.valid_range, pred)
 
 
-def dense_loss(name: str, predictions: Mapping[str, Tensor], batch: Mapping[str, Any], config: DenseLossConfig):
+def dense_loss(
+    name: str, predictions: Mapping[str, Tensor], batch: Mapping[str, Any], config: DenseLossConfig
+) -> dict[str, Tensor]:
     """`loss_conf_<name>`, `loss_reg_<name>`, `loss_grad_<name>` for name "depth" or "point"."""
     pred_key, gt_key = DENSE_KEYS[name]
     pred, conf = full_precision(predictions[pred_key]), full_precision(predictions[f"{pred_key}_conf"])
@@ -176,7 +178,9 @@ class MultitaskLoss(TrainingLoss):
     def prepare_targets(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         return reference_batch(batch)
 
-    def total_and_terms(self, predictions: Mapping[str, Any], targets: Mapping[str, Any]):
+    def total_and_terms(
+        self, predictions: Mapping[str, Any], targets: Mapping[str, Any]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         terms = self(predictions, targets)
         metrics = {METRIC_NAMES[key]: value for key, value in terms.items() if key in METRIC_NAMES}
         for name in ("depth", "point"):
