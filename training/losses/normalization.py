@@ -99,7 +99,8 @@ def reference_batch(batch: Mapping[str, Any]) -> dict[str, Tensor]:
 
     Returns:
         `images`, `extrinsics` (normalised), `intrinsics`, and with depth `depths`, `cam_points`,
-        `world_points` [B, S, H, W, 3] (normalised, in the first camera's frame), `point_masks`, `has_depth`.
+        `world_points` [B, S, H, W, 3] (normalised, in the first camera's frame), `point_masks`, and `has_depth`
+        (as given, or: has a valid pixel).
     """
     if "extrinsics" not in batch or "intrinsics" not in batch:
         raise ValueError("the batch has no 'extrinsics'/'intrinsics': every training sample needs cameras")
