@@ -1,4 +1,5 @@
-"""Each loss term against values worked out by hand on tiny inputs."""
+"""The per-sample recipe (`loss.averaging: per_sample`): each term against values worked out by hand on tiny
+inputs. The reference recipe is tested in test_losses_reference.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from training.losses import (
     CameraLossConfig,
     DenseLossConfig,
     LossConfig,
-    MultitaskLoss,
+    PerSampleMultitaskLoss,
     TrackLossConfig,
     build_track_targets,
     camera_loss,
@@ -33,7 +34,7 @@ def test_camera_loss_weights_iterations_by_gamma():
     first = torch.ones(1, 2, 9)  # error 1 everywhere
     last = torch.zeros(1, 2, 9)
     last[..., :3] = 2.0  # translation error 2, rotation and focal exact
-    config = CameraLossConfig(gamma=0.5, weight_translation=1.0, weight_rotation=1.0, weight_focal=0.5)
+    config = CameraLossConfig(gamma=0.5, weight_trans=1.0, weight_rot=1.0, weight_focal=0.5)
     terms = camera_loss([first, last], gt, config)
     # weights: gamma^1 = 0.5 for the first iteration, 1 for the last; averaged over 2 iterations.
     assert terms["camera_T"].item() == pytest.approx((0.5 * 1 + 1 * 2) / 2)
@@ -195,7 +196,7 @@ def test_multitask_loss_skips_terms_without_ground_truth():
     extrinsics, intrinsics = _two_view_rig()
     batch = {"extrinsics": extrinsics, "intrinsics": intrinsics}
     targets = prepare_targets(batch, (2, 3))
-    loss_fn = MultitaskLoss(LossConfig())
+    loss_fn = PerSampleMultitaskLoss(LossConfig(averaging="per_sample"))
     total, terms = loss_fn(_predictions(1, 2, 2, 3), targets)
     assert set(terms) == {"camera", "camera_T", "camera_R", "camera_FL"}
     assert total.item() == pytest.approx(terms["camera"].item())
@@ -205,8 +206,10 @@ def test_multitask_loss_sums_weighted_terms():
     extrinsics, intrinsics = _two_view_rig()
     batch = {"extrinsics": extrinsics, "intrinsics": intrinsics, "depths": torch.full((1, 2, 2, 3), 2.0)}
     targets = prepare_targets(batch, (2, 3))
-    config = LossConfig.from_dict({"camera": {"weight": 5.0}, "depth": {"weight": 2.0}, "point": {"enabled": False}})
-    total, terms = MultitaskLoss(config)(_predictions(1, 2, 2, 3), targets)
+    config = LossConfig.from_dict(
+        {"averaging": "per_sample", "camera": {"weight": 5.0}, "depth": {"weight": 2.0}, "point": {"enabled": False}}
+    )
+    total, terms = PerSampleMultitaskLoss(config)(_predictions(1, 2, 2, 3), targets)
     assert "point" not in terms
     assert total.item() == pytest.approx(5.0 * terms["camera"].item() + 2.0 * terms["depth"].item(), rel=1e-6)
 

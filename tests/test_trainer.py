@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import SMALL_TRAINING_RUN, TINY_TRAINING_CONFIG
@@ -214,3 +215,59 @@ def test_lora_finetuning_from_pretrained_resumes_exactly(tmp_path):
         assert torch.equal(expected[name], actual[name]), f"{name} differs after resuming"
     merged = VGGT.from_pretrained(tmp_path / "resumed" / "final")
     assert merged.config.enable_depth and not merged.config.enable_point
+
+
+def test_run_draws_learning_curves_and_plot_overlays_runs(tmp_path):
+    from PIL import Image
+
+    Trainer(tiny_config(tmp_path / "a", "optim.max_steps=3")).train()
+    Trainer(tiny_config(tmp_path / "b", "optim.max_steps=3", "optim.lr=1e-4")).train()
+    for run in ("a", "b"):
+        with Image.open(tmp_path / run / "curves.png") as image:
+            pixels = np.asarray(image.convert("RGB"))
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 200
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10  # axes, text and curves, not a blank canvas
+
+    out = tmp_path / "both.png"
+    command = [sys.executable, "-m", "training.plot", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["both.png"]
+    with Image.open(out) as image:
+        assert image.format == "PNG" and len(np.unique(np.asarray(image.convert("L")))) > 10
+    result = subprocess.run([*command[:3], str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "metrics.jsonl" in result.stderr
+
+
+def test_validation_logs_held_out_metrics_without_changing_training(tmp_path):
+    from vggt.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "held_out", 1, num_frames=2, height=56, width=70, seed=100)
+    validation = [f"validation.scenes=[{tmp_path / 'held_out'}]", "validation.every=2", "logging.log_every=3"]
+    validated = Trainer(tiny_config(tmp_path / "validated", "optim.max_steps=3", *validation))
+    validated.train()
+    records = {r["step"]: r for r in read_metrics(tmp_path / "validated")}
+    assert sorted(records) == [2, 3]  # step 2 is logged for its validation, step 3 is the last step
+    for step in (2, 3):
+        assert 0 <= records[step]["val/camera_AUC@30"] <= 100
+        assert records[step]["val/depth_abs_rel"] > 0 and "loss" in records[step]
+
+    plain = Trainer(tiny_config(tmp_path / "plain", "optim.max_steps=3", "logging.log_every=3"))
+    plain.train()
+    expected, actual = parameters(plain.module), parameters(validated.module)
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+
+    with pytest.raises(ValueError, match="validation.scenes"):
+        Trainer(tiny_config(tmp_path / "bad", f"validation.scenes=[{tmp_path / 'nowhere'}]"))
+
+
+def test_finetune_config_follows_the_reference_defaults():
+    config = load_config(REPO / "configs" / "finetune_custom.yaml")
+    from training.losses import LossConfig
+
+    loss = LossConfig.from_dict(config["loss"])
+    assert config["optim"]["freeze"] == ["aggregator.*"] and config["optim"]["lr"] == pytest.approx(5e-5)
+    assert config["optim"]["weight_decay"] == pytest.approx(0.05)
+    assert loss.averaging == "batch" and loss.camera.weight == 5.0 and loss.camera.loss_type == "l1"
+    assert (loss.depth.gradient_loss_fn, loss.depth.valid_range) == ("grad", 0.98)
+    assert loss.point is None and loss.track is None and config["model"]["heads"] == ["camera", "depth"]

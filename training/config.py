@@ -2,7 +2,8 @@
 
 A config is YAML; every key has a default below and `dotted.key=value` arguments override keys after the file is
 read (values are parsed as YAML: `optim.freeze=[aggregator.*]`, `lora.enabled=true`). The `data` section is
-passed to `training.data` and `loss` to `training.losses.LossConfig`. Importable without torch.
+passed to `training.data`, `loss` to `training.losses.LossConfig` and `validation` to `training.validation`.
+Importable without torch.
 """
 
 from __future__ import annotations
@@ -59,8 +60,14 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "find_unused_parameters": True,  # DDP; needed when some steps leave a head without a loss
         "expected_world_size": None,  # the recipe's process count; a different one only triggers a warning
     },
-    "logging": {"log_every": 10, "tensorboard": True, "progress": True},
+    "logging": {"log_every": 10, "tensorboard": True, "progress": True, "curves": True},  # curves: curves.png
     "checkpoint": {"every": 1000, "keep_last": 3},
+    "validation": {  # held-out scene folders evaluated every `every` steps (training.validation)
+        "scenes": None,
+        "every": 500,
+        "max_frames": 8,
+        "depth_alignment": "median",
+    },
 }
 # Sections whose keys are checked by the code they are handed to, not against DEFAULT_CONFIG.
 FREE_FORM = ("data", "loss", "model.overrides")

@@ -5,7 +5,8 @@ warmup and cosine decay, bf16 autocast, gradient accumulation and clipping, logg
     summary = trainer.train()
 
 Every logged step appends one JSON object to `<run_dir>/metrics.jsonl` (step, loss, every loss term, lr,
-grad_norm) and writes the same scalars to TensorBoard under `<run_dir>/tensorboard`.
+grad_norm, and `val/...` held-out metrics at validation steps: training.validation), writes the same scalars
+to TensorBoard under `<run_dir>/tensorboard` and redraws `<run_dir>/curves.png` (training.plot).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from training.distributed import (
     unwrap_model,
     wrap_model,
 )
-from training.losses import LossConfig, MultitaskLoss, build_track_targets, prepare_targets
+from training.losses import LossConfig, build_loss
+from training.plot import CurvesWriter
+from training.validation import ValidationConfig, find_scene_dirs, validate
 from vggt.errors import InputError
 from vggt.models.build import build_model as load_model
 from vggt.models.checkpoint import save_model_dir
@@ -162,7 +165,7 @@ class Trainer:
         self._build_model()
         self._build_optimizer()
         self.grad_clip = float(optim_cfg["grad_clip"])
-        self.loss_fn = MultitaskLoss(LossConfig.from_dict(config["loss"]))
+        self.loss_fn = build_loss(LossConfig.from_dict(config["loss"]))
         self.autocast_dtype = resolve_dtype(self.ctx.device, config["precision"], training=True)
 
         from training.data import build_train_loader
@@ -174,6 +177,7 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
 
+        self.validation, self.validation_scenes = _validation_setup(config)
         log_cfg = config["logging"]
         self.log_every = int(log_cfg["log_every"])
         self.checkpoint_every = int(config["checkpoint"]["every"])
@@ -187,6 +191,7 @@ class Trainer:
                 path=self.run_dir,
             )
         self._writer = None
+        self._curves = CurvesWriter(self.run_dir) if self.ctx.is_main and log_cfg["curves"] else None
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(_dump_yaml(config))
@@ -293,28 +298,18 @@ class Trainer:
         device = self.ctx.device
         batch = {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
         images = batch["images"]
-        targets = prepare_targets(batch, tuple(images.shape[-2:]))
+        targets = self.loss_fn.prepare_targets(batch)
         query_points = None
-        if self.module.track_head is not None and self.loss_fn.wants_tracks() and "depths" in targets:
-            track_cfg = self.loss_fn.config.track
+        if self.module.track_head is not None and self.loss_fn.wants_tracks():
             generator = torch.Generator().manual_seed(
                 rank_seed(
                     self.seed + TRACK_SEED_OFFSET * (self.step * self.accum_steps + micro_step + 1), self.ctx.rank
                 )
             )
-            targets["track_targets"] = build_track_targets(
-                targets["depths"],
-                targets["extrinsics"],
-                targets["intrinsics"],
-                targets["valid"],
-                track_cfg.num_queries,
-                track_cfg.depth_tolerance,
-                generator,
-            )
-            query_points = targets["track_targets"]["query_points"]
+            query_points = self.loss_fn.add_track_targets(targets, generator)
         with autocast(device, self.autocast_dtype):
             predictions = self.model(images, query_points=query_points)
-        return self.loss_fn(predictions, targets)
+        return self.loss_fn.total_and_terms(predictions, targets)
 
     def _sync_context(self, last_micro_step: bool) -> contextlib.AbstractContextManager:
         """Skip the gradient all-reduce on all but the last micro-step of an accumulation."""
@@ -377,7 +372,11 @@ class Trainer:
             metrics = self.train_step(batches)
             metrics["step_time"] = time.perf_counter() - step_start
             step_start = time.perf_counter()
-            if self.step % self.log_every == 0 or self.step == self.max_steps:
+            validating = self.validation.due(self.step, self.max_steps)
+            if validating and self.ctx.is_main:
+                dtype = self.autocast_dtype or torch.float32
+                metrics.update(validate(self.module, self.validation_scenes, self.validation, self.ctx.device, dtype))
+            if self.step % self.log_every == 0 or self.step == self.max_steps or validating:
                 last = self._log(metrics)
                 progress.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
             progress.update(1)
@@ -400,7 +399,9 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
             if self._writer is not None:
                 for name, value in merged.items():
-                    self._writer.add_scalar(f"train/{name}", value, self.step)
+                    self._writer.add_scalar(name if name.startswith("val/") else f"train/{name}", value, self.step)
+            if self._curves is not None:
+                self._curves.update(force=self.step == self.max_steps)
         return record
 
     def _check_replicas(self) -> None:
@@ -429,6 +430,16 @@ def parameter_fingerprint(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _validation_setup(config: Mapping[str, Any]) -> tuple[ValidationConfig, list[Path]]:
+    """The `validation` section and its scene folders (none when it is off)."""
+    validation = ValidationConfig.from_dict(config.get("validation"))
+    if not validation.enabled:
+        return validation, []
+    if config["distributed"]["strategy"] == "fsdp":
+        raise ValueError("validation runs on rank 0 alone, which FSDP's sharded model cannot; use ddp or drop it")
+    return validation, find_scene_dirs(validation.scenes)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
