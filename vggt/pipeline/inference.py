@@ -53,6 +53,8 @@ class Predictions:
         depth, depth_conf: [S, H, W] (None without a depth head). world_points: [S, H, W, 3] and
             world_points_conf: [S, H, W] (None without a point head).
         images: [S, 3, H, W] uint8, the model input (8-bit photos / 255, so uint8 holds it exactly).
+        tracks: [S, N, 2] pixels (x, y) of the N query points in every frame, track_vis and track_conf [S, N] in
+            [0, 1]; None unless query points were given.
     """
 
     images: np.ndarray
@@ -63,6 +65,9 @@ class Predictions:
     depth_conf: np.ndarray | None = None
     world_points: np.ndarray | None = None
     world_points_conf: np.ndarray | None = None
+    tracks: np.ndarray | None = None
+    track_vis: np.ndarray | None = None
+    track_conf: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -198,17 +203,24 @@ def _to_numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
     return None if tensor is None else tensor[0].float().cpu().numpy()
 
 
-def run_inference(model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions) -> Predictions:
-    """Run `model` on one scene's `images` [S, 3, H, W] in [0, 1] (see the module docstring)."""
+def run_inference(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    options: InferenceOptions,
+    query_points: np.ndarray | torch.Tensor | None = None,
+) -> Predictions:
+    """Run `model` on one scene's `images` [S, 3, H, W] in [0, 1] (see the module docstring); with
+    `query_points` [N, 2] (pixels x, y of the first frame, on the model's input grid) also track them."""
     model = model.to(options.device).eval()
     if options.memory_check:
         _check_memory(model, images, options)
     num_frames, _, height, width = images.shape
     logger.info("running on %s in %s: %d frames at %dx%d", options.device, options.dtype, num_frames, width, height)
     inputs = images.to(options.device)[None]
+    queries = None if query_points is None else torch.as_tensor(query_points, dtype=torch.float32)[None]
     with torch.inference_mode(), autocast(options.device, options.dtype):
         with inference_progress(model, num_frames, options.frames_chunk_size, options.progress):
-            outputs = model(inputs, frames_chunk_size=options.frames_chunk_size)
+            outputs = model(inputs, query_points=queries, frames_chunk_size=options.frames_chunk_size)
     predictions = Predictions(
         images=(images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(),
         pose_enc=_to_numpy(outputs.get("pose_enc")),
@@ -216,6 +228,9 @@ def run_inference(model: torch.nn.Module, images: torch.Tensor, options: Inferen
         depth_conf=_to_numpy(outputs.get("depth_conf")),
         world_points=_to_numpy(outputs.get("world_points")),
         world_points_conf=_to_numpy(outputs.get("world_points_conf")),
+        tracks=_to_numpy(outputs.get("track")),
+        track_vis=_to_numpy(outputs.get("vis")),
+        track_conf=_to_numpy(outputs.get("conf")),
     )
     if predictions.pose_enc is not None:
         pose_enc = clamp_field_of_view(torch.from_numpy(predictions.pose_enc))
