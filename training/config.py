@@ -9,7 +9,7 @@ Importable without torch.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,28 +87,72 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=Loader)
 
 
-def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "", checked: bool = True) -> dict[str, Any]:
-    """Deep-update `base` with `update`; outside FREE_FORM sections every key must already exist."""
+# What a config value must be, by the type of its default (a default of None accepts anything).
+_EXPECTED_TYPES = {bool: ("true or false", (bool,)), int: ("an integer", (int,)), float: ("a number", (int, float))}
+_EXPECTED_TYPES.update({str: ("a string", (str,)), list: ("a list", (list, tuple))})
+
+
+def _check_type(path: str, default: Any, value: Any, where: str) -> None:
+    """Raise InputError naming the key and where it was set when `value` cannot stand for `default`."""
+    if value is None or default is None or type(default) not in _EXPECTED_TYPES:
+        return
+    label, accepted = _EXPECTED_TYPES[type(default)]
+    if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
+        raise InputError(
+            "config key {key!r} must be {label}, got {value!r} ({where})",
+            key=path,
+            label=label,
+            value=value,
+            where=where,
+        )
+
+
+def _merge(
+    base: dict[str, Any],
+    update: Mapping[str, Any],
+    prefix: str = "",
+    checked: bool = True,
+    locate: Callable[[str], str] = lambda key: "a default",
+) -> dict[str, Any]:
+    """Deep-update `base` with `update`; outside FREE_FORM sections every key must already exist and have a value
+    of its default's type. `locate(key)` says where a key was set, for the error messages."""
     for key, value in update.items():
         path = f"{prefix}{key}"
         if checked and key not in base:
             known = ", ".join(sorted(base))
-            raise InputError("unknown config key {key!r}; known keys here: {known}", key=path, known=known)
+            raise InputError(
+                "unknown config key {key!r} ({where}); known keys here: {known}",
+                key=path,
+                where=locate(path),
+                known=known,
+            )
         if isinstance(base.get(key), dict) and isinstance(value, Mapping):
-            _merge(base[key], value, prefix=f"{path}.", checked=checked and path not in FREE_FORM)
+            _merge(base[key], value, prefix=f"{path}.", checked=checked and path not in FREE_FORM, locate=locate)
         elif checked and isinstance(base.get(key), dict) and path not in FREE_FORM:
-            raise InputError("config key {key!r} must be a mapping, got {value!r}", key=path, value=value)
+            raise InputError(
+                "config key {key!r} must be a mapping, got {value!r} ({where})",
+                key=path,
+                value=value,
+                where=locate(path),
+            )
         else:
+            if checked:
+                _check_type(path, base.get(key), value, locate(path))
             base[key] = copy.deepcopy(value)
     return base
 
 
 def parse_override(text: str) -> dict[str, Any]:
     """`a.b.c=value` -> {"a": {"b": {"c": value}}}, value parsed as YAML."""
+    import yaml
+
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise InputError("override {text!r} must look like dotted.key=value, e.g. optim.lr=1e-4", text=text)
-    value = yaml_load(raw) if raw != "" else None
+    try:
+        value = yaml_load(raw) if raw != "" else None
+    except yaml.YAMLError as err:
+        raise InputError("override {text!r}: the value is not valid YAML ({error})", text=text, error=err) from None
     nested: dict[str, Any] = {}
     cursor = nested
     parts = key.split(".")
@@ -118,19 +162,53 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+def _key_lines(text: str) -> dict[str, int]:
+    """Dotted key -> 1-based line where the YAML document sets it (mappings only)."""
+    import yaml
+
+    lines: dict[str, int] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                path = f"{prefix}{key_node.value}"
+                lines[path] = key_node.start_mark.line + 1
+                walk(value_node, f"{path}.")
+
+    walk(yaml.compose(text), "")
+    return lines
+
+
+def _read_config_file(path: Path) -> tuple[Mapping[str, Any], dict[str, int]]:
+    import yaml
+
+    if not path.is_file():
+        raise InputError(
+            "config file {path} does not exist; configs live in configs/, e.g. tiny_synthetic.yaml", path=path
+        )
+    text = path.read_text()
+    try:
+        loaded = yaml_load(text) or {}
+        lines = _key_lines(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputError(
+            "config file {path} is not valid YAML: {problem} at {where}", path=path, problem=problem, where=where
+        ) from None
+    if not isinstance(loaded, Mapping):
+        raise InputError("config file {path} must hold a YAML mapping at the top level", path=path)
+    return loaded, lines
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """DEFAULT_CONFIG, updated by the YAML file at `path`, then by `key=value` overrides."""
     config = copy.deepcopy(DEFAULT_CONFIG)
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise InputError(
-                "config file {path} does not exist; configs live in configs/, e.g. tiny_synthetic.yaml", path=path
-            )
-        loaded = yaml_load(path.read_text()) or {}
-        if not isinstance(loaded, Mapping):
-            raise InputError("config file {path} must hold a YAML mapping at the top level", path=path)
-        _merge(config, loaded)
+        loaded, lines = _read_config_file(path)
+        _merge(config, loaded, locate=lambda key: f"{path}, line {lines.get(key, '?')}")
     for text in overrides:
-        _merge(config, parse_override(text))
+        _merge(config, parse_override(text), locate=lambda key, text=text: f"override {text!r}")
     return config

@@ -16,6 +16,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import json
+import logging
 import math
 import re
 import time
@@ -39,6 +40,7 @@ from training.distributed import (
     unwrap_model,
     wrap_model,
 )
+from training.interrupt import StopRequest
 from training.losses import LossConfig, build_loss
 from training.plot import CurvesWriter
 from training.validation import ValidationConfig, find_scene_dirs, validate
@@ -47,6 +49,9 @@ from vggt.models.build import build_model as load_model
 from vggt.models.checkpoint import save_model_dir
 from vggt.models.config import HEAD_NAMES
 from vggt.utils.device import autocast, resolve_dtype
+from vggt.utils.files import check_writable_folder
+
+logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -155,6 +160,8 @@ class Trainer:
         dist_cfg = config["distributed"]
         self.ctx: DistributedContext = setup_distributed(config["device"], dist_cfg["backend"])
         self.run_dir = Path(config["run_dir"])
+        if self.ctx.is_main:  # before the model is built: a run that cannot save should not start
+            check_writable_folder(self.run_dir, self.run_dir)
         self.seed = int(config["seed"])
         optim_cfg = config["optim"]
         self.max_steps = int(optim_cfg["max_steps"])
@@ -246,14 +253,34 @@ class Trainer:
     # ------------------------------------------------------------------------------ resumption
 
     def _resume(self, resume: str | Path | bool) -> None:
-        directory = ckpt.latest_checkpoint(self.run_dir) if resume is True else Path(resume)
-        if directory is None:
-            if self.ctx.is_main:
-                print(f"[train] no checkpoint under {self.run_dir}; starting from step 0")
-            return
-        state = ckpt.load_checkpoint(
-            directory, self.model, self.module, self.optimizer, self.scheduler, rank=self.ctx.rank
-        )
+        """Continue from checkpoint `resume`, or with True from the newest one that reads back (a damaged newest
+        checkpoint, e.g. from a full disk, is reported and the previous one taken)."""
+        if resume is True:
+            candidates = [directory for _, directory in reversed(ckpt.list_checkpoints(self.run_dir))]
+            if not candidates:
+                if self.ctx.is_main:
+                    print(f"[train] no checkpoint under {self.run_dir}; starting from step 0")
+                return
+        else:
+            candidates = [Path(resume)]
+        for index, directory in enumerate(candidates):
+            try:
+                state = ckpt.load_checkpoint(
+                    directory, self.model, self.module, self.optimizer, self.scheduler, rank=self.ctx.rank
+                )
+            except Exception as err:  # truncated or damaged files raise assorted errors
+                if index + 1 < len(candidates):
+                    logger.warning(
+                        "checkpoint %s is damaged (%s); resuming from %s", directory, err, candidates[index + 1]
+                    )
+                    continue
+                raise InputError(
+                    "cannot resume: checkpoint {path} is damaged ({error}){others}",
+                    path=directory,
+                    error=err,
+                    others="" if len(candidates) == 1 else ", and so are the older ones",
+                ) from None
+            break
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
@@ -366,6 +393,22 @@ class Trainer:
 
         batches = self._batches()
         progress = tqdm(total=self.max_steps, initial=self.step, disable=not self.show_progress, desc="train")
+        stop = StopRequest()
+        with stop.catching_signals():
+            last = self._loop(batches, progress, stop)
+        progress.close()
+        if stop.signal is not None:
+            raise stop.interruption(self.run_dir, self.step)
+        if self.ctx.enabled and self.config["distributed"]["strategy"] == "ddp":
+            self._check_replicas()
+        self._export_final()
+        if self._writer is not None:
+            self._writer.close()
+        barrier()
+        return last
+
+    def _loop(self, batches: Iterator[dict[str, Any]], progress: Any, stop: StopRequest) -> dict[str, Any]:
+        """Steps until `optim.max_steps`, or until a stop is requested (then with a checkpoint of the last step)."""
         last: dict[str, Any] = {}
         step_start = time.perf_counter()
         while self.step < self.max_steps:
@@ -380,15 +423,11 @@ class Trainer:
                 last = self._log(metrics)
                 progress.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
             progress.update(1)
-            if self.step % self.checkpoint_every == 0 or self.step == self.max_steps:
+            stopping = stop.agreed()
+            if self.step % self.checkpoint_every == 0 or self.step == self.max_steps or stopping:
                 self.save_checkpoint()
-        progress.close()
-        if self.ctx.enabled and self.config["distributed"]["strategy"] == "ddp":
-            self._check_replicas()
-        self._export_final()
-        if self._writer is not None:
-            self._writer.close()
-        barrier()
+            if stopping:
+                break
         return last
 
     def _log(self, metrics: dict[str, float]) -> dict[str, Any]:

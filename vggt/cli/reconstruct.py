@@ -20,7 +20,13 @@ from vggt.cli.args import (
     positive_int,
 )
 from vggt.errors import DependencyError
-from vggt.pipeline.options import DEFAULT_CONF_PERCENTILE, DEFAULT_MAX_POINTS, POINT_SOURCES, ReconstructOptions
+from vggt.pipeline.options import (
+    DEFAULT_CONF_PERCENTILE,
+    DEFAULT_MAX_POINTS,
+    POINT_SOURCES,
+    TRACK_FILTER_OPTIONS,
+    ReconstructOptions,
+)
 from vggt.utils.files import check_output_folder
 
 OUTPUTS_HELP = """\
@@ -82,17 +88,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     cloud.add_argument(
         "--max-points", type=positive_int, default=DEFAULT_MAX_POINTS, help=f"default {DEFAULT_MAX_POINTS}"
     )
-    cloud.add_argument(
-        "--ba", dest="bundle_adjust", action="store_true", help="refine cameras and points by bundle adjustment"
-    )
+    add_bundle_adjustment_arguments(parser)
     add_message_arguments(parser)
     return parser
+
+
+def add_bundle_adjustment_arguments(parser: argparse.ArgumentParser) -> None:
+    """--ba and the track filters it applies (keys of `ba_options`, `vggt.ba.refine_with_ba`'s arguments)."""
+    group = parser.add_argument_group("bundle adjustment")
+    group.add_argument(
+        "--ba", dest="bundle_adjust", action="store_true", help="refine cameras and points by bundle adjustment"
+    )
+    group.add_argument("--ba-vis-threshold", dest="vis_threshold", type=float, default=None, help="min visibility")
+    group.add_argument("--ba-conf-threshold", dest="conf_threshold", type=float, default=None, help="min confidence")
+    group.add_argument(
+        "--ba-max-reproj-error", dest="max_reproj_error", type=float, default=None, help="max pixel error"
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> ReconstructOptions:
     """The ReconstructOptions the flags set (each flag's destination is a field name)."""
     chosen = {name: getattr(args, name) for name in ReconstructOptions.field_names() if hasattr(args, name)}
-    return ReconstructOptions(**chosen, progress=not args.quiet)
+    ba_options = {name: getattr(args, name) for name in TRACK_FILTER_OPTIONS if getattr(args, name) is not None}
+    return ReconstructOptions(**chosen, ba_options=ba_options, progress=not args.quiet)
 
 
 def check_export_dependencies() -> None:

@@ -9,6 +9,24 @@ import numpy as np
 PLY_VERTEX_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
 
 
+def ply_header(num_points: int) -> bytes:
+    """The ASCII header of a PLY file of `num_points` vertices as `write_ply` writes them."""
+    lines = [
+        "ply",
+        "format binary_little_endian 1.0",
+        "comment written by vggt",
+        f"element vertex {num_points}",
+        "property float x",
+        "property float y",
+        "property float z",
+        "property uchar red",
+        "property uchar green",
+        "property uchar blue",
+        "end_header",
+    ]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
 def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None) -> Path:
     """Write points [N, 3] with colours [N, 3] uint8 (default grey) to `path`; return the path."""
     points = np.asarray(points)
@@ -28,24 +46,9 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = 
     for channel, name in enumerate(("red", "green", "blue")):
         vertices[name] = colors[:, channel]
 
-    header = "\n".join(
-        [
-            "ply",
-            "format binary_little_endian 1.0",
-            "comment written by vggt",
-            f"element vertex {len(points)}",
-            "property float x",
-            "property float y",
-            "property float z",
-            "property uchar red",
-            "property uchar green",
-            "property uchar blue",
-            "end_header",
-        ]
-    )
     path = Path(path)
     with open(path, "wb") as f:
-        f.write((header + "\n").encode("ascii"))
+        f.write(ply_header(len(points)))
         f.write(vertices.tobytes())
     return path
 

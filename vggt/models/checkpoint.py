@@ -234,6 +234,14 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
                 shape=tuple(state[key].shape),
                 expected=tuple(tensor.shape),
             )
+        if tensor.is_floating_point() and not state[key].is_floating_point():
+            raise CheckpointError(
+                "{source}: tensor {key} holds {dtype} values, the model expects floating-point weights; the file is "
+                "not a VGGT checkpoint or was converted wrongly (save it with float32/bfloat16 tensors)",
+                source=source,
+                key=key,
+                dtype=str(state[key].dtype).removeprefix("torch."),
+            )
 
 
 # ---------------------------------------------------------------------------------------- loading

@@ -160,21 +160,28 @@ def clamp_field_of_view(pose_enc: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def inference_progress(model: torch.nn.Module, num_frames: int, chunk: int | None, enabled: bool) -> Iterator[None]:
-    """A progress bar over the model's stages: aggregator, camera head, and each dense head's frame chunks."""
+    """A progress bar (with the time left) over the model's steps: every transformer block of the patch encoder
+    and of the aggregator, the camera head, and each dense head's chunks of frames; a long run moves block by
+    block."""
     from tqdm.auto import tqdm
 
     chunk = chunk or model.config.frames_chunk_size or num_frames
     chunks = -(-num_frames // chunk)
-    stages: list[torch.nn.Module] = [m for m in (model.aggregator, model.camera_head) if m is not None]
+    aggregator = model.aggregator
+    steps: list[tuple[torch.nn.Module, int]] = [(block, 1) for block in aggregator.patch_embed.blocks]
+    steps += [(block, 1) for block in aggregator.frame_blocks]
+    steps += [(block, 1) for block in aggregator.global_blocks]
+    if model.camera_head is not None:
+        steps.append((model.camera_head, 1))
     for head in (model.depth_head, model.point_head):
         if head is not None:
-            stages.extend([head.scratch] * chunks)  # the fusion block runs once per chunk of frames
-    bar = tqdm(total=len(stages), desc="inference", unit="step", disable=not enabled)
+            steps.append((head.scratch, chunks))  # the fusion block runs once per chunk of frames
+    bar = tqdm(total=sum(count for _, count in steps), desc="inference", unit="step", disable=not enabled)
 
     def advance(*_: Any) -> None:  # a forward hook must return None, or it replaces the module's output
         bar.update(1)
 
-    handles = [module.register_forward_hook(advance) for module in {id(m): m for m in stages}.values()]
+    handles = [module.register_forward_hook(advance) for module, _ in steps]
     try:
         yield
     finally:

@@ -16,12 +16,16 @@ from vggt.data.layout import IMAGES_DIR
 from vggt.errors import InputError
 from vggt.pipeline.video import is_video_file, sample_video_frames
 from vggt.utils.images import IMAGE_EXTENSIONS, is_image_file, natural_sort_key
-from vggt.utils.load_fn import LoadedImages, load_images
+from vggt.utils.load_fn import LoadedImages, PreprocessTransform, load_images
 from vggt.utils.sampling import evenly_spaced_indices
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
+# Photos whose shorter side is below this, or that the preprocessing enlarges more than MAX_UPSAMPLING times,
+# work but give poor results: the model was trained on photos of a few hundred pixels and more.
+MIN_RECOMMENDED_SIDE = 224
+MAX_UPSAMPLING = 4.0
 
 
 @dataclass
@@ -86,7 +90,10 @@ def collect_inputs(
 
 def _folder_images(folder: Path) -> tuple[list[Path], list[Path]]:
     """(images, other entries) of a folder, or of its images/ subfolder when the folder holds no image."""
-    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_sort_key)
+    try:
+        entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=natural_sort_key)
+    except PermissionError:
+        raise InputError("cannot list the folder {folder}: permission denied", folder=folder) from None
     images = [p for p in entries if p.is_file() and is_image_file(p)]
     if not images and (folder / IMAGES_DIR).is_dir():
         return _folder_images(folder / IMAGES_DIR)
@@ -149,6 +156,7 @@ def load_input_images(
         raise
     except ValueError as err:  # e.g. a photo too elongated for one patch
         raise InputError("{error}", error=err) from None
+    warn_about_small_images([s.transforms[0] for s in singles], paths)
     if len({tuple(s.images.shape[-2:]) for s in singles}) == 1:
         return LoadedImages(
             images=torch.cat([s.images for s in singles]),
@@ -157,3 +165,23 @@ def load_input_images(
         )
     # Photos of different shapes: let the loader pad them all to one size (as the reference does).
     return load_images(list(paths), **size)
+
+
+def warn_about_small_images(transforms: Sequence[PreprocessTransform], paths: Sequence[Path]) -> list[Path]:
+    """Warn (once, listing a few) about photos that are tiny or enlarged a lot; returns them."""
+    small = [
+        Path(path)
+        for path, transform in zip(paths, transforms)
+        if min(transform.original_size) < MIN_RECOMMENDED_SIDE or max(transform.scale) > MAX_UPSAMPLING
+    ]
+    if small:
+        names = ", ".join(p.name for p in small[:5]) + (" ..." if len(small) > 5 else "")
+        logger.warning(
+            "%d photo(s) are smaller than %d pixels on a side or enlarged more than %gx for the model (%s): "
+            "expect poor results; use photos of a few hundred pixels or more",
+            len(small),
+            MIN_RECOMMENDED_SIDE,
+            MAX_UPSAMPLING,
+            names,
+        )
+    return small

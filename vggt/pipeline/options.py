@@ -21,6 +21,9 @@ MODES = ("crop", "pad")
 # Drop the least confident half of the pixels by default (as the reference's demo does).
 DEFAULT_CONF_PERCENTILE = 50.0
 DEFAULT_MAX_POINTS = 500_000
+# The filters of `vggt.ba.refine_with_ba` that decide which tracks bundle adjustment keeps (keys of `ba_options`;
+# the command's --ba-* flags).
+TRACK_FILTER_OPTIONS = ("vis_threshold", "conf_threshold", "max_reproj_error")
 
 
 @dataclass(frozen=True)

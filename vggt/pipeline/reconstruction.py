@@ -7,6 +7,7 @@ is `vggt.data.layout`'s: a COLMAP model in `sparse/0` beside `images/`, `points.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -26,18 +27,29 @@ from vggt.data.layout import (
     depth_file_stems,
     write_cameras_json,
 )
+from vggt.errors import OutputError
 from vggt.export.colmap import Observations, write_colmap
 from vggt.export.depth import write_depth_maps
 from vggt.export.glb import write_glb
 from vggt.export.ply import write_ply
-from vggt.pipeline.inference import Predictions
+from vggt.pipeline.inference import Predictions, finite_or_zero
 from vggt.pipeline.points import PointCloud, depth_at_original_resolution
+from vggt.pipeline.verify import verify_reconstruction
 from vggt.utils.cameras import Cameras
 from vggt.utils.files import atomic_directory, check_output_folder
 from vggt.utils.images import is_upright_rgb_file, read_image_rgb
 from vggt.utils.load_fn import PreprocessTransform
 
-JPEG_QUALITY = 95
+logger = logging.getLogger(__name__)
+
+# Formats that store 8-bit RGB exactly, with the options that make them do so.
+LOSSLESS_SAVE_OPTIONS = {
+    "PNG": {},
+    "TIFF": {"compression": "tiff_deflate"},
+    "BMP": {},
+    "PPM": {},
+    "WEBP": {"lossless": True},
+}
 
 
 @dataclass
@@ -129,6 +141,10 @@ class Reconstruction:
         """Whether cameras were refined by bundle adjustment (the COLMAP model then holds tracked points)."""
         return self.sparse is not None
 
+    def depth_file_stems(self) -> list[str]:
+        """The names (without .npy / .png) of the depth files in `depth/`, unique for any image names."""
+        return depth_file_stems(self.image_names)
+
     def original_depth(self, index: int) -> np.ndarray:
         """Depth of image `index` at its original resolution [height, width] (0 where the model did not see)."""
         return depth_at_original_resolution(self.depth[index], self.transforms[index])
@@ -158,17 +174,26 @@ class Reconstruction:
         return sparse
 
     def copy_images(self, directory: str | os.PathLike) -> Path:
-        """Copy the input images into `directory` under their names, upright and 8-bit RGB as the model saw them."""
+        """Copy the input images into `directory` under their names, exactly as the model saw them (see
+        `copy_image`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for source, name in zip(self.image_paths, self.image_names):
-            copy_image(source, directory / name)
+        as_png = [
+            name for source, name in zip(self.image_paths, self.image_names) if copy_image(source, directory / name)
+        ]
+        if as_png:
+            logger.warning(
+                "%d images are stored losslessly as PNG data under their own names (their format cannot hold the "
+                "converted pixels exactly): %s",
+                len(as_png),
+                ", ".join(as_png[:5]) + (" ..." if len(as_png) > 5 else ""),
+            )
         return directory
 
     def to_cameras_json(self, path: str | os.PathLike) -> Path:
         """cameras.json: per image file_name, width, height, extrinsic (3x4) and intrinsic (3x3, original size),
         and `depth_file`, the depth map at the same resolution."""
-        extra = [{"depth_file": f"{DEPTH_DIR}/{stem}.npy"} for stem in depth_file_stems(self.image_names)]
+        extra = [{"depth_file": f"{DEPTH_DIR}/{stem}.npy"} for stem in self.depth_file_stems()]
         return write_cameras_json(path, self.cameras, extra)
 
     def save_depth(self, directory: str | os.PathLike) -> list[Path]:
@@ -182,9 +207,10 @@ class Reconstruction:
         sizes `image_wh` [S, 2] (width, height) and `input_from_original` [S, 3, 3], the preprocessing of each
         photo (model-input pixel = matrix @ original pixel)."""
         path = Path(path)
+        arrays = {key: finite_or_zero(value) for key, value in self.predictions.arrays().items()}
         np.savez(
             path,
-            **self.predictions.arrays(),
+            **arrays,
             image_names=np.array(self.image_names),
             image_wh=self.image_wh,
             input_from_original=np.stack([t.matrix() for t in self.transforms]),
@@ -215,7 +241,16 @@ class Reconstruction:
             with tqdm(steps, desc="export", unit="file", disable=not progress) as bar:
                 for label, write in bar:
                     bar.set_postfix_str(label)
-                    write(staging)
+                    try:
+                        write(staging)
+                    except OSError as err:  # disk full, file-size limit, permissions...
+                        raise OutputError(
+                            "could not write the {label} into {path}: {error}; nothing was kept",
+                            label=label,
+                            path=directory,
+                            error=err,
+                        ) from None
+            verify_reconstruction(staging, self)
         return directory
 
     def summary(self, directory: str | os.PathLike | None = None, seconds: float | None = None) -> str:
@@ -229,15 +264,24 @@ class Reconstruction:
         return f"{frames}, {points} in {seconds:.1f} s{where}"
 
 
-def copy_image(source: Path, target: Path) -> None:
-    """Copy an upright 8-bit RGB image as is; re-encode others (EXIF-rotated, palette, 16-bit, CMYK...) upright RGB."""
+def copy_image(source: Path, target: Path) -> bool:
+    """Put at `target` the pixels the model saw of `source`: the file itself when it holds them (8-bit RGB,
+    upright), else those pixels re-encoded losslessly (EXIF-rotated, palette, 16-bit, CMYK, alpha...): in the
+    file's own format where it can store them exactly, else as PNG data under the same name (a JPEG cannot hold
+    them exactly; readers that go by content, as Pillow, OpenCV, COLMAP and browsers do, read it).
+
+    Returns whether the target holds PNG data under another format's name.
+    """
     from PIL import Image
 
     if is_upright_rgb_file(source):
         shutil.copyfile(source, target)
-        return
+        return False
     with Image.open(source) as image:
         image_format = image.format
     rgb = read_image_rgb(source)
-    options = {"quality": JPEG_QUALITY} if image_format == "JPEG" else {}
-    rgb.save(target, format=image_format, **options)
+    if image_format in LOSSLESS_SAVE_OPTIONS:
+        rgb.save(target, format=image_format, **LOSSLESS_SAVE_OPTIONS[image_format])
+        return False
+    rgb.save(target, format="PNG")
+    return True

@@ -9,11 +9,17 @@ from typing import Any
 
 import torch
 
-from vggt.errors import DependencyError, InputError
+from vggt.errors import DependencyError, InputError, Message
 from vggt.pipeline.inference import InferenceOptions, Predictions
 from vggt.utils.device import autocast
 
 logger = logging.getLogger(__name__)
+
+SKIPPED = Message(
+    "bundle adjustment skipped: no track survived the visibility, confidence and reprojection filters; kept the "
+    "feed-forward cameras (loosen the {vis_threshold}, {conf_threshold} or {max_reproj_error} bundle-adjustment "
+    "options)"
+)
 
 
 def require_bundle_adjustment() -> None:
@@ -57,5 +63,9 @@ def refine_cameras(
     except ValueError as err:
         raise InputError("bundle adjustment: {error}", error=err) from None
     for warning in caught:
-        logger.warning("%s", warning.message)
-    return refinement if refinement.refined else None
+        if refinement.refined or not str(warning.message).startswith("bundle adjustment skipped"):
+            logger.warning("%s", warning.message)
+    if not refinement.refined:
+        logger.warning(SKIPPED)
+        return None
+    return refinement

@@ -56,6 +56,10 @@ def read_image_rgb(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as opened:
             opened.load()  # decode now: truncated or corrupt data fails here, not later
             image = _upright(opened, path)
+    except PermissionError:
+        raise ImageReadError(
+            "cannot read image {path}: permission denied; make it readable (chmod) or remove it", path=path
+        ) from None
     except Image.UnidentifiedImageError:
         raise ImageReadError(
             "not a readable image (unknown or unsupported format): {path}; remove it or convert it to PNG/JPEG",
@@ -113,10 +117,12 @@ def image_size_upright(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def is_upright_rgb_file(path: str | os.PathLike) -> bool:
-    """Whether the file's pixels are what `read_image_rgb` gives: 8-bit RGB, no rotation tag, no transparency."""
+    """Whether the file's pixels are what `read_image_rgb` gives: 8-bit RGB (not 16-bit RGB, which Pillow opens
+    as 8-bit), no rotation tag, no transparency."""
     with Image.open(path) as image:
         orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-        return image.mode == "RGB" and orientation == 1 and "transparency" not in image.info
+        sixteen_bit = any(";16" in str(tile.args) for tile in image.tile)
+        return image.mode == "RGB" and not sixteen_bit and orientation == 1 and "transparency" not in image.info
 
 
 def is_image_file(path: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> bool:

@@ -1,0 +1,106 @@
+"""Checks that what a reconstruction wrote reads back, before the folder is moved into place.
+
+Some writers fail silently: pycolmap's C++ writer reports nothing when the disk is full or a file-size limit is
+hit (it leaves a truncated or empty file). So every output is read back (the COLMAP model with pycolmap, the
+others by their headers and sizes) and compared with what was meant; any difference is an `OutputError`.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from vggt.data.layout import CAMERAS_FILE, DEPTH_DIR, GLB_FILE, IMAGES_DIR, PLY_FILE, PREDICTIONS_FILE, SPARSE_DIR
+from vggt.errors import OutputError
+from vggt.export.ply import PLY_VERTEX_DTYPE, ply_header
+from vggt.utils.optional import import_pycolmap
+
+GLB_MAGIC = b"glTF"
+
+
+def _fail(path: Path, problem: str, **values) -> OutputError:
+    return OutputError(
+        "{path} was not written completely ({problem}); nothing was kept", path=path, problem=problem.format(**values)
+    )
+
+
+def verify_colmap(sparse_dir: Path, num_images: int, num_points: int, num_observations: int) -> None:
+    """The COLMAP model in `sparse_dir` reads back with the counts it was written with."""
+    pycolmap = import_pycolmap()
+    try:
+        model = pycolmap.Reconstruction(str(sparse_dir))
+    except Exception as err:  # pycolmap raises assorted errors on truncated files
+        raise _fail(sparse_dir, "pycolmap cannot read it back: {error}", error=err) from None
+    observations = sum(point.track.length() for point in model.points3D.values())
+    read = (model.num_reg_images(), model.num_points3D(), observations)
+    if read != (num_images, num_points, num_observations):
+        raise _fail(
+            sparse_dir,
+            "it reads back with {read} images, points and observations instead of {meant}",
+            read=read,
+            meant=(num_images, num_points, num_observations),
+        )
+
+
+def verify_ply(path: Path, num_points: int) -> None:
+    expected = len(ply_header(num_points)) + num_points * PLY_VERTEX_DTYPE.itemsize
+    if not path.is_file() or path.stat().st_size != expected:
+        size = path.stat().st_size if path.is_file() else 0
+        raise _fail(path, "{size} bytes instead of {expected}", size=size, expected=expected)
+
+
+def verify_glb(path: Path) -> None:
+    data = path.read_bytes()[:12] if path.is_file() else b""
+    if len(data) < 12 or data[:4] != GLB_MAGIC or int.from_bytes(data[8:12], "little") != path.stat().st_size:
+        raise _fail(path, "not a complete binary glTF file")
+
+
+def verify_npy(path: Path, shape: tuple[int, ...]) -> None:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise _fail(path, "{error}", error=err) from None
+    if array.shape != shape:
+        raise _fail(path, "shape {shape} instead of {expected}", shape=array.shape, expected=shape)
+
+
+def verify_npz(path: Path, keys: list[str]) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = {name.removesuffix(".npy") for name in archive.namelist()}
+    except (OSError, zipfile.BadZipFile) as err:
+        raise _fail(path, "{error}", error=err) from None
+    if bad is not None or not set(keys) <= names:
+        raise _fail(path, "damaged or missing arrays")
+
+
+def verify_json(path: Path) -> None:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise _fail(path, "{error}", error=err) from None
+
+
+def verify_files(folder: Path, names: list[str]) -> None:
+    for name in names:
+        path = folder / name
+        if not path.is_file() or path.stat().st_size == 0:
+            raise _fail(path, "missing or empty")
+
+
+def verify_reconstruction(staging: Path, reconstruction) -> None:
+    """Every output `Reconstruction.save` wrote into `staging` reads back as meant (see the module docstring)."""
+    points, _, observations = reconstruction.sparse or reconstruction.cloud
+    verify_colmap(staging / SPARSE_DIR, reconstruction.num_frames, len(points), len(observations))
+    verify_files(staging / IMAGES_DIR, reconstruction.image_names)
+    verify_ply(staging / PLY_FILE, reconstruction.num_points)
+    verify_glb(staging / GLB_FILE)
+    for stem, (width, height) in zip(reconstruction.depth_file_stems(), reconstruction.image_wh):
+        verify_npy(staging / DEPTH_DIR / f"{stem}.npy", (int(height), int(width)))
+    verify_files(staging / DEPTH_DIR, [f"{stem}.png" for stem in reconstruction.depth_file_stems()])
+    verify_json(staging / CAMERAS_FILE)
+    verify_npz(staging / PREDICTIONS_FILE, list(reconstruction.predictions.arrays()))
