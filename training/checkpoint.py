@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from training import lora
 from training.distributed import barrier
 from vggt.models.checkpoint import WEIGHTS_NAME, save_model_dir
-from vggt.utils.files import atomic_directory
+from vggt.utils.files import atomic_directory, atomic_file
 
 CHECKPOINTS_DIRNAME = "checkpoints"
 STEP_DIR_PATTERN = re.compile(r"^step_(\d+)$")
@@ -175,7 +175,8 @@ def save_checkpoint(
 
                 plain = lora.merged_state_dict(unwrapped_model)
                 trainable = {k: v for k, v in model_state.items() if lora.is_adapter_parameter(k)}
-                save_file({k: v.contiguous() for k, v in trainable.items()}, str(staging / TRAINABLE_NAME))
+                with atomic_file(staging / TRAINABLE_NAME) as path:  # (with the usual file mode)
+                    save_file({k: v.contiguous() for k, v in trainable.items()}, str(path))
             else:
                 plain = model_state
             save_model_dir(staging, plain, unwrapped_model.config)

@@ -250,7 +250,7 @@ class Reconstruction:
                             path=directory,
                             error=err,
                         ) from None
-            verify_reconstruction(staging, self)
+            verify_reconstruction(staging, self, directory)
         return directory
 
     def summary(self, directory: str | os.PathLike | None = None, seconds: float | None = None) -> str:

@@ -27,21 +27,39 @@ def _fail(path: Path, problem: str, **values) -> OutputError:
     )
 
 
-def verify_colmap(sparse_dir: Path, num_images: int, num_points: int, num_observations: int) -> None:
-    """The COLMAP model in `sparse_dir` reads back with the counts it was written with."""
+def colmap_file_sizes(image_names: list[str], observations_per_image: list[int], track_lengths: list[int]) -> dict:
+    """Bytes of cameras.bin, images.bin and points3D.bin for PINHOLE cameras, in COLMAP's binary format (stable
+    since COLMAP 3.0): counts are uint64, ids uint32, coordinates float64."""
+    cameras = 8 + len(image_names) * (4 + 4 + 8 + 8 + 4 * 8)
+    images = 8 + sum(
+        4 + 7 * 8 + 4 + len(name.encode()) + 1 + 8 + 24 * n for name, n in zip(image_names, observations_per_image)
+    )
+    points = 8 + sum(8 + 3 * 8 + 3 + 8 + 8 + 8 * length for length in track_lengths)
+    return {"cameras.bin": cameras, "images.bin": images, "points3D.bin": points}
+
+
+def verify_colmap(sparse_dir: Path, image_names: list[str], num_points: int, observations) -> None:
+    """The COLMAP model in `sparse_dir` has the sizes its contents mean, then reads back with its counts.
+
+    Sizes come first: pycolmap reading a truncated file can allocate without bound.
+    """
+    per_image = np.bincount(observations.image_index, minlength=len(image_names)).tolist()
+    track_lengths = np.bincount(observations.point_index, minlength=num_points).tolist()
+    for name, size in colmap_file_sizes(image_names, per_image, track_lengths).items():
+        path = sparse_dir / name
+        actual = path.stat().st_size if path.is_file() else 0
+        if actual != size:
+            raise _fail(path, "{actual} bytes instead of {size}", actual=actual, size=size)
     pycolmap = import_pycolmap()
     try:
         model = pycolmap.Reconstruction(str(sparse_dir))
-    except Exception as err:  # pycolmap raises assorted errors on truncated files
+    except Exception as err:  # a damaged rig or frame file
         raise _fail(sparse_dir, "pycolmap cannot read it back: {error}", error=err) from None
-    observations = sum(point.track.length() for point in model.points3D.values())
-    read = (model.num_reg_images(), model.num_points3D(), observations)
-    if read != (num_images, num_points, num_observations):
+    read = (model.num_reg_images(), model.num_points3D(), sum(p.track.length() for p in model.points3D.values()))
+    meant = (len(image_names), num_points, len(observations))
+    if read != meant:
         raise _fail(
-            sparse_dir,
-            "it reads back with {read} images, points and observations instead of {meant}",
-            read=read,
-            meant=(num_images, num_points, num_observations),
+            sparse_dir, "it reads back with {read} images, points and observations, not {meant}", read=read, meant=meant
         )
 
 
@@ -92,10 +110,22 @@ def verify_files(folder: Path, names: list[str]) -> None:
             raise _fail(path, "missing or empty")
 
 
-def verify_reconstruction(staging: Path, reconstruction) -> None:
-    """Every output `Reconstruction.save` wrote into `staging` reads back as meant (see the module docstring)."""
+def verify_reconstruction(staging: Path, reconstruction, directory: Path) -> None:
+    """Every output `Reconstruction.save` wrote into `staging` reads back as meant (see the module docstring);
+    errors name the files by where they were meant to go, in `directory`."""
+    try:
+        _verify_outputs(staging, reconstruction)
+    except OutputError as err:
+        values = dict(err.message.values)
+        path = Path(values["path"])
+        if staging in path.parents or path == staging:
+            values["path"] = directory / path.relative_to(staging)
+        raise OutputError(err.message.template, **values) from None
+
+
+def _verify_outputs(staging: Path, reconstruction) -> None:
     points, _, observations = reconstruction.sparse or reconstruction.cloud
-    verify_colmap(staging / SPARSE_DIR, reconstruction.num_frames, len(points), len(observations))
+    verify_colmap(staging / SPARSE_DIR, reconstruction.image_names, len(points), observations)
     verify_files(staging / IMAGES_DIR, reconstruction.image_names)
     verify_ply(staging / PLY_FILE, reconstruction.num_points)
     verify_glb(staging / GLB_FILE)

@@ -178,14 +178,23 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
         raise
 
 
+def default_file_mode() -> int:
+    """The mode a new file gets here: 0o666 minus the process's umask (some writers create files 0o600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a staging path for one file; on success it replaces `target`, on failure it is deleted."""
+    """Yield a staging path for one file; on success it replaces `target` with the usual file mode, on failure it
+    is deleted."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_path(target)
     try:
         yield staging
+        os.chmod(staging, default_file_mode())
         os.replace(staging, target)
     except BaseException:
         staging.unlink(missing_ok=True)
