@@ -57,6 +57,8 @@ def test_fixed_float32_torch_intrinsics_come_back_unchanged():
     extrinsics, _, points = perturb(scene)
     known = torch.from_numpy(scene.intrinsics).float()
     arrays = [torch.from_numpy(a).float() for a in (extrinsics, points, scene.tracks)]
-    result = bundle_adjust(arrays[0], known, arrays[1], arrays[2], torch.from_numpy(scene.mask), refine_focal=False)
+    mask = torch.from_numpy(scene.mask)
+    # A few iterations suffice: only what comes back for the intrinsics is checked here.
+    result = bundle_adjust(arrays[0], known, arrays[1], arrays[2], mask, refine_focal=False, max_iterations=3)
     assert result.intrinsics.dtype == torch.float32
     assert torch.equal(result.intrinsics, known)
