@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from vggt.errors import DependencyError, InputError
-from vggt.utils.geometry import COLMAP_PIXEL_CENTER
+from vggt.errors import InputError
+from vggt.utils.cameras import COLMAP_PIXEL_CENTER
+from vggt.utils.optional import import_cv2, import_pycolmap
 
 # COLMAP model name -> (model id in cameras.bin, parameter names). The focal lengths and principal point come
 # first; the rest are distortion coefficients in OpenCV's order (k1, k2, p1, p2, k3, k4, k5, k6), after mapping
@@ -206,10 +207,7 @@ def _parse_cameras_bin(data: bytes) -> dict[int, CameraCalibration]:
 
 def _colmap_image_cameras(folder: Path) -> dict[str, CameraCalibration]:
     """Image name -> calibration of a COLMAP model folder (read with pycolmap)."""
-    try:
-        import pycolmap
-    except ImportError:
-        raise DependencyError("reading a COLMAP model's images needs pycolmap: pip install 'vggt[export]'") from None
+    pycolmap = import_pycolmap()
     try:
         reconstruction = pycolmap.Reconstruction(str(folder))
     except Exception as error:  # pycolmap raises bare RuntimeErrors (or ValueErrors) for broken models
@@ -424,10 +422,7 @@ def undistort_image(image: np.ndarray, camera: CameraCalibration, alpha: float |
         )
     if not camera.is_distorted:
         return image.copy(), camera.intrinsic.copy()
-    try:
-        import cv2
-    except ImportError:
-        raise DependencyError("undistort_image needs OpenCV: pip install 'vggt[export]'") from None
+    cv2 = import_cv2()
     if alpha is None:
         new_intrinsic = camera.intrinsic.copy()
     else:
