@@ -86,6 +86,7 @@ class BundleProblem:
     poses: S th.SE3 (camera 0 held constant). focals: one th.Vector [B, 1] (shared) or one per frame, frame i uses
     focals[frame_focal[i]]. points: th.Vector [B, 3 P] of the P points seen at least twice, original indices
     adjustable_ids [P]. num_columns: tangent dimensions of all optimised variables (columns of the Jacobian).
+    refine_focal: whether the focals are optimised (else they are the given intrinsics, frame by frame).
     """
 
     objective: Any
@@ -95,6 +96,7 @@ class BundleProblem:
     points: Any
     adjustable_ids: torch.Tensor
     num_columns: int
+    refine_focal: bool = True
 
 
 def build_objective(
@@ -110,7 +112,7 @@ def build_objective(
 ) -> BundleProblem:
     """Theseus objective of a checked, batched float64 problem: extr [B, S, 3, 4], intr [B, S, 3, 3], points
     [B, N, 3], obs [B, S, N, 2], obs_mask [B, S, N]. One ReprojectionCost for all observations plus the scale
-    gauge."""
+    gauge. Fixed focal lengths (`refine_focal` False) are each frame's own, whatever `shared_focal` says."""
     th = import_theseus()
     from vggt.ba.costs import POINT_DOF, POSE_DOF, CauchyLoss, ReprojectionCost, add_scale_gauge
 
@@ -130,7 +132,7 @@ def build_objective(
     # Variables.
     poses = [th.SE3(tensor=extr[:, i], name=f"pose_{i}", disable_checks=True) for i in range(frames)]
     fx, fy = intr[..., 0, 0], intr[..., 1, 1]
-    if shared_focal:
+    if shared_focal and refine_focal:
         focals = [th.Vector(tensor=fx.mean(dim=1, keepdim=True), name="focal")]
         frame_focal = torch.zeros(frames, dtype=torch.long, device=device)
     else:
@@ -160,7 +162,7 @@ def build_objective(
     add_scale_gauge(objective, poses, extr)
     objective.to(device)
     num_columns = POSE_DOF * (frames - 1) + POINT_DOF * len(adjustable_ids) + (len(focals) if refine_focal else 0)
-    return BundleProblem(objective, poses, focals, frame_focal, point_var, adjustable_ids, num_columns)
+    return BundleProblem(objective, poses, focals, frame_focal, point_var, adjustable_ids, num_columns, refine_focal)
 
 
 def bundle_adjust(
@@ -192,7 +194,8 @@ def bundle_adjust(
         loss: robust loss on the pixel residual, "cauchy", "huber" or None (plain least squares).
         loss_scale: residual norm in pixels where the robust loss starts to flatten.
         shared_focal: one focal length for all frames (initialised from the mean), else one per frame.
-        refine_focal: optimise focal lengths (else keep them).
+        refine_focal: optimise focal lengths; False keeps every frame's intrinsics exactly as given (known
+            calibrations), whatever `shared_focal` says.
         max_iterations: Levenberg-Marquardt iterations at most.
         inlier_threshold: pixels; observations with a smaller final error are inliers.
         backward_mode: how gradients flow through the solver: "implicit" (to the tracks and every other input
@@ -286,10 +289,11 @@ def _collect_result(
     refined_points[:, adjustable_ids] = torch.where(
         constrained, problem.points.tensor.view(points.shape[0], -1, points.shape[-1]), points[:, adjustable_ids]
     )
-    refined_fx = torch.cat([f.tensor for f in problem.focals], dim=1)[:, problem.frame_focal]  # [B, S]
     refined_intr = intr.clone()
-    refined_intr[..., 0, 0] = refined_fx
-    refined_intr[..., 1, 1] = refined_fx * (intr[..., 1, 1] / intr[..., 0, 0])
+    if problem.refine_focal:  # fixed intrinsics are handed back untouched, not rebuilt from focal and aspect
+        refined_fx = torch.cat([f.tensor for f in problem.focals], dim=1)[:, problem.frame_focal]  # [B, S]
+        refined_intr[..., 0, 0] = refined_fx
+        refined_intr[..., 1, 1] = refined_fx * (intr[..., 1, 1] / intr[..., 0, 0])
 
     pixels, depth = project_points(refined_points[:, None], refined_extr, refined_intr)
     error = torch.linalg.norm(pixels - obs, dim=-1)

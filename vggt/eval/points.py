@@ -18,52 +18,11 @@ from typing import Any
 import numpy as np
 
 from vggt.eval._common import to_numpy
+from vggt.utils.similarity import MIN_CORRESPONDENCES, apply_similarity, umeyama
 
 # Nearest-neighbour queries on millions of points are slow; the metrics use a fixed random subset this large.
 DEFAULT_MAX_POINTS = 100_000
 DEFAULT_SEED = 0
-MIN_CORRESPONDENCES = 3
-
-
-def umeyama(src: Any, dst: Any, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity taking `src` onto `dst`: dst ~ scale * R @ src + t.
-
-    Args:
-        src: [N, 3] points.
-        dst: [N, 3] corresponding points.
-        with_scale: fit the scale (Sim(3)); False fits a rigid SE(3) motion with scale 1.
-
-    Returns:
-        scale, R [3, 3] (det +1), t [3].
-    """
-    src = to_numpy(src, "src")
-    dst = to_numpy(dst, "dst")
-    if src.ndim != 2 or src.shape[1] != 3 or src.shape != dst.shape:
-        raise ValueError(f"umeyama needs two [N, 3] arrays of corresponding points, got {src.shape} and {dst.shape}")
-    if len(src) < MIN_CORRESPONDENCES:
-        raise ValueError(f"umeyama needs at least {MIN_CORRESPONDENCES} correspondences, got {len(src)}")
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    src_var = np.mean(np.sum(src_c**2, axis=1))
-    if src_var <= 0:
-        raise ValueError("umeyama: the source points are all identical, so no similarity can be fitted")
-
-    cov = dst_c.T @ src_c / len(src)
-    u, singular, vt = np.linalg.svd(cov)
-    # Flip the weakest axis if needed so the result is a rotation, not a reflection.
-    sign = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[-1] = -1.0
-    rot = (u * sign) @ vt
-    scale = float(np.sum(singular * sign) / src_var) if with_scale else 1.0
-    trans = dst_mean - scale * rot @ src_mean
-    return scale, rot, trans
-
-
-def apply_similarity(points: Any, scale: float, rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
-    """scale * R @ p + t for points [..., 3]."""
-    p = to_numpy(points, "points")
-    return scale * p @ np.asarray(rot).T + np.asarray(trans)
 
 
 def nearest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
