@@ -305,13 +305,25 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities (a metric without data) replaced by None, so that the JSON is strict."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_report(report: dict[str, Any], out_dir: Path | str) -> tuple[Path, Path]:
-    """Write metrics.json and metrics.md into `out_dir` (created if needed); returns their paths."""
+    """Write metrics.json (strict JSON: a metric without data is null) and metrics.md into `out_dir` (created if
+    needed); returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / METRICS_JSON, out_dir / METRICS_MARKDOWN
     with atomic_file(json_path) as staging:
-        staging.write_text(json.dumps(report, indent=2) + "\n")
+        staging.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     with atomic_file(md_path) as staging:
         staging.write_text(markdown_table(report))
     return json_path, md_path
