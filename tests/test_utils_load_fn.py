@@ -314,3 +314,27 @@ def test_rescaled_intrinsics_project_to_matching_pixels(tmp_path: Path) -> None:
     np.testing.assert_allclose(back, intrinsics_input.numpy(), atol=1e-9)
     with pytest.raises(ValueError, match="N = 3"):
         rescale_intrinsics_to_original(intrinsics_input[:2], loaded.transforms)
+
+
+@pytest.mark.parametrize("mode", ["crop", "pad", "square"])
+def test_input_size_predicts_the_loaded_shape_and_pad_to_pads(tmp_path, mode):
+    from vggt.utils.load_fn import input_size
+
+    sizes = [(64, 48), (48, 64), (100, 30), (30, 100), (518, 700), (13, 13)]
+    paths = []
+    for i, (w, h) in enumerate(sizes):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (w, h), (i * 30, 90, 200)).save(path)
+        paths.append(path)
+    target = 140 if mode != "square" else 112
+    for path, (w, h) in zip(paths, sizes):
+        loaded = load_images([path], mode=mode, target_size=target)
+        assert tuple(loaded.images.shape[-1:-3:-1]) == input_size(w, h, mode, target, 14)
+    common = tuple(max(input_size(w, h, mode, target, 14)[k] for w, h in sizes) for k in (0, 1))
+    halves = [
+        load_images(paths[:3], mode=mode, target_size=target, pad_to=common),
+        load_images(paths[3:], mode=mode, target_size=target, pad_to=common),
+    ]
+    whole = load_images(paths, mode=mode, target_size=target)
+    torch.testing.assert_close(torch.cat([h.images for h in halves]), whole.images, rtol=0, atol=0)
+    assert [t for h in halves for t in h.transforms] == whole.transforms

@@ -257,6 +257,7 @@ def refine_with_ba(
     loss: str | None = "cauchy",
     loss_scale: float = 1.0,
     shared_focal: bool = True,
+    refine_focal: bool = True,
     max_iterations: int = 100,
     inlier_threshold: float = DEFAULT_INLIER_THRESHOLD,
 ) -> BARefinement:
@@ -305,6 +306,7 @@ def refine_with_ba(
         loss=loss,
         loss_scale=loss_scale,
         shared_focal=shared_focal,
+        refine_focal=refine_focal,
         max_iterations=max_iterations,
         inlier_threshold=inlier_threshold,
     )

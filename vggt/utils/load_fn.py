@@ -95,8 +95,12 @@ def load_images(
     mode: PreprocessMode = "crop",
     target_size: int = DEFAULT_TARGET_SIZE,
     patch_size: int = PATCH_SIZE,
+    pad_to: tuple[int, int] | None = None,
 ) -> LoadedImages:
     """Read and preprocess photos for VGGT (see the module docstring), keeping how to map results back.
+
+    `pad_to` (width, height), at least every image's `input_size`, pads every image (white, centred) to that size,
+    so that batches loaded separately share one shape.
 
     Raises:
         ValueError: no paths, unknown mode, bad target size, or a file that cannot be read (message names it).
@@ -122,7 +126,9 @@ def load_images(
         transforms.append(transform)
 
     shapes = {tuple(image.shape[1:]) for image in images}
-    if len(shapes) > 1:
+    if pad_to is not None:
+        images, transforms = _pad_to_common_shape(images, transforms, (pad_to[1], pad_to[0]))
+    elif len(shapes) > 1:
         logger.warning("images have different shapes %s; padding them (white) to the largest", sorted(shapes))
         images, transforms = _pad_to_common_shape(images, transforms)
     return LoadedImages(images=torch.stack(images), transforms=transforms, paths=paths)
@@ -184,17 +190,34 @@ def rescale_intrinsics_to_input(
 # --- internals ----------------------------------------------------------------------------------------------------
 
 
-def _crop_or_pad(
-    photo: Image.Image, path: Path, mode: str, target_size: int, patch_size: int
-) -> tuple[torch.Tensor, PreprocessTransform]:
-    width, height = photo.size
-    # Same arithmetic (and Python's round-half-to-even) as the reference, so sizes match it exactly.
+def resized_size(width: int, height: int, mode: str, target_size: int, patch_size: int) -> tuple[int, int]:
+    """(width, height) a photo of `width` x `height` is resized to in "crop" or "pad" mode, before the crop or
+    padding (same arithmetic, and Python's round-half-to-even, as the reference, so sizes match it exactly)."""
     if mode == "crop" or width >= height:
         new_width = target_size
         new_height = round(height * (new_width / width) / patch_size) * patch_size
     else:
         new_height = target_size
         new_width = round(width * (new_height / height) / patch_size) * patch_size
+    return new_width, new_height
+
+
+def input_size(width: int, height: int, mode: str, target_size: int, patch_size: int) -> tuple[int, int]:
+    """(width, height) of the model input made of a `width` x `height` photo by `load_images` (before photos of
+    different shapes are padded to a common one)."""
+    if mode == "square":
+        return target_size, target_size
+    new_width, new_height = resized_size(width, height, mode, target_size, patch_size)
+    if mode == "pad":
+        return max(new_width, target_size), max(new_height, target_size)
+    return new_width, min(new_height, target_size)
+
+
+def _crop_or_pad(
+    photo: Image.Image, path: Path, mode: str, target_size: int, patch_size: int
+) -> tuple[torch.Tensor, PreprocessTransform]:
+    width, height = photo.size
+    new_width, new_height = resized_size(width, height, mode, target_size, patch_size)
     if new_width == 0 or new_height == 0:
         raise ValueError(
             f"image {path} ({width}x{height}) is too elongated: one side would shrink below one {patch_size}-pixel "
@@ -249,10 +272,12 @@ def _pad(
 
 
 def _pad_to_common_shape(
-    images: list[torch.Tensor], transforms: list[PreprocessTransform]
+    images: list[torch.Tensor], transforms: list[PreprocessTransform], shape_hw: tuple[int, int] | None = None
 ) -> tuple[list[torch.Tensor], list[PreprocessTransform]]:
-    height = max(image.shape[1] for image in images)
-    width = max(image.shape[2] for image in images)
+    height = max(image.shape[1] for image in images) if shape_hw is None else shape_hw[0]
+    width = max(image.shape[2] for image in images) if shape_hw is None else shape_hw[1]
+    if any(image.shape[1] > height or image.shape[2] > width for image in images):
+        raise ValueError(f"pad_to {(width, height)} is smaller than an image: {[tuple(i.shape[1:]) for i in images]}")
     padded = [_pad(image, transform, height, width) for image, transform in zip(images, transforms)]
     return [image for image, _ in padded], [transform for _, transform in padded]
 
