@@ -39,7 +39,7 @@ outputs in DIR:
   cameras.json                            per image: file name, size, 3x4 extrinsic, 3x3 intrinsic
   predictions.npz                         the raw model outputs
 
-exit codes: 0 success, 2 bad input or usage, 1 anything else
+exit codes: 0 success, 2 bad input or usage, 1 anything else, 130 interrupted, 143 terminated
 """
 EXPORT_MODULES = ("pycolmap", "trimesh", "cv2")
 

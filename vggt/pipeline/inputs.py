@@ -134,9 +134,15 @@ def _collect_video(video: Path, fps: float | None, max_frames: int | None, progr
 
 
 def load_input_images(
-    paths: Sequence[Path], mode: str, resolution: int, patch_size: int, progress: bool = False
+    paths: Sequence[Path],
+    mode: str,
+    resolution: int,
+    patch_size: int,
+    progress: bool = False,
+    pad_to: tuple[int, int] | None = None,
 ) -> LoadedImages:
-    """Preprocess `paths` for the model (`vggt.utils.load_fn.load_images`) with a progress bar.
+    """Preprocess `paths` for the model (`vggt.utils.load_fn.load_images`) with a progress bar; `pad_to`
+    (width, height) pads every image to that size (batches loaded separately then share one shape).
 
     Raises InputError naming the file for an unreadable or corrupt image.
     """
@@ -157,6 +163,8 @@ def load_input_images(
     except ValueError as err:  # e.g. a photo too elongated for one patch
         raise InputError("{error}", error=err) from None
     warn_about_small_images([s.transforms[0] for s in singles], paths)
+    if pad_to is not None:
+        return load_images(list(paths), **size, pad_to=pad_to)
     if len({tuple(s.images.shape[-2:]) for s in singles}) == 1:
         return LoadedImages(
             images=torch.cat([s.images for s in singles]),

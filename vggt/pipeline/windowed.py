@@ -1,0 +1,277 @@
+"""Windowed reconstruction of long sequences (`window=`, `overlap=`; `--window W --overlap K`).
+
+The frames are cut into windows of W frames, each sharing K with the one before (`vggt.utils.windows`); each
+window is one forward pass, written to disk as soon as it is done (`WindowStore`), so that neither the device nor
+the host holds more than one window of predictions, and an interrupted run resumes from the windows on disk. Each
+window is then aligned to the one before by a robust similarity fitted on the shared frames' depth-unprojected
+points (`link_from_shared_frames`, IRLS with Cauchy weights: docs/long_sequences.md), the chain of links puts
+every camera and point in the first camera's frame, and an optional loop window (the last frames with the first
+ones) closes the loop through a pose graph. The merged predictions are memory-mapped arrays in the work folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vggt.errors import InputError
+from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference
+from vggt.pipeline.inputs import load_input_images
+from vggt.utils.files import atomic_directory
+from vggt.utils.geometry import depth_map_to_world_points
+from vggt.utils.images import image_size_upright
+from vggt.utils.load_fn import PreprocessTransform, input_size
+from vggt.utils.pose_enc import extri_intri_to_pose_encoding
+from vggt.utils.pose_graph import SimilarityEdge, chain_similarities, optimize_pose_graph
+from vggt.utils.similarity import Similarity
+from vggt.utils.windows import link_from_shared_frames, loop_window, shared_frames, window_ranges
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+WINDOW_DIR = "window_{:05d}"
+MERGED_DIR = "merged"
+TRANSFORMS_FILE = "transforms.npz"
+# The arrays of a window, as Predictions fields; those a model does not predict are absent.
+ARRAY_FIELDS = (
+    "images",
+    "pose_enc",
+    "extrinsics",
+    "intrinsics",
+    "depth",
+    "depth_conf",
+    "world_points",
+    "world_points_conf",
+)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """The frames of each forward pass: the windows in order, then the loop window (if any)."""
+
+    windows: list[list[int]]
+    loop: list[int] | None = None
+
+    @classmethod
+    def build(cls, num_frames: int, window: int, overlap: int, loop_closure: bool) -> WindowPlan:
+        windows = [list(r) for r in window_ranges(num_frames, window, overlap)]
+        loop = loop_window(num_frames, window) if loop_closure and len(windows) > 1 else None
+        return cls(windows, loop)
+
+    @property
+    def passes(self) -> list[list[int]]:
+        return self.windows + ([self.loop] if self.loop is not None else [])
+
+
+class WindowStore:
+    """Per-window predictions in `folder/window_<k>/` (one .npy per array, memory-mapped when read back), written
+    atomically so that a window folder on disk is a complete one. `manifest` (inputs and options) is kept in
+    `folder/manifest.json`: resuming with other inputs or options is refused."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], resume: bool) -> None:
+        self.folder = Path(folder)
+        manifest_path = self.folder / MANIFEST_FILE
+        if manifest_path.is_file() and resume:
+            if json.loads(manifest_path.read_text()) != manifest:
+                raise InputError(
+                    "the windows in {folder} are of another run (other inputs or options); drop {resume=True} to "
+                    "start over",
+                    folder=self.folder,
+                )
+        elif self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        manifest_path.write_text(json.dumps(manifest, indent=1))
+
+    def path(self, index: int) -> Path:
+        return self.folder / WINDOW_DIR.format(index)
+
+    def has(self, index: int) -> bool:
+        return self.path(index).is_dir()
+
+    def save(self, index: int, predictions: Predictions, transforms: Sequence[PreprocessTransform]) -> None:
+        with atomic_directory(self.path(index), overwrite=True) as staging:
+            for name in ARRAY_FIELDS:
+                value = getattr(predictions, name)
+                if value is not None:
+                    np.save(staging / f"{name}.npy", value)
+            save_transforms(staging / TRANSFORMS_FILE, transforms)
+
+    def load(self, index: int) -> tuple[Predictions, list[PreprocessTransform]]:
+        folder = self.path(index)
+        arrays = {
+            name: np.load(folder / f"{name}.npy", mmap_mode="r")
+            for name in ARRAY_FIELDS
+            if (folder / f"{name}.npy").is_file()
+        }
+        return Predictions(**arrays), load_transforms(folder / TRANSFORMS_FILE)
+
+
+def save_transforms(path: Path, transforms: Sequence[PreprocessTransform]) -> None:
+    np.savez(
+        path,
+        original_size=np.array([t.original_size for t in transforms]),
+        input_size=np.array([t.input_size for t in transforms]),
+        scale=np.array([t.scale for t in transforms]),
+        offset=np.array([t.offset for t in transforms]),
+    )
+
+
+def load_transforms(path: Path) -> list[PreprocessTransform]:
+    with np.load(path) as data:
+        rows = zip(data["original_size"], data["input_size"], data["scale"], data["offset"])
+        return [
+            PreprocessTransform(
+                tuple(int(v) for v in o), tuple(int(v) for v in i), tuple(map(float, s)), tuple(map(float, f))
+            )
+            for o, i, s, f in rows
+        ]
+
+
+@dataclass
+class WindowedResult:
+    """The merged predictions of all frames (memory-mapped), each frame's preprocessing, the world-from-window
+    similarities, and per link the alignment's median residual in world units and the fraction of inlier pixels."""
+
+    predictions: Predictions
+    transforms: list[PreprocessTransform]
+    nodes: list[Similarity]
+    residuals: list[float] = field(default_factory=list)
+    inliers: list[float] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.residuals:
+            return f"{len(self.nodes)} window"
+        return (
+            f"{len(self.nodes)} windows, alignment residual median {np.median(self.residuals):.3g} "
+            f"(max {max(self.residuals):.3g}), inliers {100 * min(self.inliers):.0f}-{100 * max(self.inliers):.0f} %"
+        )
+
+
+def common_input_size(paths: Sequence[Path], mode: str, resolution: int, patch_size: int) -> tuple[int, int]:
+    """(width, height) every frame is padded to: the largest model input of the photos, from their headers."""
+    sizes = [input_size(*image_size_upright(p), mode, resolution, patch_size) for p in paths]
+    return max(w for w, _ in sizes), max(h for _, h in sizes)
+
+
+def run_windows(
+    model: torch.nn.Module,
+    paths: Sequence[Path],
+    plan: WindowPlan,
+    store: WindowStore,
+    mode: str,
+    resolution: int,
+    inference: InferenceOptions,
+    model_name: str,
+) -> None:
+    """One forward pass per window of `plan`, each saved to `store` as it is done (those on disk are skipped)."""
+    from tqdm.auto import tqdm
+
+    pad_to = common_input_size(paths, mode, resolution, model.config.patch_size)
+    passes = plan.passes
+    todo = [k for k in range(len(passes)) if not store.has(k)]
+    if len(todo) < len(passes):
+        logger.info("resuming: %d of %d windows are already on disk", len(passes) - len(todo), len(passes))
+    for k in tqdm(todo, desc="windows", unit="window", disable=not inference.progress):
+        frames = [paths[i] for i in passes[k]]
+        loaded = load_input_images(frames, mode, resolution, model.config.patch_size, pad_to=pad_to)
+        predictions = run_inference(model, loaded.images, inference)
+        check_finite(predictions, model_name)
+        predictions.require("extrinsics", "depth")
+        store.save(k, predictions, loaded.transforms)
+
+
+def _points(predictions: Predictions, positions: np.ndarray) -> np.ndarray:
+    """[K, H, W, 3] depth of frames `positions` unprojected with the window's cameras (its coordinates)."""
+    return depth_map_to_world_points(
+        np.asarray(predictions.depth[positions], np.float64),
+        np.asarray(predictions.extrinsics[positions], np.float64),
+        np.asarray(predictions.intrinsics[positions], np.float64),
+    )
+
+
+def _link(store: WindowStore, plan: WindowPlan, target: int, source: int):
+    """The fit taking pass `source`'s coordinates into pass `target`'s, on the frames they share."""
+    passes = plan.passes
+    (first, _), (second, _) = store.load(target), store.load(source)
+    in_first, in_second = shared_frames(passes[target], passes[source])
+    return link_from_shared_frames(
+        _points(first, in_first),
+        _points(second, in_second),
+        np.asarray(first.depth_conf[in_first]),
+        np.asarray(second.depth_conf[in_second]),
+    )
+
+
+def align_windows(store: WindowStore, plan: WindowPlan) -> tuple[list[Similarity], list[float], list[float]]:
+    """World-from-window similarities (world = the frame of the sequence's first camera), and per link its
+    median residual in world units and the fraction of pixels the robust fit kept (weight above half)."""
+    fits = [_link(store, plan, k - 1, k) for k in range(1, len(plan.windows))]
+    first_camera = np.asarray(store.load(0)[0].extrinsics[0], np.float64)
+    nodes = chain_similarities([fit.similarity for fit in fits], first=Similarity.from_camera(first_camera))
+    residuals = [float(np.median(fit.residuals)) * nodes[k].scale for k, fit in enumerate(fits)]
+    inliers = [float(np.mean(fit.weights > 0.5 * np.median(fit.weights))) for fit in fits]
+    if plan.loop is not None:
+        loop = len(plan.windows)
+        to_last, to_first = _link(store, plan, loop - 1, loop), _link(store, plan, 0, loop)
+        edges = [SimilarityEdge(k, k + 1, fit.similarity) for k, fit in enumerate(fits)]
+        edges += [SimilarityEdge(loop - 1, loop, to_last.similarity), SimilarityEdge(0, loop, to_first.similarity)]
+        nodes = optimize_pose_graph([*nodes, nodes[-1] @ to_last.similarity], edges).nodes[:-1]
+    return nodes, residuals, inliers
+
+
+def merge_windows(
+    store: WindowStore, plan: WindowPlan, nodes: Sequence[Similarity], num_frames: int
+) -> tuple[Predictions, list[PreprocessTransform]]:
+    """All frames' predictions in the world frame, as memory-mapped arrays in `store.folder/merged/`: each frame
+    from the first window that holds it, its cameras and points moved by the window's similarity and its depth
+    scaled by it."""
+    folder = store.folder / MERGED_DIR
+    folder.mkdir(exist_ok=True)
+    merged: dict[str, np.ndarray] = {}
+    transforms: list[PreprocessTransform | None] = [None] * num_frames
+    for k, frames in enumerate(plan.windows):
+        predictions, window_transforms = store.load(k)
+        node = nodes[k]
+        for j, frame in enumerate(frames):
+            if transforms[frame] is not None:
+                continue  # held by an earlier window
+            transforms[frame] = window_transforms[j]
+            for name, value in _frame_in_world(predictions, j, node).items():
+                if name not in merged:
+                    merged[name] = np.lib.format.open_memmap(
+                        folder / f"{name}.npy", mode="w+", dtype=value.dtype, shape=(num_frames, *value.shape)
+                    )
+                merged[name][frame] = value
+    predictions = Predictions(**merged)
+    height, width = predictions.input_hw
+    pose_enc = extri_intri_to_pose_encoding(
+        torch.from_numpy(np.asarray(predictions.extrinsics))[None],
+        torch.from_numpy(np.asarray(predictions.intrinsics))[None],
+        (height, width),
+    )
+    predictions.pose_enc = pose_enc[0].numpy().astype(np.float32)
+    return predictions, transforms
+
+
+def _frame_in_world(predictions: Predictions, j: int, node: Similarity) -> dict[str, np.ndarray]:
+    """Frame j of a window's predictions moved into the world by `node`."""
+    values = {
+        "images": np.asarray(predictions.images[j]),
+        "extrinsics": node.apply_to_extrinsics(np.asarray(predictions.extrinsics[j], np.float64)).astype(np.float32),
+        "intrinsics": np.asarray(predictions.intrinsics[j]),
+        "depth": (np.asarray(predictions.depth[j]) * node.scale).astype(np.float32),
+        "depth_conf": np.asarray(predictions.depth_conf[j]),
+    }
+    if predictions.world_points is not None:
+        values["world_points"] = node.apply(np.asarray(predictions.world_points[j], np.float64)).astype(np.float32)
+        values["world_points_conf"] = np.asarray(predictions.world_points_conf[j])
+    return values
