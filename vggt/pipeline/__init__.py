@@ -29,7 +29,13 @@ if TYPE_CHECKING:
         POINT_SOURCES,
         ReconstructOptions,
     )
-    from vggt.pipeline.points import PointCloud, depth_at_original_resolution, select_points, tracked_points
+    from vggt.pipeline.points import (
+        PointCloud,
+        PointSelection,
+        depth_at_original_resolution,
+        select_points,
+        tracked_points,
+    )
     from vggt.pipeline.reconstruction import Reconstruction, check_output_dir
 
 _ORIGINS = {
@@ -47,6 +53,7 @@ _ORIGINS = {
     "POINT_SOURCES": "vggt.pipeline.options",
     "ReconstructOptions": "vggt.pipeline.options",
     "PointCloud": "vggt.pipeline.points",
+    "PointSelection": "vggt.pipeline.points",
     "depth_at_original_resolution": "vggt.pipeline.points",
     "select_points": "vggt.pipeline.points",
     "tracked_points": "vggt.pipeline.points",
@@ -63,6 +70,7 @@ __all__ = [
     "InferenceOptions",
     "InputError",
     "PointCloud",
+    "PointSelection",
     "Predictions",
     "ReconstructOptions",
     "Reconstruction",
