@@ -100,6 +100,7 @@ SERVER_STARTUP_SECONDS = 180
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Where the browser tests also copy their screenshots (the README's pictures come from such a run).
 SCREENSHOT_DIR_VARIABLE = "VGGT_SCREENSHOT_DIR"
+SCREENSHOT_WIDTH, SCREENSHOT_COLORS = 900, 128  # the copies are made small enough to commit
 
 
 def free_port() -> int:
@@ -181,18 +182,20 @@ def chromium():
         browser.close()
 
 
-def save_screenshot(page, name: str, tmp: Path, **options) -> Path:
-    """A PNG screenshot of `page` (or of `options['element']`) in `tmp`, copied to $VGGT_SCREENSHOT_DIR if set."""
+def save_screenshot(page, name: str, tmp: Path) -> Path:
+    """A PNG screenshot of `page` in `tmp`; a small copy goes to $VGGT_SCREENSHOT_DIR when that is set."""
     import os
-    import shutil
 
-    element = options.pop("element", None)
     path = tmp / name
-    (element or page).screenshot(path=str(path), **options)
+    page.screenshot(path=str(path))
     if os.environ.get(SCREENSHOT_DIR_VARIABLE):
+        from PIL import Image
+
         target = Path(os.environ[SCREENSHOT_DIR_VARIABLE])
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target / name)
+        small = Image.open(path).convert("RGB")
+        small.thumbnail((SCREENSHOT_WIDTH, SCREENSHOT_WIDTH * 4))
+        small.quantize(colors=SCREENSHOT_COLORS).save(target / name, optimize=True)
     return path
 
 

@@ -111,10 +111,13 @@ def test_reconstruct_then_rerender_without_the_model(demo, room_photos, tmp_path
 def test_bad_input_is_one_line_in_the_page_and_the_server_keeps_serving(demo, room_photos, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
     api = client(demo)
     cases = [
         ([broken, room_photos[0]], "corrupt or truncated image file: broken.jpg"),
         ([], "no input: upload photos or a video"),
+        ([notes], "Invalid file type"),  # refused by Gradio's check of the file types
         ([room_photos[0]] * (MAX_FILES + 1), f"holds {MAX_FILES + 1} files, more than this server takes ({MAX_FILES})"),
     ]
     for paths, expected in cases:
@@ -146,6 +149,8 @@ def test_sessions_are_apart_and_upload_names_stay_inside(demo, examples_dir, roo
     assert uploads == sorted([[p.name for p in room_photos[:3]], [p.name for p in kitchen]])
     assert first.predict(api_name="/render")[1].startswith("3 frames")  # each sees its own reconstruction
     assert second.predict(api_name="/render")[1].startswith("2 frames")
+    upload = next((new[0] / "uploads").iterdir())  # the session folders are not served to anyone
+    assert httpx.get(f"{demo.url}gradio_api/file={upload}").status_code == 403
 
     # Gradio's REST API, with upload names that try to climb out of the folder.
     api = f"{demo.url}gradio_api"
@@ -162,6 +167,32 @@ def test_sessions_are_apart_and_upload_names_stay_inside(demo, examples_dir, roo
     assert len(in_sessions) == 1 and sorted(p.name for p in in_sessions.pop().iterdir()) == ["x.jpg", "y.jpg"]
     assert all(p.parent.name == "uploads" or demo.tmp / "gradio" in p.parents for p in copies)  # or Gradio's cache
     assert not any((folder / name).exists() for folder in demo.tmp.parents for name in ("x.jpg", "y.jpg"))
+
+
+def test_one_model_run_at_a_time_and_waiting_visitors_see_their_place(demo, room_photos):
+    files = [gradio_client.handle_file(str(p)) for p in room_photos]
+    visitors = [client(demo) for _ in range(3)]
+    jobs = [visitor.submit(files, api_name="/reconstruct") for visitor in visitors]
+    ranks: list[int] = []
+    while not all(job.done() for job in jobs):
+        ranks += [s.rank for s in (job.status() for job in jobs) if s.code.name == "IN_QUEUE" and s.rank is not None]
+        time.sleep(0.05)
+    assert all(job.result()[1].startswith("8 frames") for job in jobs)
+    assert max(ranks) >= 1  # with one run at a time, the third visitor waited behind another one
+
+
+def test_video_upload_is_sampled_by_the_pipeline(demo, room_photos, tmp_path):
+    pytest.importorskip("cv2")
+    from test_cli_reconstruct import write_video
+
+    video = gradio_client.handle_file(str(write_video(tmp_path / "walk.avi", num_frames=20, fps=10.0)))
+    api = client(demo)
+    preview = api.predict([], video, 5.0, 8, api_name="/preview")
+    assert len(preview) == 8  # 2 s at 5 frames per second, thinned to 8
+    scene, summary, *_ = api.predict([], video=video, fps=5.0, max_frames=8, api_name="/reconstruct")
+    assert summary.startswith("8 frames") and len(read_scene(scene)[1]) == 8
+    with pytest.raises(gradio_client.exceptions.AppError, match="either photos or one video"):
+        api.predict([gradio_client.handle_file(str(room_photos[0]))], video=video, api_name="/reconstruct")
 
 
 # ------------------------------------------------------------------------------------------------ in a browser
@@ -200,10 +231,11 @@ def test_page_reconstructs_uploaded_photos(chromium, demo, room_photos, tmp_path
     page.get_by_role("button", name="Next").click()
     wait_for_text(page, "#vggt-frame-caption", f"Frame 2 of 8: {room_photos[1].name}")
     page.wait_for_timeout(3000)  # let the 3D view draw the scene
-    shot = np.asarray(Image.open(save_screenshot(page, "demo.png", tmp_path, full_page=True)).convert("RGB"))
+    page.evaluate("window.scrollTo(0, 0)")
+    shot = np.asarray(Image.open(save_screenshot(page, "demo.png", tmp_path)).convert("RGB"))
     assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 100
-    canvas = save_screenshot(page, "demo_scene.png", tmp_path, element=page.locator("canvas").first)
-    assert drawn_pixels(canvas) > MIN_DRAWN_PIXELS, "the 3D view drew nothing"
+    page.locator("canvas").first.screenshot(path=str(tmp_path / "scene.png"))
+    assert drawn_pixels(tmp_path / "scene.png") > MIN_DRAWN_PIXELS, "the 3D view drew nothing"
 
     mine = [d for d in session_dirs(demo) if d not in before]
     assert len(mine) == 1
@@ -224,4 +256,13 @@ def test_page_shows_a_corrupt_upload_as_a_message(chromium, demo, room_photos, t
     page.get_by_text(re.compile("broken.jpg")).last.wait_for(timeout=API_TIMEOUT * 1000)
     text = page.locator("body").inner_text()
     assert "corrupt or truncated image file: broken.jpg" in text and "Traceback" not in text
+    page.close()
+
+
+def test_page_example_scene_fills_the_upload(chromium, demo):
+    page = open_page(chromium, demo)
+    page.get_by_label("Or an example scene").click()
+    page.get_by_role("option", name="room").click()
+    page.locator("button.thumbnail-item img, .grid-wrap img").nth(7).wait_for(timeout=60_000)  # the preview
+    assert "no_overlap_8.jpg" in page.locator("body").inner_text().replace("\n", "")  # listed in the upload
     page.close()
