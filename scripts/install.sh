@@ -2,7 +2,8 @@
 # Install vggt and its dependencies into the active Python environment (a virtual environment).
 #
 #   bash scripts/install.sh          # the package: model, reconstruction and exports, training
-#   bash scripts/install.sh all      # the same plus bundle adjustment (Theseus) and the test tools
+#   bash scripts/install.sh all      # the same plus bundle adjustment (Theseus), the web apps (`demo`: Gradio,
+#                                    # viser) and the test tools, with Debian's Chromium for the browser tests
 #
 # torch is pinned to the CPU build these machines carry on disk; on a GPU machine install the
 # CUDA torch you want first and this script keeps it.
@@ -19,10 +20,11 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
 fi
 
 extras="export,eval,train"
-if [ "${1:-}" = "all" ]; then extras="export,eval,train,dev"; fi
+if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,dev"; fi
 "$PYTHON" -m pip install --quiet -e ".[${extras}]"
 
 if [ "${1:-}" = "all" ]; then
     bash scripts/install_theseus.sh
+    bash scripts/install_chromium.sh
 fi
 "$PYTHON" -c "import torch, vggt; print('vggt', vggt.__version__, 'with torch', torch.__version__)"

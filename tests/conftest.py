@@ -81,3 +81,136 @@ def assert_close_golden(name: str, actual: torch.Tensor, expected: torch.Tensor,
     torch.testing.assert_close(
         actual.detach().float(), expected.float(), atol=tol["atol"], rtol=tol["rtol"], msg=lambda m: f"{name}: {m}"
     )
+
+
+# -------------------------------------------------------------------------------- apps (servers, browser)
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's `chromium` package (scripts/install.sh all installs it)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--enable-unsafe-swiftshader",  # WebGL on the CPU, so that the 3D views draw without a GPU
+]
+SERVER_STARTUP_SECONDS = 180
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Where the browser tests also copy their screenshots (the README's pictures come from such a run).
+SCREENSHOT_DIR_VARIABLE = "VGGT_SCREENSHOT_DIR"
+SCREENSHOT_WIDTH, SCREENSHOT_COLORS = 900, 128  # the copies are made small enough to commit
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def app_environment(tmp: Path) -> dict[str, str]:
+    """The environment of an app server under test: this checkout first, temporary files under `tmp`."""
+    import os
+
+    (tmp / "tmp").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.update(TMPDIR=str(tmp / "tmp"), GRADIO_TEMP_DIR=str(tmp / "gradio"), GRADIO_ANALYTICS_ENABLED="False")
+    return env
+
+
+class AppServer:
+    """A `vggt <command>` server in a subprocess, its output in a log file."""
+
+    def __init__(self, args: list[str], port: int, tmp: Path) -> None:
+        import subprocess
+        import sys
+
+        self.url = f"http://127.0.0.1:{port}/"
+        self.log_path = tmp / "server.log"
+        self.env = app_environment(tmp)
+        self._log = self.log_path.open("w")
+        command = [sys.executable, "-m", "vggt", *args, "--host", "127.0.0.1", "--port", str(port)]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_until_serving(self, timeout: float = SERVER_STARTUP_SECONDS) -> AppServer:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        pytest.fail(f"server not serving after {timeout} s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> int:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Chromium (the system's, driven by Playwright), or a skip saying what to install."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (vggt[demo])")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: apt-get install chromium (scripts/install.sh all does)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def save_screenshot(page, name: str, tmp: Path) -> Path:
+    """A PNG screenshot of `page` in `tmp`; a small copy goes to $VGGT_SCREENSHOT_DIR when that is set."""
+    import os
+
+    path = tmp / name
+    page.screenshot(path=str(path))
+    if os.environ.get(SCREENSHOT_DIR_VARIABLE):
+        from PIL import Image
+
+        target = Path(os.environ[SCREENSHOT_DIR_VARIABLE])
+        target.mkdir(parents=True, exist_ok=True)
+        small = Image.open(path).convert("RGB")
+        small.thumbnail((SCREENSHOT_WIDTH, SCREENSHOT_WIDTH * 4))
+        small.quantize(colors=SCREENSHOT_COLORS).save(target / name, optimize=True)
+    return path
+
+
+# A 3D view that drew something has at least this many pixels off its background (see drawn_pixels).
+MIN_DRAWN_PIXELS = 50
+
+
+def drawn_pixels(screenshot: Path) -> int:
+    """Pixels in the middle of a 3D view's screenshot (away from its label and buttons) that differ from its
+    background (the most common colour)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(screenshot).convert("RGB"))
+    height, width = pixels.shape[:2]
+    middle = pixels[height // 5 : -height // 5, width // 5 : -width // 5].reshape(-1, 3)
+    colors, counts = np.unique(middle, axis=0, return_counts=True)
+    return int((middle != colors[counts.argmax()]).any(-1).sum())

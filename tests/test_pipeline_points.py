@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from vggt.errors import InputError
 from vggt.pipeline import depth_at_original_resolution, select_points
 from vggt.utils.load_fn import PreprocessTransform
 
@@ -35,3 +37,26 @@ def test_select_points_drops_padding_and_low_confidence():
     np.testing.assert_array_equal(points, world[0, 2].reshape(-1, 3))  # the more confident half
     points, _, _ = select_points(world, conf, colors, [transform], conf_percentile=0, max_points=3)
     assert len(points) == 3
+
+
+def test_select_points_by_frame_and_background():
+    transforms = [PreprocessTransform(original_size=(4, 4), input_size=(4, 4), scale=(1.0, 1.0), offset=(0.0, 0.0))] * 3
+    world = np.random.default_rng(0).normal(size=(3, 4, 4, 3)).astype(np.float32)
+    conf = np.ones((3, 4, 4), np.float32)
+    colors = np.full((3, 4, 4, 3), 128, np.uint8)
+    colors[:, 0] = (5, 5, 5)  # near black: R + G + B below 16
+    colors[:, 1, :2] = (250, 245, 241)  # near white: every channel above 240
+    colors[:, 1, 2:] = (250, 245, 200)  # bright but not white
+
+    points, _, obs = select_points(world, conf, colors, transforms, conf_percentile=0, max_points=None, frames=[2, 0])
+    assert sorted(set(obs.image_index.tolist())) == [0, 2] and len(points) == 32
+    _, kept, obs = select_points(
+        world, conf, colors, transforms, conf_percentile=0, max_points=None, mask_black_background=True
+    )
+    assert len(kept) == 3 * 12 and (kept.astype(int).sum(-1) >= 16).all()
+    _, kept, _ = select_points(
+        world, conf, colors, transforms, 0, None, mask_black_background=True, mask_white_background=True
+    )
+    assert len(kept) == 3 * 10 and not (kept > 240).all(-1).any()
+    with pytest.raises(InputError, match="frames must be frame indices in 0..2, got \\[3\\]"):
+        select_points(world, conf, colors, transforms, frames=[0, 3])

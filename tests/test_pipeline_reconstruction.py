@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vggt.errors import SceneFormatError
 from vggt.pipeline import (
     InputError,
     Reconstruction,
@@ -292,6 +293,115 @@ def test_corrupt_image_is_named(tiny_model, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ point selection
+
+
+def assert_same_cloud(actual, expected) -> None:
+    np.testing.assert_array_equal(actual.points, expected.points)
+    np.testing.assert_array_equal(actual.colors, expected.colors)
+    np.testing.assert_array_equal(actual.observations.image_index, expected.observations.image_index)
+    np.testing.assert_array_equal(actual.observations.xy, expected.observations.xy)
+
+
+def test_select_is_the_pipeline_selection_without_the_model(room, tiny_model, room_images):
+    stricter = room.select(conf_percentile=80, max_points=None)
+    direct = reconstruct(
+        room_images,
+        model=tiny_model,
+        device="cpu",
+        dtype="float32",
+        resolution=RESOLUTION,
+        conf_percentile=80,
+        max_points=None,
+    )
+    assert_same_cloud(stricter, direct)
+    assert stricter.selection == direct.selection
+    assert room.selection.conf_percentile == CONF_PERCENTILE and room.num_points == MAX_POINTS  # room is unchanged
+    valid = room.num_frames * 168 * RESOLUTION
+    assert 0.19 * valid < stricter.num_points < 0.21 * valid  # ties at the threshold are kept
+    assert_same_cloud(room.select(), room)
+
+
+def test_select_frames_background_and_point_map(room):
+    some = room.select(frames=[1, 3], max_points=None, conf_percentile=0)
+    assert set(some.observations.image_index.tolist()) == {1, 3}
+    assert some.selection.frames == (1, 3) and some.selection.max_points is None
+    masked = some.select(mask_black_background=True, mask_white_background=True)
+    colors = masked.colors.astype(int)
+    assert (colors.sum(-1) >= 16).all() and not (colors > 240).all(-1).any()
+    assert masked.num_points < some.num_points  # the room photos have dark and bright pixels
+
+    pointmap = room.select(points="pointmap")
+    assert pointmap.points_source == "pointmap" and room.points_source == "depth"
+    world_points, obs = room.predictions["world_points"], pointmap.observations
+    for m in range(0, len(obs), 97):
+        i = obs.image_index[m]
+        x, y = np.round(room.transforms[i].original_to_input(obs.xy[m])).astype(int)
+        np.testing.assert_allclose(pointmap.points[obs.point_index[m]], world_points[i, y, x], rtol=1e-6)
+    for bad, match in [
+        ({"frames": [8]}, "frames must be frame indices in 0..7"),
+        ({"points": "mesh"}, "unknown points source 'mesh'"),
+        ({"colour": 1}, "unknown point selection colour"),
+        ({"conf_percentile": 100}, "conf_percentile must be in"),
+    ]:
+        with pytest.raises(InputError, match=match):
+            room.select(**bad)
+
+
+# ------------------------------------------------------------------------------------------------ reading back
+
+
+def assert_same_reconstruction(loaded: Reconstruction, saved: Reconstruction) -> None:
+    assert loaded.image_names == saved.image_names
+    np.testing.assert_array_equal(loaded.extrinsics, saved.extrinsics)
+    np.testing.assert_allclose(loaded.intrinsics, saved.intrinsics, rtol=1e-6)
+    np.testing.assert_array_equal(loaded.image_wh, saved.image_wh)
+    np.testing.assert_array_equal(loaded.model_intrinsics, saved.model_intrinsics)
+    np.testing.assert_array_equal(loaded.depth, saved.depth)
+    np.testing.assert_array_equal(loaded.depth_conf, saved.depth_conf)
+    np.testing.assert_array_equal(loaded.predictions.images, saved.predictions.images)
+    assert loaded.transforms == saved.transforms
+    assert loaded.selection == saved.selection and loaded.points_source == saved.points_source
+    assert_same_cloud(loaded, saved)
+
+
+def test_save_then_load_gives_the_same_reconstruction(room, room_out, tmp_path):
+    loaded = Reconstruction.load(room_out)
+    assert_same_reconstruction(loaded, room)
+    assert [p.read_bytes() for p in loaded.image_paths] == [
+        (room_out / "images" / n).read_bytes() for n in room.image_names
+    ]
+    assert loaded.seconds == pytest.approx(room.seconds)
+    assert_same_cloud(loaded.select(conf_percentile=70), room.select(conf_percentile=70))
+
+    chosen = room.select(points="pointmap", frames=[0, 5], mask_white_background=True, max_points=None)
+    assert_same_reconstruction(Reconstruction.load(chosen.save(tmp_path / "chosen")), chosen)
+
+
+def test_bundle_adjusted_points_are_read_back(room, tmp_path):
+    images = room.predictions["images"].transpose(0, 2, 3, 1)
+    tracks = np.stack([project(room.extrinsics[i], room.model_intrinsics[i], room.points[:10]) for i in range(8)])
+    sparse = tracked_points(room.points[:10], tracks, np.ones((8, 10), bool), images, room.transforms)
+    adjusted = dataclasses.replace(room, sparse=sparse)
+    loaded = Reconstruction.load(adjusted.save(tmp_path / "ba"))
+    assert loaded.bundle_adjusted
+    for actual, expected in zip(loaded.sparse[:2], sparse[:2]):
+        np.testing.assert_array_equal(actual, expected)
+    np.testing.assert_array_equal(loaded.sparse.observations.xy, sparse.observations.xy)
+
+
+def test_load_names_what_is_wrong(room_out, tmp_path):
+    with pytest.raises(InputError, match="is not a folder"):
+        Reconstruction.load(tmp_path / "absent")
+    with pytest.raises(InputError, match="has no predictions.npz"):
+        Reconstruction.load(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "predictions.npz").write_bytes(b"not a zip")
+    with pytest.raises(SceneFormatError, match="predictions.npz: cannot be read"):
+        Reconstruction.load(broken)
+    np.savez(broken / "predictions.npz", depth=np.zeros((1, 2, 2, 1)))
+    with pytest.raises(SceneFormatError, match="lacks"):
+        Reconstruction.load(broken)
 
 
 # ------------------------------------------------------------------------------------------------ inputs

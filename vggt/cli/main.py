@@ -18,6 +18,8 @@ SUBCOMMAND_MODULES = (
     "vggt.cli.evaluate",
     "vggt.cli.train",
     "vggt.cli.import_colmap",
+    "vggt.cli.demo",
+    "vggt.cli.view",
 )
 
 

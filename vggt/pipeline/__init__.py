@@ -29,7 +29,13 @@ if TYPE_CHECKING:
         POINT_SOURCES,
         ReconstructOptions,
     )
-    from vggt.pipeline.points import PointCloud, depth_at_original_resolution, select_points, tracked_points
+    from vggt.pipeline.points import (
+        PointCloud,
+        PointSelection,
+        depth_at_original_resolution,
+        select_points,
+        tracked_points,
+    )
     from vggt.pipeline.reconstruction import Reconstruction
     from vggt.utils.files import check_output_folder
 
@@ -48,6 +54,7 @@ _ORIGINS = {
     "POINT_SOURCES": "vggt.pipeline.options",
     "ReconstructOptions": "vggt.pipeline.options",
     "PointCloud": "vggt.pipeline.points",
+    "PointSelection": "vggt.pipeline.points",
     "depth_at_original_resolution": "vggt.pipeline.points",
     "select_points": "vggt.pipeline.points",
     "tracked_points": "vggt.pipeline.points",
@@ -64,6 +71,7 @@ __all__ = [
     "InferenceOptions",
     "InputError",
     "PointCloud",
+    "PointSelection",
     "Predictions",
     "ReconstructOptions",
     "Reconstruction",

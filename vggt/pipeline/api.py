@@ -24,12 +24,11 @@ from vggt.models.config import DEFAULT_CHECKPOINT, VGGTConfig, get_preset
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
 from vggt.pipeline.options import ReconstructOptions
-from vggt.pipeline.points import PointCloud, select_points, tracked_points
+from vggt.pipeline.points import PointSelection, dense_cloud, tracked_points
 from vggt.pipeline.reconstruction import Reconstruction
 from vggt.pipeline.refine import refine_cameras, require_bundle_adjustment
 from vggt.utils.cameras import Cameras
 from vggt.utils.device import resolve_device, resolve_dtype
-from vggt.utils.geometry import unproject_depth_map_to_point_map
 from vggt.utils.load_fn import LoadedImages, rescale_intrinsics_to_original
 
 logger = logging.getLogger(__name__)
@@ -145,7 +144,9 @@ def assemble(
                 colors_hw,
                 loaded.transforms,
             )
-    cloud = dense_cloud(predictions, extrinsics, model_intrinsics, colors_hw, loaded, opts)
+    cloud = dense_cloud(
+        predictions, extrinsics, model_intrinsics, loaded.transforms, opts.points, point_selection(opts)
+    )
     cameras = Cameras(
         unique_file_names([p.name for p in loaded.paths]),
         extrinsics,
@@ -161,21 +162,10 @@ def assemble(
         cloud=cloud,
         points_source=opts.points,
         sparse=sparse,
+        selection=point_selection(opts),
     )
 
 
-def dense_cloud(
-    predictions: Predictions,
-    extrinsics: np.ndarray,
-    model_intrinsics: np.ndarray,
-    colors_hw: np.ndarray,
-    loaded: LoadedImages,
-    opts: ReconstructOptions,
-) -> PointCloud:
-    """The confident pixels of the depth maps unprojected with the cameras, or of the point head's maps."""
-    if opts.points == "depth":
-        world_points = unproject_depth_map_to_point_map(predictions.depth, extrinsics, model_intrinsics)
-        confidence = predictions.depth_conf
-    else:
-        world_points, confidence = predictions.world_points, predictions.world_points_conf
-    return select_points(world_points, confidence, colors_hw, loaded.transforms, opts.conf_percentile, opts.max_points)
+def point_selection(opts: ReconstructOptions) -> PointSelection:
+    """The pixels `opts` turns into the dense cloud (Reconstruction.select changes them later)."""
+    return PointSelection(conf_percentile=opts.conf_percentile, max_points=opts.max_points)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,21 @@ class Predictions:
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self.arrays()[key]
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Predictions:
+        """The inverse of `arrays()`: predictions from arrays under those names (a predictions.npz)."""
+        depth = arrays.get("depth")
+        return cls(
+            images=np.asarray(arrays["images"]),
+            pose_enc=arrays.get("pose_enc"),
+            extrinsics=arrays.get("extrinsic"),
+            intrinsics=arrays.get("intrinsic"),
+            depth=None if depth is None else np.asarray(depth)[..., 0],
+            depth_conf=arrays.get("depth_conf"),
+            world_points=arrays.get("world_points"),
+            world_points_conf=arrays.get("world_points_conf"),
+        )
 
     def require(self, *names: str) -> None:
         """Raise InputError unless the model produced each of `names` (e.g. "depth", "world_points")."""

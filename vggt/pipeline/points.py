@@ -4,20 +4,28 @@ adjustment, and depth maps resampled onto the original photos."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from vggt.errors import InputError
 from vggt.export.colmap import Observations
 from vggt.pipeline.options import DEFAULT_CONF_PERCENTILE, DEFAULT_MAX_POINTS
-from vggt.utils.geometry import pixel_grid
+from vggt.utils.geometry import pixel_grid, unproject_depth_map_to_point_map
 from vggt.utils.load_fn import PreprocessTransform
+
+if TYPE_CHECKING:
+    from vggt.pipeline.inference import Predictions
 
 # Seed of the random subsampling to `max_points`, so that runs are repeatable.
 POINT_SUBSAMPLE_SEED = 0
 # Bundle-adjusted points seen fewer times than this are left out of the COLMAP model.
 MIN_TRACK_OBSERVATIONS = 2
+# Background masks (as the reference's demo): near-black pixels have R + G + B below BLACK_SUM_BELOW, near-white
+# pixels have every channel above WHITE_CHANNEL_ABOVE (8-bit colours).
+BLACK_SUM_BELOW = 16
+WHITE_CHANNEL_ABOVE = 240
 
 
 class PointCloud(NamedTuple):
@@ -29,6 +37,26 @@ class PointCloud(NamedTuple):
     observations: Observations
 
 
+@dataclass(frozen=True)
+class PointSelection:
+    """Which pixels `select_points` turns into the cloud; the keywords of `select_points` of the same names.
+
+    Attributes:
+        conf_percentile: drop the least confident X % of the valid pixels. max_points: at most this many points.
+        frames: indices of the frames whose pixels are used; None: all.
+        mask_black_background, mask_white_background: drop near-black / near-white pixels.
+    """
+
+    conf_percentile: float = DEFAULT_CONF_PERCENTILE
+    max_points: int | None = DEFAULT_MAX_POINTS
+    frames: tuple[int, ...] | None = None
+    mask_black_background: bool = False
+    mask_white_background: bool = False
+
+    def keywords(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
 def select_points(
     world_points: np.ndarray,
     confidence: np.ndarray,
@@ -37,17 +65,22 @@ def select_points(
     conf_percentile: float = DEFAULT_CONF_PERCENTILE,
     max_points: int | None = DEFAULT_MAX_POINTS,
     seed: int = POINT_SUBSAMPLE_SEED,
+    frames: Sequence[int] | None = None,
+    mask_black_background: bool = False,
+    mask_white_background: bool = False,
 ) -> PointCloud:
     """Pick the confident pixels of S point maps as a point cloud.
 
-    A pixel is valid when its point and confidence are finite and it lies on the original photo (not on
-    padding). Valid pixels whose confidence is below the `conf_percentile`-th percentile of the valid
-    confidences are dropped; if more than `max_points` remain, `max_points` of them are drawn at random
-    (seeded). So the cloud has min(max_points, kept) points.
+    A pixel is valid when its point and confidence are finite, it lies on the original photo (not on
+    padding) and its frame is one of `frames` (default: all). Valid pixels whose confidence is below the
+    `conf_percentile`-th percentile of the valid confidences are dropped, then near-black and near-white
+    pixels if asked (`background_pixels`); if more than `max_points` remain, `max_points` of them are drawn
+    at random (seeded). So the cloud has min(max_points, kept) points.
 
     Args:
         world_points: [S, H, W, 3]; confidence: [S, H, W]; images: [S, H, W, 3] uint8 colours.
         transforms: S preprocessing transforms (to map pixels back to the original photos).
+        frames: frame indices in [0, S); None: all frames.
 
     Returns:
         points [N, 3] float32, colours [N, 3] uint8, and the pixel each point came from (original coordinates).
@@ -57,8 +90,9 @@ def select_points(
     if max_points is not None and max_points < 1:
         raise InputError("{max_points} must be at least 1, got {value}", value=max_points)
     num_frames, height, width = confidence.shape
+    in_frames = frame_mask(num_frames, frames)
     grid = pixel_grid(height, width).numpy()  # [H, W, 2] (x, y)
-    valid = np.isfinite(world_points).all(-1) & np.isfinite(confidence)
+    valid = np.isfinite(world_points).all(-1) & np.isfinite(confidence) & in_frames[:, None, None]
     for i, transform in enumerate(transforms):
         original_xy = transform.input_to_original(grid)
         orig_w, orig_h = transform.original_size
@@ -71,6 +105,8 @@ def select_points(
     if conf_percentile > 0 and valid.any():
         threshold = np.percentile(confidence[valid], conf_percentile)
         keep = valid & (confidence >= threshold)
+    if mask_black_background or mask_white_background:
+        keep = keep & ~background_pixels(images, mask_black_background, mask_white_background)
     flat = np.flatnonzero(keep)
     if max_points is not None and len(flat) > max_points:
         flat = np.sort(np.random.default_rng(seed).choice(flat, size=max_points, replace=False))
@@ -84,6 +120,52 @@ def select_points(
         xy[in_frame] = transform.input_to_original(np.stack([col[in_frame], row[in_frame]], axis=-1).astype(np.float64))
     observations = Observations(point_index=np.arange(len(flat)), image_index=frame, xy=xy)
     return PointCloud(points, colors, observations)
+
+
+def frame_mask(num_frames: int, frames: Sequence[int] | None) -> np.ndarray:
+    """[S] bool: True for the frames listed in `frames` (all when None); InputError for an index out of range."""
+    if frames is None:
+        return np.ones(num_frames, dtype=bool)
+    indices = np.asarray(list(frames), dtype=np.int64).reshape(-1)
+    outside = indices[(indices < 0) | (indices >= num_frames)]
+    if len(outside):
+        raise InputError(
+            "{frames} must be frame indices in 0..{last}, got {values}", last=num_frames - 1, values=outside.tolist()
+        )
+    mask = np.zeros(num_frames, dtype=bool)
+    mask[indices] = True
+    return mask
+
+
+def background_pixels(images: np.ndarray, black: bool, white: bool) -> np.ndarray:
+    """[S, H, W] bool: near-black pixels (if `black`) and near-white pixels (if `white`) of `images` [S, H, W, 3]."""
+    colors = images.astype(np.int32)
+    mask = np.zeros(images.shape[:-1], dtype=bool)
+    if black:
+        mask |= colors.sum(-1) < BLACK_SUM_BELOW
+    if white:
+        mask |= (colors > WHITE_CHANNEL_ABOVE).all(-1)
+    return mask
+
+
+def dense_cloud(
+    predictions: Predictions,
+    extrinsics: np.ndarray,
+    model_intrinsics: np.ndarray,
+    transforms: Sequence[PreprocessTransform],
+    source: str,
+    selection: PointSelection,
+) -> PointCloud:
+    """The dense cloud of `predictions`: `select_points` on the depth maps unprojected with the cameras (`source`
+    "depth"; extrinsics [S, 3, 4] and intrinsics [S, 3, 3] on the model grid) or on the point head's maps
+    ("pointmap"), coloured by the model input."""
+    if source == "depth":
+        world_points = unproject_depth_map_to_point_map(predictions.depth, extrinsics, model_intrinsics)
+        confidence = predictions.depth_conf
+    else:
+        world_points, confidence = predictions.world_points, predictions.world_points_conf
+    colors_hw = predictions.images.transpose(0, 2, 3, 1)
+    return select_points(world_points, confidence, colors_hw, transforms, **selection.keywords())
 
 
 def tracked_points(

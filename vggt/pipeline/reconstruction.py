@@ -7,6 +7,7 @@ is `vggt.data.layout`'s: a COLMAP model in `sparse/0` beside `images/`, `points.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -27,13 +28,15 @@ from vggt.data.layout import (
     depth_file_stems,
     write_cameras_json,
 )
-from vggt.errors import OutputError
+from vggt.errors import InputError, OutputError
 from vggt.export.colmap import Observations, write_colmap
 from vggt.export.depth import write_depth_maps
 from vggt.export.glb import write_glb
 from vggt.export.ply import write_ply
 from vggt.pipeline.inference import Predictions, finite_or_zero
-from vggt.pipeline.points import PointCloud, depth_at_original_resolution
+from vggt.pipeline.options import POINT_SOURCES
+from vggt.pipeline.points import PointCloud, PointSelection, dense_cloud, depth_at_original_resolution
+from vggt.pipeline.saved import cloud_arrays, read_reconstruction
 from vggt.pipeline.verify import verify_reconstruction
 from vggt.utils.cameras import Cameras
 from vggt.utils.files import atomic_directory, check_output_folder
@@ -69,6 +72,7 @@ class Reconstruction:
             instead of the dense cloud; None otherwise.
         source_video: the video the frames were sampled from, if any. seconds: time `reconstruct` took.
         masked_pixels: pixels whose predictions were non-finite, left out of the cloud and stored as 0.
+        selection: which pixels make up `cloud` (confidence percentile, point limit, frames, background masks).
     """
 
     cameras: Cameras
@@ -84,6 +88,7 @@ class Reconstruction:
     masked_pixels: int = 0
     # Keeps sampled video frames alive as long as the reconstruction refers to them.
     _frames_dir: Any = field(default=None, repr=False)
+    selection: PointSelection = field(default_factory=PointSelection)
 
     # ------------------------------------------------------------------------------------------ views
 
@@ -149,6 +154,52 @@ class Reconstruction:
         """Depth of image `index` at its original resolution [height, width] (0 where the model did not see)."""
         return depth_at_original_resolution(self.depth[index], self.transforms[index])
 
+    # ------------------------------------------------------------------------------------------ re-selection
+
+    def select(self, points: str | None = None, **selection: Any) -> Reconstruction:
+        """A copy with its dense cloud chosen anew from the cached predictions (the model does not run again).
+
+        Args:
+            points: "depth" (depth unprojected with the cameras) or "pointmap" (point head); None: as now.
+            selection: `PointSelection` fields to change, the others keep their values: `conf_percentile`,
+                `max_points` (None: no limit), `frames` (indices of the frames whose pixels are used; None: all),
+                `mask_black_background`, `mask_white_background`.
+
+        Raises:
+            InputError: an unknown point source or selection field, or a value out of range.
+        """
+        source = self.points_source if points is None else points
+        if source not in POINT_SOURCES:
+            raise InputError(
+                "unknown {points} source {value!r}; choose one of {choices}",
+                value=source,
+                choices=", ".join(POINT_SOURCES),
+            )
+        unknown = sorted(set(selection) - set(PointSelection.__dataclass_fields__))
+        if unknown:
+            raise InputError(
+                "unknown point selection {names}; choose among {choices}",
+                names=", ".join(unknown),
+                choices=", ".join(PointSelection.__dataclass_fields__),
+            )
+        if selection.get("frames") is not None:
+            selection["frames"] = tuple(int(i) for i in selection["frames"])
+        if source == "pointmap":
+            self.predictions.require("world_points")
+        chosen = dataclasses.replace(self.selection, **selection)
+        cloud = dense_cloud(self.predictions, self.extrinsics, self.model_intrinsics, self.transforms, source, chosen)
+        return dataclasses.replace(self, cloud=cloud, points_source=source, selection=chosen)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Reconstruction:
+        """Read back a folder written by `save` (cameras from cameras.json, predictions and the cloud's selection
+        from predictions.npz, photos in images/); the cloud is re-selected exactly as it was saved.
+
+        Raises:
+            InputError: not such a folder; SceneFormatError: its files are unreadable or disagree.
+        """
+        return cls(**read_reconstruction(directory))
+
     # ------------------------------------------------------------------------------------------ writers
 
     def to_ply(self, path: str | os.PathLike) -> Path:
@@ -205,7 +256,8 @@ class Reconstruction:
         """predictions.npz: the raw feed-forward outputs, their decoded cameras at the model resolution
         (`extrinsic`, `intrinsic`), the model input `images` (uint8 [S, 3, H, W]), the image names, the photos'
         sizes `image_wh` [S, 2] (width, height) and `input_from_original` [S, 3, 3], the preprocessing of each
-        photo (model-input pixel = matrix @ original pixel)."""
+        photo (model-input pixel = matrix @ original pixel), and what `load` needs to rebuild the cloud
+        (`vggt.pipeline.saved`)."""
         path = Path(path)
         arrays = {key: finite_or_zero(value) for key, value in self.predictions.arrays().items()}
         np.savez(
@@ -214,6 +266,7 @@ class Reconstruction:
             image_names=np.array(self.image_names),
             image_wh=self.image_wh,
             input_from_original=np.stack([t.matrix() for t in self.transforms]),
+            **cloud_arrays(self.selection, self.points_source, self.model_intrinsics, self.sparse, self.seconds),
         )
         return path
 
