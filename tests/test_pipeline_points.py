@@ -60,3 +60,23 @@ def test_select_points_by_frame_and_background():
     assert len(kept) == 3 * 10 and not (kept > 240).all(-1).any()
     with pytest.raises(InputError, match="frames must be frame indices in 0..2, got \\[3\\]"):
         select_points(world, conf, colors, transforms, frames=[0, 3])
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 3, 7])
+@pytest.mark.parametrize("conf_percentile, max_points", [(0, None), (50, None), (30, 25), (0, 7)])
+def test_chunked_selection_equals_the_whole(chunk_frames, conf_percentile, max_points):
+    """Visiting the frames in chunks (bounded memory) picks exactly the points of one pass over all frames."""
+    rng = np.random.default_rng(4)
+    world = rng.normal(size=(7, 5, 6, 3)).astype(np.float32)
+    world[2, 1, 1] = np.nan
+    conf = rng.random((7, 5, 6)).astype(np.float32) + 1
+    colors = rng.integers(0, 256, size=(7, 5, 6, 3), dtype=np.uint8)
+    transforms = [PreprocessTransform((6, 4), (6, 5), (1.0, 1.0), (0.0, 0.5 * (i % 2))) for i in range(7)]
+    whole = select_points(world, conf, colors, transforms, conf_percentile, max_points, chunk_frames=7)
+    chunked = select_points(
+        lambda chunk: world[chunk], conf, colors, transforms, conf_percentile, max_points, chunk_frames=chunk_frames
+    )
+    for a, b in zip(whole, chunked[:2]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole.observations.xy, chunked.observations.xy)
+    np.testing.assert_array_equal(whole.observations.image_index, chunked.observations.image_index)

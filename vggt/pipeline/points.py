@@ -3,7 +3,7 @@ adjustment, and depth maps resampled onto the original photos."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 # Seed of the random subsampling to `max_points`, so that runs are repeatable.
 POINT_SUBSAMPLE_SEED = 0
+# The point selection visits this many frames at a time; the confidence percentile is exact over up to this many
+# valid pixels (a seeded subsample beyond: 2^26 float32 values are 256 MB).
+SELECTION_CHUNK_FRAMES = 16
+EXACT_PERCENTILE_MAX_VALUES = 2**26
 # Bundle-adjusted points seen fewer times than this are left out of the COLMAP model.
 MIN_TRACK_OBSERVATIONS = 2
 # Background masks (as the reference's demo): near-black pixels have R + G + B below BLACK_SUM_BELOW, near-white
@@ -58,7 +62,7 @@ class PointSelection:
 
 
 def select_points(
-    world_points: np.ndarray,
+    world_points: np.ndarray | Callable[[slice], np.ndarray],
     confidence: np.ndarray,
     images: np.ndarray,
     transforms: Sequence[PreprocessTransform],
@@ -68,6 +72,7 @@ def select_points(
     frames: Sequence[int] | None = None,
     mask_black_background: bool = False,
     mask_white_background: bool = False,
+    chunk_frames: int = SELECTION_CHUNK_FRAMES,
 ) -> PointCloud:
     """Pick the confident pixels of S point maps as a point cloud.
 
@@ -77,8 +82,13 @@ def select_points(
     pixels if asked (`background_pixels`); if more than `max_points` remain, `max_points` of them are drawn
     at random (seeded). So the cloud has min(max_points, kept) points.
 
+    The frames are visited `chunk_frames` at a time, so memory stays bounded for thousands of frames (arrays may
+    be memory-mapped); the percentile is exact up to EXACT_PERCENTILE_MAX_VALUES valid pixels, and taken on a
+    seeded subsample of them beyond.
+
     Args:
-        world_points: [S, H, W, 3]; confidence: [S, H, W]; images: [S, H, W, 3] uint8 colours.
+        world_points: [S, H, W, 3], or a function giving the points of a slice of frames ([k, H, W, 3]).
+        confidence: [S, H, W]; images: [S, H, W, 3] uint8 colours.
         transforms: S preprocessing transforms (to map pixels back to the original photos).
         frames: frame indices in [0, S); None: all frames.
 
@@ -89,37 +99,89 @@ def select_points(
         raise InputError("{conf_percentile} must be in [0, 100), got {value}", value=conf_percentile)
     if max_points is not None and max_points < 1:
         raise InputError("{max_points} must be at least 1, got {value}", value=max_points)
-    num_frames, height, width = confidence.shape
+    points_of = world_points if callable(world_points) else (lambda chunk: world_points[chunk])
+    num_frames = confidence.shape[0]
+    chunks = [slice(i, min(i + chunk_frames, num_frames)) for i in range(0, num_frames, chunk_frames)]
     in_frames = frame_mask(num_frames, frames)
-    grid = pixel_grid(height, width).numpy()  # [H, W, 2] (x, y)
-    valid = np.isfinite(world_points).all(-1) & np.isfinite(confidence) & in_frames[:, None, None]
-    for i, transform in enumerate(transforms):
+
+    def valid_pixels(chunk: slice) -> tuple[np.ndarray, np.ndarray]:
+        points = np.asarray(points_of(chunk))
+        conf = np.asarray(confidence[chunk])
+        valid = np.isfinite(points).all(-1) & np.isfinite(conf) & in_frames[chunk, None, None]
+        return valid & on_photo_mask(transforms[chunk], conf.shape[1:]), points
+
+    threshold = _confidence_threshold(chunks, valid_pixels, confidence, conf_percentile, seed)
+
+    def kept_pixels(chunk: slice) -> tuple[np.ndarray, np.ndarray]:
+        valid, points = valid_pixels(chunk)
+        if threshold is not None:
+            valid &= np.asarray(confidence[chunk]) >= threshold
+        if mask_black_background or mask_white_background:
+            colors = np.asarray(images[chunk])
+            valid &= ~background_pixels(colors, mask_black_background, mask_white_background)
+        return valid, points
+
+    counts = [int(kept_pixels(chunk)[0].sum()) for chunk in chunks] if len(chunks) > 1 else None
+    return _gather(chunks, kept_pixels, counts, images, transforms, max_points, seed)
+
+
+def _confidence_threshold(chunks, valid_pixels, confidence, conf_percentile: float, seed: int) -> float | None:
+    """The `conf_percentile`-th percentile of the valid pixels' confidences (None when nothing is dropped)."""
+    if conf_percentile <= 0:
+        return None
+    values = [np.asarray(confidence[chunk])[valid_pixels(chunk)[0]] for chunk in chunks]
+    total = sum(len(v) for v in values)
+    if total == 0:
+        return None
+    if total > EXACT_PERCENTILE_MAX_VALUES:
+        rng = np.random.default_rng(seed)
+        fraction = EXACT_PERCENTILE_MAX_VALUES / total
+        values = [v[rng.random(len(v)) < fraction] for v in values]
+    return float(np.percentile(np.concatenate(values), conf_percentile))
+
+
+def _gather(chunks, kept_pixels, counts, images, transforms, max_points: int | None, seed: int) -> PointCloud:
+    """The kept pixels of every chunk (or `max_points` of them, drawn at random) as a point cloud."""
+    parts = []
+    offset, chosen = 0, None
+    for index, chunk in enumerate(chunks):
+        keep, points = kept_pixels(chunk)
+        flat = np.flatnonzero(keep)
+        if index == 0:
+            total = len(flat) if counts is None else sum(counts)
+            if max_points is not None and total > max_points:
+                chosen = np.sort(np.random.default_rng(seed).choice(total, size=max_points, replace=False))
+        if chosen is not None:
+            flat = flat[chosen[(chosen >= offset) & (chosen < offset + len(flat))] - offset]
+        offset += int(keep.sum())
+        frame, row, col = np.unravel_index(flat, keep.shape)
+        colors = np.asarray(images[chunk])[frame, row, col]
+        parts.append((points[frame, row, col], colors, frame + chunk.start, row, col))
+    frame = np.concatenate([p[2] for p in parts])
+    row, col = np.concatenate([p[3] for p in parts]), np.concatenate([p[4] for p in parts])
+    xy = np.empty((len(frame), 2), dtype=np.float64)
+    for i in np.unique(frame):
+        in_frame = frame == i
+        xy[in_frame] = transforms[i].input_to_original(
+            np.stack([col[in_frame], row[in_frame]], axis=-1).astype(np.float64)
+        )
+    observations = Observations(point_index=np.arange(len(frame)), image_index=frame, xy=xy)
+    points = np.concatenate([p[0] for p in parts]).astype(np.float32).reshape(-1, 3)
+    colors = np.concatenate([p[1] for p in parts]).astype(np.uint8).reshape(-1, 3)
+    return PointCloud(points, colors, observations)
+
+
+def on_photo_mask(transforms: Sequence[PreprocessTransform], input_hw: tuple[int, int]) -> np.ndarray:
+    """[k, H, W] bool: the model-input pixels of each of k frames that lie on its photo (not on padding)."""
+    grid = pixel_grid(*input_hw).numpy()  # [H, W, 2] (x, y)
+    masks = []
+    for transform in transforms:
         original_xy = transform.input_to_original(grid)
         orig_w, orig_h = transform.original_size
-        on_photo = (
+        masks.append(
             (original_xy >= -0.5).all(-1) & (original_xy[..., 0] < orig_w - 0.5) & (original_xy[..., 1] < orig_h - 0.5)
         )
-        valid[i] &= on_photo
-
-    keep = valid
-    if conf_percentile > 0 and valid.any():
-        threshold = np.percentile(confidence[valid], conf_percentile)
-        keep = valid & (confidence >= threshold)
-    if mask_black_background or mask_white_background:
-        keep = keep & ~background_pixels(images, mask_black_background, mask_white_background)
-    flat = np.flatnonzero(keep)
-    if max_points is not None and len(flat) > max_points:
-        flat = np.sort(np.random.default_rng(seed).choice(flat, size=max_points, replace=False))
-    frame, row, col = np.unravel_index(flat, keep.shape)
-
-    points = world_points[frame, row, col].astype(np.float32)
-    colors = images[frame, row, col].astype(np.uint8)
-    xy = np.empty((len(flat), 2), dtype=np.float64)
-    for i, transform in enumerate(transforms):
-        in_frame = frame == i
-        xy[in_frame] = transform.input_to_original(np.stack([col[in_frame], row[in_frame]], axis=-1).astype(np.float64))
-    observations = Observations(point_index=np.arange(len(flat)), image_index=frame, xy=xy)
-    return PointCloud(points, colors, observations)
+    return np.stack(masks) if masks else np.zeros((0, *input_hw), dtype=bool)
 
 
 def frame_mask(num_frames: int, frames: Sequence[int] | None) -> np.ndarray:
@@ -158,9 +220,13 @@ def dense_cloud(
 ) -> PointCloud:
     """The dense cloud of `predictions`: `select_points` on the depth maps unprojected with the cameras (`source`
     "depth"; extrinsics [S, 3, 4] and intrinsics [S, 3, 3] on the model grid) or on the point head's maps
-    ("pointmap"), coloured by the model input."""
+    ("pointmap"), coloured by the model input. The depth is unprojected one chunk of frames at a time."""
     if source == "depth":
-        world_points = unproject_depth_map_to_point_map(predictions.depth, extrinsics, model_intrinsics)
+
+        def world_points(chunk: slice) -> np.ndarray:
+            depth = np.asarray(predictions.depth[chunk])
+            return unproject_depth_map_to_point_map(depth, extrinsics[chunk], model_intrinsics[chunk])
+
         confidence = predictions.depth_conf
     else:
         world_points, confidence = predictions.world_points, predictions.world_points_conf
