@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import time
 from pathlib import Path
 
@@ -89,8 +90,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--max-points", type=positive_int, default=DEFAULT_MAX_POINTS, help=f"default {DEFAULT_MAX_POINTS}"
     )
     add_bundle_adjustment_arguments(parser)
+    add_sequence_arguments(parser)
     add_message_arguments(parser)
     return parser
+
+
+def add_sequence_arguments(parser: argparse.ArgumentParser) -> None:
+    """Known intrinsics and windowed reconstruction of long sequences."""
+    cameras = parser.add_argument_group("known cameras")
+    cameras.add_argument(
+        "--intrinsics",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="known intrinsics instead of the predicted ones: a JSON file or COLMAP cameras.txt/.bin or model folder "
+        "(see docs/dataset_format.md); distorted photos are undistorted first",
+    )
+    cameras.add_argument(
+        "--refine-intrinsics", action="store_true", help="with --ba, let bundle adjustment refine known intrinsics"
+    )
+    windows = parser.add_argument_group("long sequences")
+    windows.add_argument(
+        "--window", type=int, default=None, metavar="W", help="one forward pass per W frames (memory bounded by W)"
+    )
+    windows.add_argument(
+        "--overlap", type=int, default=None, metavar="K", help="frames a window shares with the one before (W/4)"
+    )
+    windows.add_argument(
+        "--loop-closure", action="store_true", help="the last frames revisit the first ones: close the loop"
+    )
+    windows.add_argument("--resume", action="store_true", help="reuse the windows an interrupted run left beside DIR")
+
+
+def work_dir_for(out: Path) -> Path:
+    """Where a windowed run keeps its windows, beside the output folder (kept for --resume until it succeeds)."""
+    return out.parent / f".{out.name}.windows"
 
 
 def add_bundle_adjustment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +144,8 @@ def options_from_args(args: argparse.Namespace) -> ReconstructOptions:
     """The ReconstructOptions the flags set (each flag's destination is a field name)."""
     chosen = {name: getattr(args, name) for name in ReconstructOptions.field_names() if hasattr(args, name)}
     ba_options = {name: getattr(args, name) for name in TRACK_FILTER_OPTIONS if getattr(args, name) is not None}
-    return ReconstructOptions(**chosen, ba_options=ba_options, progress=not args.quiet)
+    work_dir = work_dir_for(args.out) if args.window is not None else None
+    return ReconstructOptions(**chosen, ba_options=ba_options, work_dir=work_dir, progress=not args.quiet)
 
 
 def check_export_dependencies() -> None:
@@ -132,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     reconstruction = reconstruct(inputs, options=options)
     reconstruction.save(args.out, overwrite=args.overwrite, progress=options.progress)
+    if options.work_dir is not None:
+        shutil.rmtree(options.work_dir, ignore_errors=True)
     if not args.quiet:
         seconds = time.perf_counter() - start
         print(f"vggt reconstruct: {reconstruction.summary(args.out, seconds)}")

@@ -100,6 +100,10 @@ class KnownIntrinsics:
     def __len__(self) -> int:
         return len(self.cameras)
 
+    def subset(self, indices: Sequence[int]) -> KnownIntrinsics:
+        """The calibrations of the images at `indices`, in that order."""
+        return KnownIntrinsics(tuple(self.image_names[i] for i in indices), tuple(self.cameras[i] for i in indices))
+
     @property
     def intrinsics(self) -> np.ndarray:
         """[S, 3, 3] float64, at each photo's original resolution."""

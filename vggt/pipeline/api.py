@@ -1,7 +1,8 @@
 """`vggt.reconstruct`: photos or a video in, a `Reconstruction` out.
 
-The stages, one module each: inputs (`vggt.pipeline.inputs`), the model (`vggt.models.build_model`), inference
-(`vggt.pipeline.inference`), the optional bundle adjustment (`vggt.pipeline.refine`), points
+The stages, one module each: inputs (`vggt.pipeline.inputs`), known intrinsics (`vggt.pipeline.calibration`),
+the model (`vggt.models.build_model`), inference (`vggt.pipeline.inference`, or one pass per window:
+`vggt.pipeline.windowed`), the optional bundle adjustment (`vggt.pipeline.refine`), points
 (`vggt.pipeline.points`), and the result with its writers (`vggt.pipeline.reconstruction`).
 """
 
@@ -12,24 +13,28 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from vggt.data.intrinsics import KnownIntrinsics
 from vggt.data.layout import unique_file_names
 from vggt.errors import InputError
 from vggt.models.build import build_model
 from vggt.models.config import DEFAULT_CHECKPOINT, VGGTConfig, get_preset
+from vggt.pipeline.calibration import apply_known_intrinsics, known_intrinsics
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
 from vggt.pipeline.options import ReconstructOptions
 from vggt.pipeline.points import PointSelection, dense_cloud, tracked_points
 from vggt.pipeline.reconstruction import Reconstruction
 from vggt.pipeline.refine import refine_cameras, require_bundle_adjustment
+from vggt.pipeline.windowed import predict_windowed
 from vggt.utils.cameras import Cameras
 from vggt.utils.device import resolve_device, resolve_dtype
-from vggt.utils.load_fn import LoadedImages, rescale_intrinsics_to_original
+from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_original
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +52,13 @@ def reconstruct(
         model: a VGGT to use (moved to the device); None builds one from `checkpoint` / `preset`.
         options, overrides: a `ReconstructOptions`, and/or its fields as keywords (`checkpoint`, `preset`,
             `device`, `dtype`, `mode`, `resolution`, `points`, `conf_percentile`, `max_points`, `chunk_size`,
-            `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `memory_check`, `progress`).
+            `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `intrinsics`, `refine_intrinsics`, `window`,
+            `overlap`, `loop_closure`, `work_dir`, `resume`, `memory_check`, `progress`).
 
     Raises:
         InputError: bad inputs or options; CheckpointError: weights that cannot be loaded;
-        InsufficientMemoryError: the run would not fit; DependencyError: an optional dependency is missing.
+        InsufficientMemoryError: the run would not fit; DependencyError: an optional dependency is missing;
+        PredictionError: the model predicted non-finite cameras or depth.
     """
     start = time.perf_counter()
     opts = dataclasses.replace(options or ReconstructOptions(), **overrides)
@@ -64,22 +71,50 @@ def reconstruct(
     collected = collect_inputs(inputs, fps=opts.fps, max_frames=opts.max_frames, progress=opts.progress)
     try:
         check_inputs(opts, collected)
-        # Images first, so that a bad photo is reported before a large checkpoint is loaded.
-        resolution = opts.resolution or config.img_size
-        loaded = load_input_images(collected.image_paths, opts.mode, resolution, config.patch_size, opts.progress)
-        model = build_model(opts.checkpoint, opts.preset, device=device) if model is None else model
-        predictions = run_inference(model, loaded.images, inference)
-        masked = check_finite(predictions, model_name(model, opts))
-        predictions.require("pose_enc", "depth")
-        if opts.points == "pointmap":
-            predictions.require("world_points")
-        reconstruction = assemble(model, loaded, predictions, opts, inference)
+        known = None
+        if opts.intrinsics is not None:
+            known, collected = known_intrinsics(opts.intrinsics, collected)
+        reconstruction = predict_and_assemble(model, collected, known, opts, inference, config)
     except BaseException:
         collected.cleanup()
         raise
     reconstruction.source_video, reconstruction._frames_dir = collected.video, collected.frames_dir
-    reconstruction.masked_pixels = masked
     reconstruction.seconds = time.perf_counter() - start
+    return reconstruction
+
+
+def predict_and_assemble(
+    model: torch.nn.Module | None,
+    collected: CollectedInputs,
+    known: KnownIntrinsics | None,
+    opts: ReconstructOptions,
+    inference: InferenceOptions,
+    config: VGGTConfig,
+) -> Reconstruction:
+    """One forward pass over all frames (or one per window), then the reconstruction of its predictions."""
+    resolution = opts.resolution or config.img_size
+    paths = collected.image_paths
+    if opts.windowed and len(paths) > opts.window:
+        model = build_model(opts.checkpoint, opts.preset, device=inference.device) if model is None else model
+        windows = predict_windowed(model, paths, opts, inference, resolution, model_name(model, opts), known)
+        predictions, transforms, images = windows.predictions, windows.transforms, None
+        masked = 0
+    else:
+        # Images first, so that a bad photo is reported before a large checkpoint is loaded.
+        loaded = load_input_images(paths, opts.mode, resolution, config.patch_size, opts.progress)
+        model = build_model(opts.checkpoint, opts.preset, device=inference.device) if model is None else model
+        predictions = run_inference(model, loaded.images, inference)
+        masked = check_finite(predictions, model_name(model, opts))
+        transforms, images, windows = list(loaded.transforms), loaded.images, None
+        if known is not None:
+            apply_known_intrinsics(predictions, known, transforms)
+    predictions.require("pose_enc", "depth")
+    if opts.points == "pointmap":
+        predictions.require("world_points")
+    reconstruction = assemble(model, images, list(paths), transforms, predictions, opts, inference, known)
+    reconstruction.masked_pixels = masked
+    reconstruction.windows = None if windows is None else windows.summary()
+    reconstruction._work_dir = None if windows is None else windows.work_dir
     return reconstruction
 
 
@@ -124,41 +159,46 @@ def expected_config(preset: str | None) -> VGGTConfig:
 
 def assemble(
     model: torch.nn.Module,
-    loaded: LoadedImages,
+    images: torch.Tensor | None,
+    paths: list[Path],
+    transforms: list[PreprocessTransform],
     predictions: Predictions,
     opts: ReconstructOptions,
     inference: InferenceOptions,
+    known: KnownIntrinsics | None = None,
 ) -> Reconstruction:
-    """The reconstruction of `predictions`: cameras (bundle-adjusted if asked), the point cloud, the result."""
+    """The reconstruction of `predictions` on `images` [S, 3, H, W] (needed for bundle adjustment only): cameras
+    (bundle-adjusted if asked), the point cloud, the result."""
     extrinsics, model_intrinsics, sparse = predictions.extrinsics, predictions.intrinsics, None
-    colors_hw = predictions.images.transpose(0, 2, 3, 1)
+    intrinsics = None if known is None else known.intrinsics
     if opts.bundle_adjust:
-        refinement = refine_cameras(model, loaded.images, predictions, inference, opts.ba_options)
+        ba_options = {**opts.ba_options, **({"refine_focal": opts.refine_intrinsics} if known is not None else {})}
+        refinement = refine_cameras(model, images, predictions, inference, ba_options)
         if refinement is not None:
             extrinsics = refinement.extrinsics.detach().cpu().numpy().astype(np.float32)
             model_intrinsics = refinement.intrinsics.detach().cpu().numpy().astype(np.float32)
+            if known is None or opts.refine_intrinsics:
+                intrinsics = None
             sparse = tracked_points(
                 refinement.points3d.detach().cpu().numpy(),
                 refinement.tracks.detach().cpu().numpy(),
                 refinement.observation_mask.cpu().numpy(),
-                colors_hw,
-                loaded.transforms,
+                predictions.images.transpose(0, 2, 3, 1),
+                transforms,
             )
-    cloud = dense_cloud(
-        predictions, extrinsics, model_intrinsics, loaded.transforms, opts.points, point_selection(opts)
-    )
+    cloud = dense_cloud(predictions, extrinsics, model_intrinsics, transforms, opts.points, point_selection(opts))
     cameras = Cameras(
-        unique_file_names([p.name for p in loaded.paths]),
+        unique_file_names([p.name for p in paths]),
         extrinsics,
-        rescale_intrinsics_to_original(model_intrinsics, loaded.transforms),
-        np.array(loaded.original_sizes, dtype=np.int64),
+        rescale_intrinsics_to_original(model_intrinsics, transforms) if intrinsics is None else intrinsics,
+        np.array([t.original_size for t in transforms], dtype=np.int64),
     )
     return Reconstruction(
         cameras=cameras,
-        image_paths=list(loaded.paths),
+        image_paths=paths,
         model_intrinsics=model_intrinsics,
         predictions=predictions,
-        transforms=list(loaded.transforms),
+        transforms=transforms,
         cloud=cloud,
         points_source=opts.points,
         sparse=sparse,

@@ -6,6 +6,7 @@ library and `vggt reconstruct` accept and refuse exactly the same things, each i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -21,9 +22,15 @@ MODES = ("crop", "pad")
 # Drop the least confident half of the pixels by default (as the reference's demo does).
 DEFAULT_CONF_PERCENTILE = 50.0
 DEFAULT_MAX_POINTS = 500_000
+# Frames a window shares with the one before when `overlap` is not given: a quarter of the window (at least 1).
+DEFAULT_OVERLAP_FRACTION = 0.25
 # The filters of `vggt.ba.refine_with_ba` that decide which tracks bundle adjustment keeps (keys of `ba_options`;
 # the command's --ba-* flags).
 TRACK_FILTER_OPTIONS = ("vis_threshold", "conf_threshold", "max_reproj_error")
+
+
+def default_overlap(window: int) -> int:
+    return max(1, int(window * DEFAULT_OVERLAP_FRACTION))
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,12 @@ class ReconstructOptions:
         chunk_size: frames per dense-head chunk; None: the model's default.
         fps, max_frames: frame sampling of a video; max_frames also thins out images.
         bundle_adjust: refine by bundle adjustment; ba_options: keywords of `vggt.ba.refine_with_ba`.
+        intrinsics: a file of known intrinsics (JSON, COLMAP cameras or model; `vggt.data.intrinsics`) used instead
+            of the predicted ones; refine_intrinsics: let bundle adjustment refine them (default: fixed).
+        window, overlap: windowed reconstruction of long sequences: one forward pass per `window` frames, each
+            sharing `overlap` frames with the one before (None: one pass over all frames); loop_closure: the last
+            frames revisit the first ones (one more pass links them); work_dir: where the windows are kept
+            (default: a temporary folder); resume: reuse the windows already in `work_dir`.
         memory_check: stop with advice when the estimate exceeds free memory. progress: tqdm bars.
     """
 
@@ -57,6 +70,13 @@ class ReconstructOptions:
     max_frames: int | None = None
     bundle_adjust: bool = False
     ba_options: Mapping[str, Any] = field(default_factory=dict)
+    intrinsics: str | os.PathLike | None = None
+    refine_intrinsics: bool = False
+    window: int | None = None
+    overlap: int | None = None
+    loop_closure: bool = False
+    work_dir: str | os.PathLike | None = None
+    resume: bool = False
     memory_check: bool = True
     progress: bool = False
 
@@ -81,6 +101,30 @@ class ReconstructOptions:
             raise InputError("{fps} must be positive, got {value}", value=self.fps)
         if self.ba_options is None:
             object.__setattr__(self, "ba_options", {})
+        self._check_windows()
+
+    def _check_windows(self) -> None:
+        if self.window is None:
+            for name in ("overlap", "loop_closure", "resume"):
+                if getattr(self, name):
+                    raise InputError("{" + name + "} applies to windowed runs: set {window} too")
+            return
+        if self.window < 2:
+            raise InputError("{window} must be at least 2 frames, got {value}", value=self.window)
+        overlap = self.overlap if self.overlap is not None else default_overlap(self.window)
+        if not 1 <= overlap < self.window:
+            raise InputError(
+                "{overlap} must be at least 1 and below {window} ({size}), got {value}", size=self.window, value=overlap
+            )
+        object.__setattr__(self, "overlap", overlap)
+        if self.bundle_adjust:
+            raise InputError(
+                "{bundle_adjust} works on one forward pass; it cannot be combined with {window} (drop one of them)"
+            )
+
+    @property
+    def windowed(self) -> bool:
+        return self.window is not None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -72,6 +72,7 @@ class Reconstruction:
             instead of the dense cloud; None otherwise.
         source_video: the video the frames were sampled from, if any. seconds: time `reconstruct` took.
         masked_pixels: pixels whose predictions were non-finite, left out of the cloud and stored as 0.
+        windows: for a windowed run, the windows and how well they aligned (one line); None otherwise.
         selection: which pixels make up `cloud` (confidence percentile, point limit, frames, background masks).
     """
 
@@ -86,8 +87,11 @@ class Reconstruction:
     source_video: Path | None = None
     seconds: float = 0.0
     masked_pixels: int = 0
-    # Keeps sampled video frames alive as long as the reconstruction refers to them.
+    windows: str | None = None
+    # Keep sampled video frames and a windowed run's memory-mapped predictions alive as long as the
+    # reconstruction refers to them.
     _frames_dir: Any = field(default=None, repr=False)
+    _work_dir: Any = field(default=None, repr=False)
     selection: PointSelection = field(default_factory=PointSelection)
 
     # ------------------------------------------------------------------------------------------ views
@@ -313,6 +317,8 @@ class Reconstruction:
         masked = f", {self.masked_pixels} non-finite pixels masked" if self.masked_pixels else ""
         seconds = self.seconds if seconds is None else seconds
         frames = f"{self.num_frames} frame{'' if self.num_frames == 1 else 's'}"
+        if self.windows is not None:
+            frames += f" ({self.windows})"
         points = f"{self.num_points} point{'' if self.num_points == 1 else 's'} (from {self.points_source}{ba}{masked})"
         return f"{frames}, {points} in {seconds:.1f} s{where}"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vggt.data.intrinsics import KnownIntrinsics
 from vggt.errors import InputError
+from vggt.pipeline.calibration import apply_known_intrinsics
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference
 from vggt.pipeline.inputs import load_input_images
 from vggt.utils.files import atomic_directory
@@ -138,14 +141,16 @@ def load_transforms(path: Path) -> list[PreprocessTransform]:
 
 @dataclass
 class WindowedResult:
-    """The merged predictions of all frames (memory-mapped), each frame's preprocessing, the world-from-window
-    similarities, and per link the alignment's median residual in world units and the fraction of inlier pixels."""
+    """The merged predictions of all frames (memory-mapped in `work_dir`), each frame's preprocessing, the
+    world-from-window similarities, and per link the alignment's median residual in world units and the fraction
+    of inlier pixels. `work_dir` is the folder, or the TemporaryDirectory that deletes it."""
 
     predictions: Predictions
     transforms: list[PreprocessTransform]
     nodes: list[Similarity]
     residuals: list[float] = field(default_factory=list)
     inliers: list[float] = field(default_factory=list)
+    work_dir: Any = None
 
     def summary(self) -> str:
         if not self.residuals:
@@ -171,8 +176,10 @@ def run_windows(
     resolution: int,
     inference: InferenceOptions,
     model_name: str,
+    known: KnownIntrinsics | None = None,
 ) -> None:
-    """One forward pass per window of `plan`, each saved to `store` as it is done (those on disk are skipped)."""
+    """One forward pass per window of `plan`, each saved to `store` as it is done (those on disk are skipped);
+    with `known` intrinsics, they replace the predicted ones (and are those the alignment unprojects with)."""
     from tqdm.auto import tqdm
 
     pad_to = common_input_size(paths, mode, resolution, model.config.patch_size)
@@ -186,6 +193,11 @@ def run_windows(
         predictions = run_inference(model, loaded.images, inference)
         check_finite(predictions, model_name)
         predictions.require("extrinsics", "depth")
+        if known is not None:
+            subset = KnownIntrinsics(
+                tuple(known.image_names[i] for i in passes[k]), tuple(known.cameras[i] for i in passes[k])
+            )
+            apply_known_intrinsics(predictions, subset, loaded.transforms)
         store.save(k, predictions, loaded.transforms)
 
 
@@ -275,3 +287,42 @@ def _frame_in_world(predictions: Predictions, j: int, node: Similarity) -> dict[
         values["world_points"] = node.apply(np.asarray(predictions.world_points[j], np.float64)).astype(np.float32)
         values["world_points_conf"] = np.asarray(predictions.world_points_conf[j])
     return values
+
+
+def manifest(paths: Sequence[Path], opts: Any, resolution: int, model_name: str) -> dict[str, Any]:
+    """What a window store's content depends on: a resumed run must have the same."""
+    return {
+        "images": [str(Path(p).resolve()) for p in paths],
+        "model": model_name,
+        "mode": opts.mode,
+        "resolution": resolution,
+        "window": opts.window,
+        "overlap": opts.overlap,
+        "loop_closure": opts.loop_closure,
+        "dtype": str(opts.dtype),
+        "intrinsics": None if opts.intrinsics is None else str(opts.intrinsics),
+    }
+
+
+def predict_windowed(
+    model: torch.nn.Module,
+    paths: Sequence[Path],
+    opts: Any,
+    inference: InferenceOptions,
+    resolution: int,
+    model_name: str,
+    known: KnownIntrinsics | None = None,
+) -> WindowedResult:
+    """Predictions for all frames of `paths`, one forward pass per window of `opts` (ReconstructOptions: window,
+    overlap, loop_closure, work_dir, resume), aligned into the first camera's frame."""
+    work = Path(opts.work_dir) if opts.work_dir is not None else None
+    holder = None
+    if work is None:
+        holder = tempfile.TemporaryDirectory(prefix="vggt-windows-")
+        work = Path(holder.name)
+    plan = WindowPlan.build(len(paths), opts.window, opts.overlap, opts.loop_closure)
+    store = WindowStore(work, manifest(paths, opts, resolution, model_name), resume=opts.resume)
+    run_windows(model, paths, plan, store, opts.mode, resolution, inference, model_name, known)
+    nodes, residuals, inliers = align_windows(store, plan)
+    predictions, transforms = merge_windows(store, plan, nodes, len(paths))
+    return WindowedResult(predictions, transforms, nodes, residuals, inliers, holder or work)
