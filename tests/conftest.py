@@ -160,7 +160,7 @@ class AppServer:
         import subprocess
 
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)  # as process managers stop servers
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:

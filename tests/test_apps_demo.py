@@ -158,7 +158,7 @@ def test_sessions_are_apart_and_upload_names_stay_inside(demo, examples_dir, roo
     payload = [("files", (name, room_photos[1].read_bytes(), "image/jpeg")) for name in names]
     paths = httpx.post(f"{api}/upload", files=payload).raise_for_status().json()
     files = [{"path": p, "orig_name": n, "meta": {"_type": "gradio.FileData"}} for p, n in zip(paths, names)]
-    data = [files, None, 1.0, 8, 50, [], True, "Depth and camera", False, False, 1000]
+    data = rest_reconstruct_data(files)
     event = httpx.post(f"{api}/call/reconstruct", json={"data": data}).raise_for_status().json()["event_id"]
     stream = httpx.get(f"{api}/call/reconstruct/{event}", timeout=API_TIMEOUT).text
     assert "event: complete" in stream and "2 frames" in stream, stream[-2000:]
@@ -169,16 +169,36 @@ def test_sessions_are_apart_and_upload_names_stay_inside(demo, examples_dir, roo
     assert not any((folder / name).exists() for folder in demo.tmp.parents for name in ("x.jpg", "y.jpg"))
 
 
-def test_one_model_run_at_a_time_and_waiting_visitors_see_their_place(demo, room_photos):
-    files = [gradio_client.handle_file(str(p)) for p in room_photos]
-    visitors = [client(demo) for _ in range(3)]
-    jobs = [visitor.submit(files, api_name="/reconstruct") for visitor in visitors]
-    ranks: list[int] = []
-    while not all(job.done() for job in jobs):
-        ranks += [s.rank for s in (job.status() for job in jobs) if s.code.name == "IN_QUEUE" and s.rank is not None]
-        time.sleep(0.05)
-    assert all(job.result()[1].startswith("8 frames") for job in jobs)
-    assert max(ranks) >= 1  # with one run at a time, the third visitor waited behind another one
+def rest_reconstruct_data(files: list[dict], max_points: int = 1000) -> list:
+    """Every input of /reconstruct, as Gradio's REST API takes them (gradio_client fills in the defaults itself)."""
+    return [files, None, 1.0, 8, 50, [], True, "Depth and camera", False, False, max_points]
+
+
+def test_one_model_run_at_a_time_with_progress_and_places_in_the_queue(demo, room_photos):
+    import httpx
+
+    api = f"{demo.url}gradio_api"
+    payload = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in room_photos]
+    files = [
+        {"path": p, "meta": {"_type": "gradio.FileData"}} for p in httpx.post(f"{api}/upload", files=payload).json()
+    ]
+    calls = [httpx.post(f"{api}/call/reconstruct", json={"data": rest_reconstruct_data(files)}) for _ in range(3)]
+    waiting = httpx.get(f"{api}/queue/status").json()["queue_size"]
+    job = client(demo).submit([gradio_client.handle_file(str(p)) for p in room_photos], api_name="/reconstruct")
+    ranks, bars = [], set()
+    while not job.done():
+        status = job.status()
+        if status.code.name == "IN_QUEUE" and status.rank is not None:
+            ranks.append(status.rank)
+        bars.update(unit.desc for unit in status.progress_data or ())
+        time.sleep(0.02)
+    assert job.result()[1].startswith("8 frames")
+    for call in calls:
+        stream = httpx.get(f"{api}/call/reconstruct/{call.json()['event_id']}", timeout=API_TIMEOUT).text
+        assert "event: complete" in stream and "8 frames" in stream
+    assert waiting >= 1  # three runs asked for at once: one runs, the others wait
+    assert ranks and min(ranks) >= 0  # the visitor who came next waited and was told their place in the line
+    assert {"loading", "inference"} <= bars  # the page's progress bar follows the pipeline's tqdm bars
 
 
 def test_video_upload_is_sampled_by_the_pipeline(demo, room_photos, tmp_path):

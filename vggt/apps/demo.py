@@ -11,9 +11,11 @@ the files to download, `/frame` gives one frame's image, depth and confidence.
 """
 
 import html
+import importlib
 import logging
 import os
 import re
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
@@ -371,8 +373,16 @@ class DemoApp:
             )
 
 
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the server as Ctrl-C does, so that the sessions' files are deleted on the way out."""
+    raise KeyboardInterrupt
+
+
 def serve(app: DemoApp, host: str, port: int, share: bool, max_file_mb: int, allowed: Sequence[Path] = ()) -> None:
-    """Serve the page until interrupted, then delete every session's files."""
+    """Serve the page until interrupted (Ctrl-C or SIGTERM), then delete every session's files."""
+    # pycolmap (glog) replaces the SIGTERM handler when it is first imported: import it before setting ours.
+    importlib.import_module("pycolmap")
+    signal.signal(signal.SIGTERM, interrupt)
     blocks = app.build()
     blocks.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     app.store.start_sweeping()
