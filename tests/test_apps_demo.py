@@ -183,7 +183,11 @@ def test_one_model_run_at_a_time_with_progress_and_places_in_the_queue(demo, roo
         {"path": p, "meta": {"_type": "gradio.FileData"}} for p in httpx.post(f"{api}/upload", files=payload).json()
     ]
     calls = [httpx.post(f"{api}/call/reconstruct", json={"data": rest_reconstruct_data(files)}) for _ in range(3)]
-    waiting = httpx.get(f"{api}/queue/status").json()["queue_size"]
+    # The queue registers the calls asynchronously: look at its size for a moment, not once.
+    waiting, deadline = 0, time.monotonic() + 10
+    while waiting < 1 and time.monotonic() < deadline:
+        waiting = max(waiting, httpx.get(f"{api}/queue/status").json()["queue_size"])
+        time.sleep(0.02)
     job = client(demo).submit([gradio_client.handle_file(str(p)) for p in room_photos], api_name="/reconstruct")
     ranks, bars = [], set()
     while not job.done():
