@@ -159,3 +159,10 @@ def test_distorted_photos_are_undistorted_before_the_model_sees_them(tiny_model,
     written = np.asarray(Image.open(out / "images" / "0.png"))
     assert written.shape == original.shape and not np.array_equal(written, original)  # undistorted pixels
     np.testing.assert_allclose(rec.intrinsics[0][:2, :2], [[70.0, 0], [0, 70.0]])
+
+
+def test_loop_closure_runs_one_more_pass_and_keeps_the_first_camera(tiny_model, kitchen, tmp_path):
+    rec = run(tiny_model, kitchen[:12], window=6, overlap=2, loop_closure=True, work_dir=tmp_path / "work")
+    assert len([p for p in (tmp_path / "work").iterdir() if p.name.startswith("window_")]) == 4  # 3 + the loop
+    np.testing.assert_allclose(rec.extrinsics[0], np.eye(3, 4), atol=1e-5)
+    assert np.isfinite(rec.extrinsics).all()
