@@ -1,0 +1,81 @@
+"""Training-free token merging for global attention (the fast mode: `merge_ratio`).
+
+Before a global attention, a fraction `merge_ratio` of the patch tokens of every frame but the first is merged
+into similar tokens of the same frame, and restored after it, so that every output keeps its full resolution.
+As in token merging (ToMe, Bolya et al. 2023) the tokens of a frame are split alternately into two sets; each
+token of the first set is matched to the token of the second set whose key is the most similar (cosine, averaged
+over heads), and the best-matched `merge_ratio` of the frame's patch tokens are merged. A merged group attends as
+one token: its key and value are the group's mean, and it enters the softmax with weight `log(size)` ("proportional
+attention"), so that a group of identical tokens gives exactly what they would give unmerged. Queries of merged
+tokens are dropped: they take the output of the token they were merged into. Camera and register tokens and the
+whole first frame (the reference frame) are never merged; `merge_ratio=0` is exactly plain attention.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# At most half the patch tokens can be merged: each one is merged into a token of the other half.
+MAX_MERGE_RATIO = 0.5
+
+
+def merge_plan(keys: Tensor, num_frames: int, protected: int, merge_ratio: float) -> tuple[Tensor, Tensor]:
+    """Which token each token is represented by, and the kept tokens.
+
+    Args:
+        keys: [B, heads, S * P, d] keys of S frames of P tokens each.
+        protected: the first `protected` tokens of every frame (camera, registers) are never merged.
+
+    Returns:
+        representative: [B, S * P] index, into the kept tokens, of the token that stands for each token;
+        kept: [B, K] indices of the kept tokens (all the same count K per batch element), in increasing order.
+    """
+    batch, _, num_tokens, _ = keys.shape
+    per_frame = num_tokens // num_frames
+    patches = per_frame - protected
+    first_set = torch.arange(protected, per_frame, 2, device=keys.device)  # merge candidates
+    second_set = torch.arange(protected + 1, per_frame, 2, device=keys.device)  # merge targets
+    count = min(int(merge_ratio * patches), len(first_set))
+    if num_frames < 2 or count < 1 or len(second_set) == 0:
+        kept = torch.arange(num_tokens, device=keys.device).expand(batch, num_tokens)
+        return kept.clone(), kept.clone()
+    mean_key = F.normalize(keys.mean(dim=1).reshape(batch, num_frames, per_frame, -1)[:, 1:], dim=-1)
+    similarity = mean_key[:, :, first_set] @ mean_key[:, :, second_set].transpose(-1, -2)  # [B, S-1, |A|, |B|]
+    score, target = similarity.max(dim=-1)  # [B, S-1, |A|]
+    merged = score.argsort(dim=-1, descending=True)[..., :count]  # [B, S-1, count] positions in the first set
+
+    frame_start = (torch.arange(1, num_frames, device=keys.device) * per_frame)[None, :, None]
+    source = frame_start + first_set[merged]  # [B, S-1, count] token indices
+    destination = frame_start + second_set[target.gather(-1, merged)]
+    owner = torch.arange(num_tokens, device=keys.device).repeat(batch, 1)  # [B, N]
+    owner.scatter_(1, source.reshape(batch, -1), destination.reshape(batch, -1))
+    is_kept = owner == torch.arange(num_tokens, device=keys.device)
+    kept = torch.nonzero(is_kept)[:, 1].reshape(batch, -1)
+    position = torch.cumsum(is_kept, dim=1) - 1  # index of each kept token among the kept ones
+    return position.gather(1, owner), kept
+
+
+def merged_attention(q: Tensor, k: Tensor, v: Tensor, num_frames: int, protected: int, merge_ratio: float) -> Tensor:
+    """`scaled_dot_product_attention(q, k, v)` [B, heads, S * P, d] with patch tokens merged (module docstring)."""
+    if merge_ratio <= 0:
+        return F.scaled_dot_product_attention(q, k, v)
+    if merge_ratio > MAX_MERGE_RATIO:
+        raise ValueError(f"merge_ratio must be in [0, {MAX_MERGE_RATIO}], got {merge_ratio}")
+    batch, heads, num_tokens, dim = q.shape
+    representative, kept = merge_plan(k, num_frames, protected, merge_ratio)
+    if kept.shape[1] == num_tokens:
+        return F.scaled_dot_product_attention(q, k, v)
+    num_kept = kept.shape[1]
+    index = representative[:, None, :, None].expand(batch, heads, num_tokens, dim)
+    sums = torch.zeros(batch, heads, num_kept, dim, dtype=k.dtype, device=k.device)
+    size = torch.zeros(batch, num_kept, dtype=k.dtype, device=k.device).scatter_add_(
+        1, representative, torch.ones_like(representative, dtype=k.dtype)
+    )
+    k_kept = sums.scatter_add(2, index, k) / size[:, None, :, None]
+    v_kept = sums.scatter_add(2, index, v) / size[:, None, :, None]
+    q_kept = q.gather(2, kept[:, None, :, None].expand(batch, heads, num_kept, dim))
+    bias = size.log()[:, None, None, :].to(q.dtype)  # proportional attention
+    out_kept = F.scaled_dot_product_attention(q_kept, k_kept, v_kept, attn_mask=bias)
+    return out_kept.gather(2, representative[:, None, :, None].expand(batch, heads, num_tokens, dim))
