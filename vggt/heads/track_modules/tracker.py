@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vggt.heads.track_modules.blocks import CorrelationPyramid, EfficientUpdateFormer
+from vggt.heads.track_modules.blocks import CorrelationPyramid, EfficientUpdateFormer, map_chunks
 from vggt.heads.track_modules.utils import flow_embedding, sample_features, sincos_grid_embedding
 from vggt.layers import Mlp
+from vggt.layers.chunked_block import chunk_slices
 
 # Flows are also fed raw, divided by the image size VGGT was trained at.
 FLOW_SCALE = 518.0
@@ -87,14 +88,31 @@ class TrackerPredictor(nn.Module):
         self.vis_predictor = nn.Sequential(nn.Linear(latent_dim, 1))
         self.conf_predictor = nn.Sequential(nn.Linear(latent_dim, 1)) if predict_conf else None
 
+    def normalize_fmaps(self, fmaps: Tensor) -> Tensor:
+        """LayerNorm over the channels of feature maps [B, S, C, H, W] (what `forward` does first)."""
+        return self.fmap_norm(fmaps.permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3)
+
     def forward(
-        self, query_points: Tensor, fmaps: Tensor, iters: int = 4, apply_sigmoid: bool = True
+        self,
+        query_points: Tensor,
+        fmaps: Tensor,
+        iters: int = 4,
+        apply_sigmoid: bool = True,
+        *,
+        normalized: bool = False,
+        frames_chunk_size: int | None = None,
+        queries_chunk_size: int | None = None,
     ) -> tuple[list[Tensor], Tensor, Tensor | None]:
         """Track query_points [B, N, 2] (image pixels, frame 0) through fmaps [B, S, C, H / stride, W / stride].
 
         Returns the tracks after each iteration (a list of `iters` [B, S, N, 2] in image pixels),
         visibility [B, S, N] and confidence [B, S, N] (None without predict_conf), as probabilities
         when apply_sigmoid, else logits.
+
+        `normalized`: fmaps already went through `normalize_fmaps`. The correlations are sampled
+        `frames_chunk_size` frames and `queries_chunk_size` tracks at a time, and the update transformer
+        is chunked alike (None: all at once); the results do not depend on it. fmaps may live on another
+        device (e.g. offloaded to the CPU): each chunk is moved to the tracker's.
         """
         if fmaps.ndim != 5 or fmaps.shape[2] != self.latent_dim:
             raise ValueError(f"fmaps must be [B, S, {self.latent_dim}, H, W], got shape {tuple(fmaps.shape)}")
@@ -104,22 +122,23 @@ class TrackerPredictor(nn.Module):
         batch, frames, _, height, width = fmaps.shape
         num_tracks = query_points.shape[1]
         dim = self.latent_dim
-
-        fmaps = self.fmap_norm(fmaps.permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3)
+        device = self.query_ref_token.device
+        if not normalized:
+            fmaps = self.normalize_fmaps(fmaps)
 
         # Positions live in feature-map pixels; coordinates stay in at least float32 under autocast.
         coords_dtype = torch.promote_types(query_points.dtype, torch.float32)
         queries = query_points.to(coords_dtype) / float(self.stride)  # [B, N, 2]
         coords = queries[:, None].expand(batch, frames, num_tracks, 2)
 
-        query_feats = sample_features(fmaps[:, 0], queries)  # [B, N, C]
+        query_feats = sample_features(fmaps[:, 0].to(device), queries)  # [B, N, C]
         track_feats = query_feats[:, None].expand(batch, frames, num_tracks, dim)  # [B, S, N, C]
-        correlations = CorrelationPyramid(fmaps, self.corr_levels, self.corr_radius)
 
         # Position of each track's query, embedded: the same for every frame and iteration.
-        grid_embed = sincos_grid_embedding(self.transformer_dim, height, width, device=fmaps.device)
+        grid_embed = sincos_grid_embedding(self.transformer_dim, height, width, device=device)
         query_pos_embed = sample_features(grid_embed.expand(batch, -1, -1, -1), queries)  # [B, N, D]
         query_pos_embed = query_pos_embed.reshape(batch * num_tracks, 1, self.transformer_dim)
+        del grid_embed
         frame_token = torch.cat(
             [self.query_ref_token[:, :1], self.query_ref_token[:, 1:].expand(-1, frames - 1, -1)], dim=1
         )  # [1, S, D]
@@ -127,8 +146,9 @@ class TrackerPredictor(nn.Module):
         coord_preds = []
         for _ in range(iters):
             coords = coords.detach()
-            corr = correlations.sample(track_feats, coords)  # [B, S, N, L]
-            corr = self.corr_mlp(corr.transpose(1, 2).reshape(batch * num_tracks, frames, -1))
+            corr = self._correlations(fmaps, track_feats, coords, frames_chunk_size, queries_chunk_size)
+            corr = corr.transpose(1, 2).reshape(batch * num_tracks, frames, -1)  # [B * N, S, L]
+            corr = map_chunks(self.corr_mlp, corr, queries_chunk_size)
 
             # Displacement from the query, per track: [B * N, S, 2]
             flows = (coords - coords[:, :1]).transpose(1, 2).reshape(batch * num_tracks, frames, 2)
@@ -136,10 +156,14 @@ class TrackerPredictor(nn.Module):
 
             feats = track_feats.transpose(1, 2).reshape(batch * num_tracks, frames, dim)
             x = torch.cat([flow_feats.to(corr.dtype), corr, feats.to(corr.dtype)], dim=-1)
+            corr_dtype = corr.dtype
+            del corr, flow_feats
             x = x + query_pos_embed + frame_token
-            x = x.to(corr.dtype).reshape(batch, num_tracks, frames, self.transformer_dim)
+            x = x.to(corr_dtype).reshape(batch, num_tracks, frames, self.transformer_dim)
 
-            delta = self.updateformer(x).reshape(batch * num_tracks * frames, dim + 2)
+            delta = self.updateformer(x, queries_chunk_size, frames_chunk_size)
+            delta = delta.reshape(batch * num_tracks * frames, dim + 2)
+            del x
             delta_coords, delta_feats = delta[:, :2], delta[:, 2:]
 
             feats = feats.reshape(-1, dim) + self.ffeat_updater(self.ffeat_norm(delta_feats))
@@ -156,3 +180,29 @@ class TrackerPredictor(nn.Module):
             vis = torch.sigmoid(vis)
             conf = torch.sigmoid(conf) if conf is not None else None
         return coord_preds, vis, conf
+
+    def _correlations(
+        self,
+        fmaps: Tensor,
+        track_feats: Tensor,
+        coords: Tensor,
+        frames_chunk_size: int | None,
+        queries_chunk_size: int | None,
+    ) -> Tensor:
+        """Correlation windows [B, S, N, levels * (2r+1)**2] of each track's feature around its position."""
+        batch, frames, num_tracks = coords.shape[:3]
+        device = track_feats.device
+        out: Tensor | None = None
+        frame_slices = list(chunk_slices(frames, frames_chunk_size))
+        query_slices = list(chunk_slices(num_tracks, queries_chunk_size))
+        for frames_part in frame_slices:
+            pyramid = CorrelationPyramid(fmaps[:, frames_part].to(device), self.corr_levels, self.corr_radius)
+            for tracks in query_slices:
+                corr = pyramid.sample(track_feats[:, frames_part, tracks], coords[:, frames_part, tracks])
+                if len(frame_slices) == 1 and len(query_slices) == 1:
+                    return corr
+                if out is None:
+                    out = corr.new_empty(batch, frames, num_tracks, corr.shape[-1])
+                out[:, frames_part, tracks] = corr
+            del pyramid
+        return out

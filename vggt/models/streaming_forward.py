@@ -1,0 +1,134 @@
+"""The streaming forward pass of VGGT: the aggregator in chunks, then every head one frame chunk at a time.
+
+Same numbers as the full pass (`VGGT.forward(..., streaming=False)`), with working memory bounded by
+the chunk sizes of a `StreamingOptions` rather than by the scene. The kept aggregator outputs are
+converted (and, offloaded, copied back to the device) one frame chunk at a time; the dense heads
+write into preallocated outputs; the track head stores its normalised feature maps, then the tracker
+samples correlations chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from vggt.layers.chunked_block import chunk_slices
+from vggt.layers.onednn import onednn_linear
+from vggt.models.streaming import KeptOutputs, StreamingOptions
+
+if TYPE_CHECKING:
+    from vggt.models.vggt import VGGT
+
+# Dense heads and the prediction keys of their (values, confidence) outputs.
+DENSE_HEADS = {
+    "depth": ("depth_head", "depth", "depth_conf"),
+    "point": ("point_head", "world_points", "world_points_conf"),
+}
+
+
+@torch.no_grad()
+def streaming_forward(
+    model: VGGT,
+    images: Tensor,
+    query_points: Tensor | None,
+    heads: Collection[str],
+    options: StreamingOptions,
+) -> dict[str, Any]:
+    """`model(images, query_points, heads=heads)` computed in chunks; see `VGGT.forward` for the outputs."""
+    device = model.aggregator.camera_token.device
+    with onednn_linear(device.type == "cpu"):
+        # An aggregator told to keep every layer (keep_layers None, as the reference does) keeps them all.
+        keep = None if model.aggregator.keep_layers is None else model.config.layers_needed(heads)
+        kept, patch_start_idx = model.aggregator.forward_streaming(images, options, keep)
+        predictions: dict[str, Any] = {}
+        if "camera" in heads:
+            predictions.update(run_camera_head(model, kept.camera_tokens(device, model.head_dtype())))
+        track = "track" in heads and query_points is not None
+        dense = [h for h in heads if h in DENSE_HEADS]
+        fmaps = run_frame_heads(model, kept, images.shape, patch_start_idx, dense, track, options)
+        del kept
+        fmaps_store = fmaps.pop("track_fmaps", None)
+        predictions.update(fmaps)
+        if track:
+            predictions.update(run_tracker(model, fmaps_store, query_points, options))
+    if options.offload and device.type == "cuda":
+        torch.cuda.synchronize(device)  # outputs were copied to pinned CPU memory asynchronously
+    if not model.training:
+        predictions["images"] = images
+    return predictions
+
+
+def run_camera_head(model: VGGT, camera_tokens: list[Tensor | None]) -> dict[str, Any]:
+    """Pose encodings from a tokens list whose last entry holds the camera tokens [B, S, 1, 2C]."""
+    with torch.autocast(device_type=model.aggregator.camera_token.device.type, enabled=False):
+        pose_enc_list = model.camera_head(camera_tokens, num_iterations=model.config.camera_iterations)
+    return {"pose_enc": pose_enc_list[-1], "pose_enc_list": pose_enc_list}
+
+
+def run_frame_heads(
+    model: VGGT,
+    kept: KeptOutputs,
+    images_shape: torch.Size,
+    patch_start_idx: int,
+    dense: Collection[str],
+    track_features: bool,
+    options: StreamingOptions,
+) -> dict[str, Tensor]:
+    """The per-frame heads, one frame chunk at a time: dense outputs, and the tracker's normalised feature maps.
+
+    Each chunk of the kept outputs is converted to the heads' dtype once and shared by every head.
+    Outputs are preallocated ([B, S, ...]) on the device, or on the CPU (pinned on CUDA) with offload.
+    """
+    batch, frames, _, height, width = images_shape
+    device, dtype = kept.device, model.head_dtype()
+    outputs: dict[str, Tensor] = {}
+
+    def store(key: str, frames_part: slice, value: Tensor) -> None:
+        if key not in outputs:
+            on_cpu = options.offload and device.type != "cpu"
+            outputs[key] = torch.empty(
+                (batch, frames, *value.shape[2:]),
+                dtype=value.dtype,
+                device="cpu" if on_cpu else device,
+                pin_memory=on_cpu and device.type == "cuda",
+            )
+        outputs[key][:, frames_part].copy_(value, non_blocking=True)
+
+    with torch.autocast(device_type=device.type, enabled=False):
+        for frames_part in chunk_slices(frames, options.frames_chunk_size):
+            tokens = kept.frames(frames_part.start, frames_part.stop, device, dtype)
+            chunk = frames_part.stop - frames_part.start
+            for name in dense:
+                module, values_key, conf_key = DENSE_HEADS[name]
+                values, conf = getattr(model, module)._forward_frames(tokens, height, width, patch_start_idx, 0, chunk)
+                store(values_key, frames_part, values)
+                store(conf_key, frames_part, conf)
+                del values, conf
+            if track_features:
+                head = model.track_head
+                features = head.feature_extractor._forward_frames(tokens, height, width, patch_start_idx, 0, chunk)
+                store("track_fmaps", frames_part, head.tracker.normalize_fmaps(features))
+                del features
+            del tokens
+    return outputs
+
+
+def run_tracker(model: VGGT, fmaps: Tensor, query_points: Tensor, options: StreamingOptions) -> dict[str, Any]:
+    """Tracks, visibility and confidence from normalised feature maps [B, S, C, h, w] (possibly on the CPU)."""
+    head = model.track_head
+    with torch.autocast(device_type=model.aggregator.camera_token.device.type, enabled=False):
+        track_list, vis, conf = head.tracker(
+            query_points.to(device=head.tracker.query_ref_token.device, dtype=model.head_dtype()),
+            fmaps,
+            iters=head.iters,
+            normalized=True,
+            frames_chunk_size=options.frames_chunk_size,
+            queries_chunk_size=options.queries_chunk_size,
+        )
+    predictions: dict[str, Any] = {"track": track_list[-1], "vis": vis, "conf": conf}
+    if model.training:
+        predictions["track_list"] = track_list
+    return predictions
