@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe import PeakMemory  # noqa: E402
-
+from vggt.models.memory_probe import PeakMemory
 from vggt.models.vggt import VGGT
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench_common import load_probe, run_child
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -71,8 +72,9 @@ def child(job: dict) -> None:
     """Run one measurement and print it as JSON (in a fresh interpreter)."""
     import torch
 
-    sys.path.insert(0, str(BENCH))
-    from probe import PeakMemory
+    PeakMemory = load_probe().PeakMemory
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
 
     model = _load_model(job["impl"], job.get("weights"), job["track"])
     images, query_points = _job_inputs(job)
@@ -84,20 +86,7 @@ def child(job: dict) -> None:
 
 
 def _run_child(job: dict, reference: Path | None, reference_path: list[str]) -> dict:
-    env = dict(os.environ)
-    if job["impl"] == "reference":
-        env["PYTHONPATH"] = os.pathsep.join([str(reference), *reference_path])
-    else:
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    # Run from a neutral directory, so that the reference's `vggt` is not shadowed by ours.
-    result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(job)],
-        env=env,
-        cwd=str(BENCH.parent.parent if job["impl"] == "reference" else REPO),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_child(Path(__file__).resolve(), job, reference, reference_path)
     if result.returncode != 0:
         raise RuntimeError(f"{job['impl']} {job['name']} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -133,6 +122,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 24])
     parser.add_argument("--jobs", nargs="+", choices=["sweep", "kitchen"], default=["sweep", "kitchen"])
     parser.add_argument("--repeats", type=int, default=1, help="runs per measurement (the fastest is kept)")
+    parser.add_argument("--threads", type=int, help="torch threads in each run (1: robust to a shared machine)")
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
@@ -152,15 +142,12 @@ def main() -> None:
     def measure(job: dict) -> dict[str, dict]:
         out = {}
         for impl in impls:
-            runs = [_run_child({**job, "impl": impl, "weights": weights}, args.reference, args.reference_path)]
-            runs += [
-                _run_child({**job, "impl": impl, "weights": weights}, args.reference, args.reference_path)
-                for _ in range(args.repeats - 1)
-            ]
+            full_job = {**job, "impl": impl, "weights": weights, "threads": args.threads}
+            runs = [_run_child(full_job, args.reference, args.reference_path) for _ in range(args.repeats)]
             out[impl] = {key: min(r[key] for r in runs) for key in ("mb", "seconds", "cpu_seconds")}
         return out
 
-    print(f"# load average before: {os.getloadavg()[0]:.2f}")
+    print(f"# load average before: {os.getloadavg()[0]:.2f}; torch threads per run: {args.threads or 'default'}")
     if "sweep" in args.jobs:
         results = {f: measure({"name": "sweep", "frames": f, "track": False}) for f in args.frames}
         _print_table(

@@ -103,13 +103,18 @@ class Aggregator(nn.Module):
         grid = patch_positions(1, height // self.patch_size, width // self.patch_size, device)[0] + 1
         return torch.cat([grid.new_zeros(self.patch_start_idx, 2), grid], dim=0)
 
-    def forward(self, images: Tensor, keep_layers: Sequence[int] | None = None) -> tuple[list[Tensor | None], int]:
+    def forward(
+        self, images: Tensor, keep_layers: Sequence[int] | None = None, streaming: StreamingOptions | None = None
+    ) -> tuple[list[Tensor | None] | KeptOutputs, int]:
         """Images [B, S, 3, H, W] in [0, 1] -> (outputs, patch_start_idx).
 
         `outputs` has one entry per block pair, [B, S, P, 2C] with P = patch_start_idx + (H/p)(W/p);
         entries not in `keep_layers` (default: `self.keep_layers`, None = all) are None, so that
-        inference keeps only what the heads consume.
+        inference keeps only what the heads consume. With `streaming`, the pass of `forward_streaming`,
+        which returns the kept outputs as a KeptOutputs.
         """
+        if streaming is not None:
+            return self.forward_streaming(images, streaming, keep_layers)
         B, S, _, H, W = images.shape
         keep = self._keep(keep_layers)
         tokens = self.embed(images)

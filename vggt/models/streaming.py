@@ -150,6 +150,10 @@ class KeptOutputs:
         out[-1] = self.layers[self.depth - 1][:, :, :1].to(device=device).to(dtype)
         return out
 
+    def release(self) -> None:
+        """Free the stored layers (once every head has read them)."""
+        self.layers.clear()
+
     def as_list(self) -> list[Tensor | None]:
         """The stored layers as an aggregator tokens list (None where not kept), without copying."""
         return [self.layers.get(i) for i in range(self.depth)]

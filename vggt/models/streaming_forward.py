@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from vggt.heads.track_modules.tracker import FrameShard
 from vggt.layers.chunked_block import chunk_slices
 from vggt.layers.onednn import onednn_linear
 from vggt.models.streaming import KeptOutputs, StreamingOptions
 
 if TYPE_CHECKING:
     from vggt.models.vggt import VGGT
+
 
 # Dense heads and the prediction keys of their (values, confidence) outputs.
 DENSE_HEADS = {
@@ -42,22 +44,49 @@ def streaming_forward(
     with onednn_linear(device.type == "cpu"):
         # An aggregator told to keep every layer (keep_layers None, as the reference does) keeps them all.
         keep = None if model.aggregator.keep_layers is None else model.config.layers_needed(heads)
-        kept, patch_start_idx = model.aggregator.forward_streaming(images, options, keep)
-        predictions: dict[str, Any] = {}
-        if "camera" in heads:
-            predictions.update(run_camera_head(model, kept.camera_tokens(device, model.head_dtype())))
-        track = "track" in heads and query_points is not None
-        dense = [h for h in heads if h in DENSE_HEADS]
-        fmaps = run_frame_heads(model, kept, images.shape, patch_start_idx, dense, track, options)
-        del kept
-        fmaps_store = fmaps.pop("track_fmaps", None)
-        predictions.update(fmaps)
-        if track:
-            predictions.update(run_tracker(model, fmaps_store, query_points, options))
+        kept, patch_start_idx = model.aggregator(images, keep, streaming=options)
+        predictions = run_heads(model, kept, images.shape, patch_start_idx, heads, query_points, options)
     if options.offload and device.type == "cuda":
         torch.cuda.synchronize(device)  # outputs were copied to pinned CPU memory asynchronously
     if not model.training:
         predictions["images"] = images
+    return predictions
+
+
+def run_heads(
+    model: VGGT,
+    kept: KeptOutputs,
+    images_shape: torch.Size,
+    patch_start_idx: int,
+    heads: Collection[str],
+    query_points: Tensor | None,
+    options: StreamingOptions,
+    shard: FrameShard | None = None,
+) -> dict[str, Any]:
+    """Every requested head on the kept outputs, which are released once the per-frame heads have read them.
+
+    With `shard` (sequence parallelism) the kept outputs hold this process's frames only: the camera
+    head gathers every frame's camera token, the tracker exchanges correlations, and the returned
+    predictions cover the local frames.
+    """
+    device, local = kept.device, slice(None) if shard is None else shard.local
+    predictions: dict[str, Any] = {}
+    if "camera" in heads:
+        camera_tokens = kept.camera_tokens(device, model.head_dtype())
+        if shard is not None:
+            camera_tokens[-1] = shard.gather(camera_tokens[-1], dim=1)
+        camera = run_camera_head(model, camera_tokens)
+        predictions["pose_enc"] = camera["pose_enc"][:, local]
+        predictions["pose_enc_list"] = [p[:, local] for p in camera["pose_enc_list"]]
+    track = "track" in heads and query_points is not None
+    dense = [h for h in heads if h in DENSE_HEADS]
+    outputs = run_frame_heads(model, kept, images_shape, patch_start_idx, dense, track, options)
+    kept.release()
+    fmaps = outputs.pop("track_fmaps", None)
+    predictions.update(outputs)
+    if track:
+        tracks = run_tracker(model, fmaps, query_points, options, shard=shard)
+        predictions.update({k: v[:, local] if k != "track_list" else v for k, v in tracks.items()})
     return predictions
 
 
@@ -116,8 +145,13 @@ def run_frame_heads(
     return outputs
 
 
-def run_tracker(model: VGGT, fmaps: Tensor, query_points: Tensor, options: StreamingOptions) -> dict[str, Any]:
-    """Tracks, visibility and confidence from normalised feature maps [B, S, C, h, w] (possibly on the CPU)."""
+def run_tracker(
+    model: VGGT, fmaps: Tensor, query_points: Tensor, options: StreamingOptions, shard: FrameShard | None = None
+) -> dict[str, Any]:
+    """Tracks, visibility and confidence from normalised feature maps [B, S, C, h, w] (possibly on the CPU).
+
+    With `shard` (sequence parallelism) fmaps hold this process's frames only; the tracks cover the scene.
+    """
     head = model.track_head
     with torch.autocast(device_type=model.aggregator.camera_token.device.type, enabled=False):
         track_list, vis, conf = head.tracker(
@@ -127,6 +161,7 @@ def run_tracker(model: VGGT, fmaps: Tensor, query_points: Tensor, options: Strea
             normalized=True,
             frames_chunk_size=options.frames_chunk_size,
             queries_chunk_size=options.queries_chunk_size,
+            shard=shard,
         )
     predictions: dict[str, Any] = {"track": track_list[-1], "vis": vis, "conf": conf}
     if model.training:

@@ -5,6 +5,8 @@ After CoTracker and VGGSfM as used by VGGT; parameter names follow the released 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +31,19 @@ def check_query_points(query_points: Tensor, batch_size: int | None = None) -> N
             f"query_points has batch size {query_points.shape[0]} but the images have {batch_size}; "
             "give one [N, 2] set of points per scene"
         )
+
+
+class FrameShard(Protocol):
+    """This process's part of a scene whose frames are split over processes (sequence parallelism)."""
+
+    num_frames: int  # frames of the whole scene
+    local: slice  # this process's frames within the scene
+
+    def gather(self, x: Tensor, dim: int) -> Tensor:
+        """Every process's `x` (its frames along `dim`) concatenated in frame order."""
+
+    def from_first(self, x: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """`x` of the process holding frame 0 (others pass None), on every process."""
 
 
 class TrackerPredictor(nn.Module):
@@ -102,6 +117,7 @@ class TrackerPredictor(nn.Module):
         normalized: bool = False,
         frames_chunk_size: int | None = None,
         queries_chunk_size: int | None = None,
+        shard: FrameShard | None = None,
     ) -> tuple[list[Tensor], Tensor, Tensor | None]:
         """Track query_points [B, N, 2] (image pixels, frame 0) through fmaps [B, S, C, H / stride, W / stride].
 
@@ -113,6 +129,9 @@ class TrackerPredictor(nn.Module):
         `frames_chunk_size` frames and `queries_chunk_size` tracks at a time, and the update transformer
         is chunked alike (None: all at once); the results do not depend on it. fmaps may live on another
         device (e.g. offloaded to the CPU): each chunk is moved to the tracker's.
+
+        `shard`: for sequence parallelism, fmaps hold only this process's frames `shard.local` of the
+        scene; correlations are sampled locally and exchanged, the rest runs on every process alike.
         """
         if fmaps.ndim != 5 or fmaps.shape[2] != self.latent_dim:
             raise ValueError(f"fmaps must be [B, S, {self.latent_dim}, H, W], got shape {tuple(fmaps.shape)}")
@@ -120,6 +139,9 @@ class TrackerPredictor(nn.Module):
         if iters < 1:
             raise ValueError(f"iters must be at least 1, got {iters}")
         batch, frames, _, height, width = fmaps.shape
+        local = slice(0, frames)
+        if shard is not None:
+            frames, local = shard.num_frames, shard.local
         num_tracks = query_points.shape[1]
         dim = self.latent_dim
         device = self.query_ref_token.device
@@ -131,7 +153,10 @@ class TrackerPredictor(nn.Module):
         queries = query_points.to(coords_dtype) / float(self.stride)  # [B, N, 2]
         coords = queries[:, None].expand(batch, frames, num_tracks, 2)
 
-        query_feats = sample_features(fmaps[:, 0].to(device), queries)  # [B, N, C]
+        has_first = local.start == 0
+        query_feats = sample_features(fmaps[:, 0].to(device), queries) if has_first else None  # [B, N, C]
+        if shard is not None:
+            query_feats = shard.from_first(query_feats, (batch, num_tracks, dim), queries.dtype)
         track_feats = query_feats[:, None].expand(batch, frames, num_tracks, dim)  # [B, S, N, C]
 
         # Position of each track's query, embedded: the same for every frame and iteration.
@@ -146,7 +171,11 @@ class TrackerPredictor(nn.Module):
         coord_preds = []
         for _ in range(iters):
             coords = coords.detach()
-            corr = self._correlations(fmaps, track_feats, coords, frames_chunk_size, queries_chunk_size)
+            corr = self._correlations(
+                fmaps, track_feats[:, local], coords[:, local], frames_chunk_size, queries_chunk_size
+            )
+            if shard is not None:
+                corr = shard.gather(corr, dim=1)
             corr = corr.transpose(1, 2).reshape(batch * num_tracks, frames, -1)  # [B * N, S, L]
             corr = map_chunks(self.corr_mlp, corr, queries_chunk_size)
 

@@ -1,4 +1,4 @@
-"""Peak-memory probes shared by the benchmarks: what one forward pass adds on top of the loaded model.
+"""Peak-memory probes: what one forward pass adds on top of the loaded model (benchmarks, sequence parallel).
 
 On CUDA: `torch.cuda.max_memory_allocated` above the allocation before the pass. On a Linux CPU: the
 peak resident set (VmHWM, reset through /proc/self/clear_refs) above the resident set before it;
