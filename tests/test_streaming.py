@@ -109,3 +109,25 @@ def test_bf16_autocast_stays_within_the_stated_bound_of_float32(golden_model, go
         assert (low[key] - reference[key]).abs().max() <= BF16_PROBABILITY_BOUND
     # The pass really ran in bf16: the numbers moved.
     assert not torch.equal(low["pose_enc"], reference["pose_enc"])
+
+
+def test_memory_model_projects_the_gpu_targets():
+    from vggt.models.config import get_preset
+    from vggt.models.memory_model import estimate_streaming_memory
+
+    config = get_preset("vggt-1b")
+    with torch.device("meta"):
+        model = VGGT(config, enable_track=False)
+    sizes = dict(
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        trunk_parameters=sum(p.numel() for p in model.aggregator.parameters()),
+        autocast_bytes=2,
+        images_on_device=False,
+    )
+    offload = StreamingOptions.auto("cuda", offload=True)
+    paper_job = estimate_streaming_memory(config, 200, 518, 518, offload, **sizes)
+    assert paper_job.device_peak < 12e9, paper_job.summary()
+    thousands = estimate_streaming_memory(config, 2000, 518, 518, offload, **sizes)
+    assert thousands.device_peak < 80e9, thousands.summary()
+    on_device = estimate_streaming_memory(config, 200, 518, 518, StreamingOptions.auto("cuda"), **sizes)
+    assert on_device.device_peak > paper_job.device_peak and on_device.host == 0

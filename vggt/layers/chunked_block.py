@@ -47,6 +47,7 @@ def chunked_block_forward(
     kv_dtype: torch.dtype | None = None,
     gather: KeyValueGather | None = None,
     boundaries: Sequence[int] = (),
+    kv_buffers: list[Tensor] | None = None,
 ) -> Tensor:
     """Write `block(x)` for tokens x [B, N, C] into `out` [B, N, C], which must not overlap x.
 
@@ -57,12 +58,14 @@ def chunked_block_forward(
         gather: exchanges keys and values with other processes for sequence parallelism; the queries of
             these tokens then attend to all tokens it returns.
         boundaries: token indices no chunk crosses (e.g. where the storage of `out` changes).
+        kv_buffers: a list to keep the keys and values buffers in, reused by later calls of the same
+            sizes (a caller running many blocks avoids reallocating them); empty at first.
     """
     attn = block.attn
     token_slices = _slices(x.shape[1], tokens_chunk_size, boundaries)
     rope = _RopeTables(attn, positions)
     for heads in _slices(attn.num_heads, heads_chunk_size, ()):
-        keys, values = _keys_values(block, x, rope, token_slices, heads, kv_dtype)
+        keys, values = _keys_values(block, x, rope, token_slices, heads, kv_dtype, kv_buffers)
         if gather is not None:
             keys, values = gather(keys, values)
         columns = slice(heads.start * attn.head_dim, heads.stop * attn.head_dim)
@@ -105,18 +108,34 @@ def _keys_values(
     token_slices: list[slice],
     heads: slice,
     kv_dtype: torch.dtype | None,
+    kv_buffers: list[Tensor] | None,
 ) -> tuple[Tensor, Tensor]:
     """Keys and values of heads `heads` for every token of x [B, N, C]: two [B, h, N, head_dim] tensors."""
     attn = block.attn
     keys = values = None
+    shape = (x.shape[0], heads.stop - heads.start, x.shape[1], attn.head_dim)
     for tokens in token_slices:
         normed = block.norm1(x[:, tokens])
         k = rope(attn.project_heads(normed, KEY, heads), tokens)
         v = attn.project_heads(normed, VALUE, heads)
         if keys is None:
-            shape = (x.shape[0], heads.stop - heads.start, x.shape[1], attn.head_dim)
-            keys = torch.empty(shape, dtype=kv_dtype or k.dtype, device=x.device)
-            values = torch.empty(shape, dtype=kv_dtype or v.dtype, device=x.device)
+            keys, values = _kv_storage(shape, kv_dtype or k.dtype, x.device, kv_buffers)
         keys[:, :, tokens] = k
         values[:, :, tokens] = v
+    return keys, values
+
+
+def _kv_storage(
+    shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device, kv_buffers: list[Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """Two [B, h, N, head_dim] tensors: views of the kept buffers where they fit, else new ones (then kept)."""
+    if kv_buffers:
+        keys, values = kv_buffers
+        fits = keys.dtype == dtype and keys.shape[1] >= shape[1] and keys.shape[::2] == shape[::2]
+        if fits and keys.shape[3] == shape[3]:
+            return keys[:, : shape[1]], values[:, : shape[1]]
+    keys = torch.empty(shape, dtype=dtype, device=device)
+    values = torch.empty(shape, dtype=dtype, device=device)
+    if kv_buffers is not None:
+        kv_buffers[:] = [keys, values]
     return keys, values

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -143,7 +143,7 @@ class Aggregator(nn.Module):
     ) -> tuple[KeptOutputs, int]:
         """The outputs of `forward`, computed in chunks (see StreamingOptions) and stored in a KeptOutputs.
 
-        Frame-wise work runs `options.frames_chunk_size` frames at a time; each global block runs
+        Frame-wise work runs `options.trunk_frames(tokens per frame)` frames at a time; each global block runs
         through `chunked_block_forward`. `images` may live on the CPU while the model is on a GPU.
         For sequence parallelism, `includes_first` says whether these frames start with the scene's
         first frame, and `gather` exchanges the global blocks' keys and values with the other ranks.
@@ -151,7 +151,8 @@ class Aggregator(nn.Module):
         B, S, _, H, W = images.shape
         device = self.camera_token.device
         keep = self._keep(keep_layers)
-        frame_slices = list(chunk_slices(S, options.frames_chunk_size))
+        tokens_per_frame = self.patch_start_idx + (H // self.patch_size) * (W // self.patch_size)
+        frame_slices = list(chunk_slices(S, options.trunk_frames(tokens_per_frame)))
         state: Tensor | None = None
         for frames in frame_slices:
             tokens = self.embed(images[:, frames].to(device, non_blocking=True), includes_first and frames.start == 0)
@@ -160,9 +161,9 @@ class Aggregator(nn.Module):
             state[:, frames] = tokens
             del tokens
         P, C = state.shape[2], state.shape[3]
-        kept = KeptOutputs(
-            self.depth, sorted(keep), (B, S, P, C), autocast_dtype(device) or state.dtype, device, options.offload
-        )
+        kept_dtype = autocast_dtype(device) or state.dtype
+        adopt = kept_dtype == state.dtype and not options.offload
+        kept = KeptOutputs(self.depth, sorted(keep), (B, S, P, C), kept_dtype, device, options.offload, adopt)
         runner = _StreamingTrunk(self, kept, frame_slices, self.frame_positions(H, W, device), options, gather)
         runner.run(state)
         return kept, self.patch_start_idx
@@ -172,9 +173,10 @@ class Aggregator(nn.Module):
 class _StreamingTrunk:
     """The alternating blocks of a streaming forward pass, with as few full-size token buffers as possible.
 
-    Where kept outputs share the stream's dtype and device, a kept layer's frame-block output is written
-    straight into its stored first half and read from there by the global block, whose output goes to
-    the second half: no separate copy of the tokens is held for that layer.
+    Two token buffers of our own carry the stream, reused from layer to layer. Where the kept outputs
+    share the stream's dtype and device, a kept layer simply keeps the two buffers its blocks wrote
+    (the frame block's and the global block's output): no copy, and nothing scene-sized is ever freed
+    and reallocated (which the CPU allocator would not give back to the system).
     """
 
     agg: Aggregator
@@ -183,12 +185,14 @@ class _StreamingTrunk:
     frame_pos: Tensor | None
     options: StreamingOptions
     gather: KeyValueGather | None
-    spare: Tensor | None = None
+    spares: list[Tensor] = field(default_factory=list)
     batch: int = 1
 
     def _plain(self, like: Tensor) -> Tensor:
-        buffer, self.spare = self.spare, None
-        return buffer if buffer is not None else torch.empty(like.shape, dtype=like.dtype, device=like.device)
+        """A token buffer of our own: a released one if any, else a new one."""
+        if self.spares:
+            return self.spares.pop()
+        return torch.empty(like.shape, dtype=like.dtype, device=like.device)
 
     def _global_positions(self, tokens: slice) -> Tensor | None:
         if self.frame_pos is None:
@@ -196,33 +200,40 @@ class _StreamingTrunk:
         index = torch.arange(tokens.start, tokens.stop, device=self.frame_pos.device) % self.frame_pos.shape[0]
         return self.frame_pos[index].expand(self.batch, -1, -1)
 
+    def _frame_blocks(self, i: int, state: Tensor, dest: Tensor) -> None:
+        B, _, P, C = state.shape
+        for frames in self.frame_slices:
+            chunk = state[:, frames].reshape(-1, P, C)
+            pos = None if self.frame_pos is None else self.frame_pos.expand(chunk.shape[0], P, 2)
+            dest[:, frames] = self.agg.frame_blocks[i](chunk, pos=pos).view(B, -1, P, C)
+
+    def _store(self, i: int, second: bool, tokens: Tensor) -> None:
+        """Hand a kept layer's half to the kept outputs: the buffer itself, or a copy frame chunk by frame chunk."""
+        if self.kept.adopts:
+            self.kept.adopt(i, second, tokens)
+            return
+        P = tokens.shape[2]
+        for frames in self.frame_slices:
+            part = slice(frames.start * P, frames.stop * P)
+            self.kept.write(i, second, part, tokens[:, frames].flatten(1, 2))
+
     def run(self, state: Tensor) -> None:
         """Run every block pair on state [B, S, P, C] (consumed), filling the kept outputs."""
-        B, S, P, C = state.shape
-        self.batch = B
-        direct_ok = not self.kept.offloaded and all(t.dtype == state.dtype for t in self.kept.layers.values())
-        plain = True  # whether `state` is a buffer of our own, not a view into the kept outputs
-        boundaries = [f.start * P for f in self.frame_slices]
+        self.batch = state.shape[0]
+        boundaries = [f.start * state.shape[2] for f in self.frame_slices]
         kv_dtype = autocast_dtype(state.device)
+        kv_buffers: list[Tensor] = []
+        owned = True  # whether `state` may be overwritten (not handed to the kept outputs)
         for i in range(self.agg.depth):
-            keep = i in self.kept.layers
-            direct = keep and direct_ok
-            dest = self._half(i, 0, B, S) if direct else (state if plain else self._plain(state))
-            for frames in self.frame_slices:
-                chunk = state[:, frames].reshape(-1, P, C)
-                pos = None if self.frame_pos is None else self.frame_pos.expand(chunk.shape[0], P, 2)
-                dest[:, frames] = self.agg.frame_blocks[i](chunk, pos=pos).view(B, -1, P, C)
-                if keep and not direct:
-                    self.kept.write(i, False, self._tokens(frames, P), dest[:, frames].flatten(1, 2))
-            if dest is not state and plain:
-                self.spare = state
-            state, plain = dest, not direct
-            if direct:
-                self.spare = None  # the output goes to the kept outputs: free the buffer now
-            out = self._half(i, 1, B, S) if direct else self._plain(state)
+            adopted = i in self.kept.layers and self.kept.adopts
+            dest = state if owned else self._plain(state)
+            self._frame_blocks(i, state, dest)
+            if i in self.kept.layers:
+                self._store(i, False, dest)
+            out = self._plain(dest)
             chunked_block_forward(
                 self.agg.global_blocks[i],
-                state.flatten(1, 2),
+                dest.flatten(1, 2),
                 out.flatten(1, 2),
                 self._global_positions,
                 self.options.tokens_chunk_size,
@@ -230,19 +241,11 @@ class _StreamingTrunk:
                 kv_dtype=kv_dtype,
                 gather=self.gather,
                 boundaries=boundaries,
+                kv_buffers=kv_buffers,
             )
-            if keep and not direct:
-                for frames in self.frame_slices:
-                    self.kept.write(i, True, self._tokens(frames, P), out[:, frames].flatten(1, 2))
-            if plain:
-                self.spare = state
-            state, plain = out, not direct
-        self.spare = None
-
-    def _half(self, layer: int, half: int, batch: int, frames: int) -> Tensor:
-        flat = self.kept.half(layer, bool(half))
-        return flat.view(batch, frames, -1, flat.shape[-1])
-
-    @staticmethod
-    def _tokens(frames: slice, tokens_per_frame: int) -> slice:
-        return slice(frames.start * tokens_per_frame, frames.stop * tokens_per_frame)
+            if i in self.kept.layers:
+                self._store(i, True, out)
+            if not adopted:
+                self.spares.append(dest)
+            state, owned = out, not adopted
+        self.spares.clear()

@@ -28,7 +28,7 @@ class StreamingMemory:
     """Bytes on the compute device at the peak of each phase, and in host memory (offload)."""
 
     weights: int
-    trunk_phase: int  # beyond the weights: kept outputs, token state, keys and values, one token chunk
+    trunk_phase: int  # beyond the weights: kept outputs, token state, then keys and values or one token chunk
     heads_phase: int  # beyond the weights: kept outputs, outputs, one dense-head frame chunk
     host: int  # offloaded kept outputs, outputs and images
 
@@ -79,7 +79,9 @@ def estimate_streaming_memory(
     direct = not options.offload and low == state_bytes
     state = 0 if direct else 2 * tokens * c.embed_dim * state_bytes
     chunk_tokens = tokens if options.tokens_chunk_size is None else min(options.tokens_chunk_size, tokens)
-    token_chunk = chunk_tokens * BLOCK_WORKING_SET_WIDTHS * c.embed_dim * state_bytes
+    # Keys and values are freed before the MLP runs over the token chunks: the two do not coexist.
+    attention = keys_values + 2 * chunk_tokens * c.embed_dim * state_bytes
+    mlp_chunk = chunk_tokens * BLOCK_WORKING_SET_WIDTHS * c.embed_dim * state_bytes
     frames_chunk = num_frames if options.frames_chunk_size is None else min(options.frames_chunk_size, num_frames)
     dense_chunk = frames_chunk * height * width * DENSE_HEAD_BYTES_PER_PIXEL * head_bytes // 4
     outputs = num_frames * height * width * OUTPUT_VALUES_PER_PIXEL * head_bytes
@@ -90,7 +92,7 @@ def estimate_streaming_memory(
     resident_images = images if images_on_device else 0
     return StreamingMemory(
         weights=weights,
-        trunk_phase=(0 if options.offload else kept) + state + keys_values + token_chunk + resident_images,
+        trunk_phase=(0 if options.offload else kept) + state + max(attention, mlp_chunk) + resident_images,
         heads_phase=on_device + dense_chunk + resident_images,
         host=(kept + outputs + images) if options.offload else 0,
     )

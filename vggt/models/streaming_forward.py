@@ -18,7 +18,7 @@ from torch import Tensor
 from vggt.heads.track_modules.tracker import FrameShard
 from vggt.layers.chunked_block import chunk_slices
 from vggt.layers.onednn import onednn_linear
-from vggt.models.streaming import KeptOutputs, StreamingOptions
+from vggt.models.streaming import KeptOutputs, StreamingOptions, release_freed_host_memory
 
 if TYPE_CHECKING:
     from vggt.models.vggt import VGGT
@@ -45,6 +45,8 @@ def streaming_forward(
         # An aggregator told to keep every layer (keep_layers None, as the reference does) keeps them all.
         keep = None if model.aggregator.keep_layers is None else model.config.layers_needed(heads)
         kept, patch_start_idx = model.aggregator(images, keep, streaming=options)
+        if device.type == "cpu":
+            release_freed_host_memory()  # the trunk's keys, values and spare buffers, before the heads allocate
         predictions = run_heads(model, kept, images.shape, patch_start_idx, heads, query_points, options)
     if options.offload and device.type == "cuda":
         torch.cuda.synchronize(device)  # outputs were copied to pinned CPU memory asynchronously
