@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import resource
-import sys
 import time
-from pathlib import Path
 
 import torch
 
+from vggt.models.memory_probe import PeakMemory
 from vggt.models.vggt import VGGT
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -34,64 +32,33 @@ def _parse_size(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _proc_status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> float:
-    """Reset the peak resident set to the current one (Linux); return the current resident set in MB."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    current = _proc_status_mb("VmRSS")
-    return current if current is not None else _peak_rss_mb()
-
-
-def _peak_rss_mb() -> float:
-    peak = _proc_status_mb("VmHWM")
-    if peak is not None:
-        return peak
-    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024**2
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def run_once(
-    model: VGGT, frames: int, size: tuple[int, int], device: torch.device, dtype: torch.dtype, repeats: int
+    model: VGGT,
+    frames: int,
+    size: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype,
+    repeats: int,
+    streaming: bool | None = None,
 ) -> tuple[float, float]:
     """Median seconds per forward and peak memory in MB for one configuration."""
     images = torch.rand(1, frames, 3, *size, device=device)
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        base = _reset_peak_rss()
     times = []
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    with torch.inference_mode(), autocast:
+    with PeakMemory(device) as probe, torch.inference_mode(), autocast:
         for _ in range(repeats):
             _sync(device)
             start = time.perf_counter()
-            model(images)
+            model(images, streaming=streaming)
             _sync(device)
             times.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    else:
-        peak = _peak_rss_mb() - base
+    peak = probe.mb
     return sorted(times)[len(times) // 2], peak
 
 
@@ -105,6 +72,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--keep-all-layers", action="store_true", help="keep every aggregator output (reference)")
+    parser.add_argument("--full", action="store_true", help="the full forward pass instead of the streaming one")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -118,10 +86,10 @@ def main() -> None:
     print(f"{'size':>9} {'frames':>6} {'seconds':>9} {'peak MB':>9}")
     for size in args.sizes:
         for _ in range(args.warmup):
-            run_once(model, args.frames[0], size, device, dtype, 1)
+            run_once(model, args.frames[0], size, device, dtype, 1, False if args.full else None)
         results = []
         for frames in args.frames:
-            seconds, peak = run_once(model, frames, size, device, dtype, args.repeats)
+            seconds, peak = run_once(model, frames, size, device, dtype, args.repeats, False if args.full else None)
             results.append((frames, peak))
             print(f"{size[0]:>4}x{size[1]:<4} {frames:>6} {seconds:>9.3f} {peak:>9.1f}", flush=True)
         if len(results) > 1:

@@ -62,7 +62,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     model = add_model_arguments(parser)
     model.add_argument(
-        "--chunk-size", type=positive_int, default=None, help="frames per dense-head chunk (lower uses less memory)"
+        "--chunk-size",
+        type=positive_int,
+        default=None,
+        help="frames per chunk of the streaming pass (lower uses less memory; default: automatic)",
+    )
+    model.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the aggregator outputs in CPU memory and stream them to the heads (thousands of frames on a GPU)",
     )
     model.add_argument(
         "--skip-memory-check",

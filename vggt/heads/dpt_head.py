@@ -17,7 +17,7 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from vggt.heads.head_act import CONF_ACTIVATIONS, DENSE_ACTIVATIONS, activate_head, check_activation
-from vggt.heads.utils import create_uv_grid, position_grid_to_embed
+from vggt.heads.utils import create_uv_grid, make_sincos_pos_embed
 
 # Hidden width of the output branch `scratch.output_conv2`, whatever the feature width.
 OUTPUT_HIDDEN_CHANNELS = 32
@@ -103,15 +103,17 @@ class DPTScratch(nn.Module):
             )
 
     def forward(self, levels: list[Tensor]) -> Tensor:
-        """Levels [N, C_i, h_i, w_i] from finest to coarsest -> fused map [N, C', 2 * h_1, 2 * w_1]."""
-        level1 = self.layer1_rn(levels[0])
-        level2 = self.layer2_rn(levels[1])
-        level3 = self.layer3_rn(levels[2])
-        level4 = self.layer4_rn(levels[3])
-        out = self.refinenet4(level4, size=level3.shape[-2:])
-        out = self.refinenet3(out, level3, size=level2.shape[-2:])
-        out = self.refinenet2(out, level2, size=level1.shape[-2:])
-        out = self.refinenet1(out, level1)
+        """Levels [N, C_i, h_i, w_i] from finest to coarsest -> fused map [N, C', 2 * h_1, 2 * w_1].
+
+        The list is emptied as the levels are consumed, so that each is freed once used.
+        """
+        rn_layers = (self.layer1_rn, self.layer2_rn, self.layer3_rn, self.layer4_rn)
+        fusions = (self.refinenet1, self.refinenet2, self.refinenet3)
+        out = self.refinenet4(rn_layers[3](levels.pop()), size=levels[-1].shape[-2:])
+        for i in (2, 1, 0):
+            skip = rn_layers[i](levels.pop())
+            out = fusions[i](out, skip, size=levels[-1].shape[-2:] if levels else None)
+            del skip
         return self.output_conv1(out)
 
 
@@ -213,14 +215,19 @@ class DPTHead(nn.Module):
         start: int,
         end: int,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """The head on frames start:end of every scene."""
+        """The head on frames start:end of every scene.
+
+        The tokens may live on another device or in another dtype (e.g. bfloat16 from a mixed-precision
+        trunk, or offloaded to the CPU): each chunk is converted to this head's own on the way in.
+        """
         patch_h, patch_w = height // self.patch_size, width // self.patch_size
+        weight = self.norm.weight
         levels = []
         for level, layer_idx in enumerate(self.intermediate_layer_idx):
             tokens = aggregated_tokens_list[layer_idx]
             if tokens is None:
                 raise ValueError(f"DPTHead needs aggregator output {layer_idx}, but the tokens list holds None there")
-            x = tokens[:, start:end, patch_start_idx:]
+            x = tokens[:, start:end, patch_start_idx:].to(device=weight.device, dtype=weight.dtype)
             B, S, num_patches, dim = x.shape
             if num_patches != patch_h * patch_w:
                 raise ValueError(
@@ -233,8 +240,9 @@ class DPTHead(nn.Module):
             if self.pos_embed:
                 x = self._add_pos_embed(x, width / height)
             levels.append(self.resize_layers[level](x))
+        del x
 
-        out = self.scratch(levels)
+        out = self.scratch(levels)  # consumes `levels`
         out_size = (int(patch_h * self.patch_size / self.down_ratio), int(patch_w * self.patch_size / self.down_ratio))
         out = interpolate_bilinear(out, out_size)
         if self.pos_embed:
@@ -242,16 +250,29 @@ class DPTHead(nn.Module):
         if self.feature_only:
             return out.reshape(B, S, *out.shape[1:])
 
-        preds, conf = activate_head(
-            self.scratch.output_conv2(out), activation=self.activation, conf_activation=self.conf_activation
-        )
+        out = self.scratch.output_conv2(out)
+        preds, conf = activate_head(out, activation=self.activation, conf_activation=self.conf_activation)
         return preds.reshape(B, S, *preds.shape[1:]), conf.reshape(B, S, *conf.shape[1:])
 
     @staticmethod
     def _add_pos_embed(x: Tensor, aspect_ratio: float) -> Tensor:
-        """Add the scaled sinusoidal UV embedding of the image plane to a feature map [N, C, h, w]."""
+        """Add the scaled sinusoidal UV embedding of the image plane to a feature map [N, C, h, w].
+
+        The embedding's first half depends on the column only and its second half on the row only, so
+        it is built per column and per row and added by broadcasting, never as a full [C, h, w] map.
+        The addition is in place where autograd allows it (x is a fresh output of the caller).
+        """
         # The grid is built in at least float32 so low-precision runs keep exact positions.
         grid_dtype = torch.promote_types(x.dtype, torch.float32)
-        grid = create_uv_grid(x.shape[-1], x.shape[-2], aspect_ratio=aspect_ratio, dtype=grid_dtype, device=x.device)
-        pos_embed = position_grid_to_embed(grid, x.shape[1]) * POS_EMBED_SCALE
-        return x + pos_embed.permute(2, 0, 1)[None].to(x.dtype)
+        height, width, channels = x.shape[-2], x.shape[-1], x.shape[1]
+        grid = create_uv_grid(width, height, aspect_ratio=aspect_ratio, dtype=grid_dtype, device=x.device)
+        half = channels // 2
+        columns = make_sincos_pos_embed(half, grid[0, :, 0]) * POS_EMBED_SCALE  # [w, C/2]
+        rows = make_sincos_pos_embed(half, grid[:, 0, 1]) * POS_EMBED_SCALE  # [h, C/2]
+        by_column = columns.t()[None, :, None, :].to(x.dtype)
+        by_row = rows.t()[None, :, :, None].to(x.dtype)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return x + torch.cat([by_column.expand(-1, -1, height, -1), by_row.expand(-1, -1, -1, width)], dim=1)
+        x[:, :half] += by_column
+        x[:, half:] += by_row
+        return x

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vggt.layers.onednn import linear, linear_rows
 from vggt.layers.rope import RotaryPositionEmbedding2D
+
+# Row blocks of the fused qkv projection: queries, keys, values.
+QUERY, KEY, VALUE = 0, 1, 2
 
 
 class Attention(nn.Module):
@@ -36,11 +40,38 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
         B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = linear(self.qkv, x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
-        q, k = self.q_norm(q), self.k_norm(k)
-        if self.rope is not None and pos is not None:
-            q = self.rope(q, pos)
-            k = self.rope(k, pos)
+        q, k = self._finish(q, QUERY, pos), self._finish(k, KEY, pos)
         x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return linear(self.proj, x.transpose(1, 2).reshape(B, N, C))
+
+    def _finish(self, x: Tensor, part: int, pos: Tensor | tuple[Tensor, ...] | None) -> Tensor:
+        """QK-norm and RoPE of queries or keys [B, heads, N, head_dim]; values pass unchanged.
+
+        `pos`: positions [B, N, 2], or the RoPE tables `rope.tables` made of them.
+        """
+        if part == VALUE:
+            return x
+        x = (self.q_norm if part == QUERY else self.k_norm)(x)
+        if self.rope is not None and pos is not None:
+            x = self.rope.rotate(x, pos) if isinstance(pos, tuple) else self.rope(x, pos)
+        return x
+
+    def project_heads(
+        self, x: Tensor, part: int, heads: slice, pos: Tensor | tuple[Tensor, ...] | None = None
+    ) -> Tensor:
+        """Queries, keys or values (`part`) of heads `heads` for normed tokens [B, n, dim] -> [B, h, n, head_dim].
+
+        The same numbers as `forward` computes for those heads, from only their rows of the projection.
+        `pos`: positions [B, n, 2] or their RoPE tables (`rope.tables`).
+        """
+        B, n, _ = x.shape
+        start = part * self.num_heads * self.head_dim
+        rows = slice(start + heads.start * self.head_dim, start + heads.stop * self.head_dim)
+        if type(self.qkv) is nn.Linear:
+            out = linear_rows(self.qkv, x, rows)
+        else:  # a wrapped projection (e.g. LoRA): run it whole so its extra terms are kept
+            out = self.qkv(x)[..., rows]
+        out = out.reshape(B, n, heads.stop - heads.start, self.head_dim).transpose(1, 2)
+        return self._finish(out, part, pos)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from vggt.layers.onednn import linear
+
 
 class Mlp(nn.Module):
     """`fc2(act(fc1(x)))`: [..., in_features] -> [..., out_features]."""
@@ -26,4 +28,4 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.drop(linear(self.fc2, self.drop(self.act(linear(self.fc1, x)))))

@@ -41,15 +41,24 @@ class RotaryPositionEmbedding2D(nn.Module):
             self._cache[key] = (angles.cos(), angles.sin())
         return self._cache[key]
 
-    def _rotate_1d(self, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        cos = F.embedding(pos, cos)[:, None]  # [B, 1, N, dim]
-        sin = F.embedding(pos, sin)[:, None]
-        return x * cos + _rotate_half(x) * sin
+    def tables(self, positions: Tensor, head_dim: int, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        """cos and sin of the row and column angles of positions [B, N, 2]: four [B, 1, N, head_dim / 2].
+
+        `rotate` with these tables equals `forward`; computing them once serves every head group.
+        """
+        half = head_dim // 2
+        cos, sin = self._cos_sin(half, int(positions.max()) + 1, positions.device, dtype)
+        rows, cols = positions[..., 0], positions[..., 1]
+        return tuple(F.embedding(p, t)[:, None] for p in (rows, cols) for t in (cos, sin))
+
+    @staticmethod
+    def rotate(x: Tensor, tables: tuple[Tensor, ...]) -> Tensor:
+        """Apply RoPE with precomputed `tables` to x [B, heads, N, head_dim]."""
+        cos_rows, sin_rows, cos_cols, sin_cols = tables
+        x_rows, x_cols = x.chunk(2, dim=-1)
+        x_rows = x_rows * cos_rows + _rotate_half(x_rows) * sin_rows
+        x_cols = x_cols * cos_cols + _rotate_half(x_cols) * sin_cols
+        return torch.cat((x_rows, x_cols), dim=-1)
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        half = x.shape[-1] // 2
-        cos, sin = self._cos_sin(half, int(positions.max()) + 1, x.device, x.dtype)
-        x_rows, x_cols = x.chunk(2, dim=-1)
-        x_rows = self._rotate_1d(x_rows, positions[..., 0], cos, sin)
-        x_cols = self._rotate_1d(x_cols, positions[..., 1], cos, sin)
-        return torch.cat((x_rows, x_cols), dim=-1)
+        return self.rotate(x, self.tables(positions, x.shape[-1], x.dtype))

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vggt.layers import Block, DinoVisionTransformer, RotaryPositionEmbedding2D, patch_positions
+from vggt.layers.chunked_block import KeyValueGather, chunk_slices, chunked_block_forward
+from vggt.models import progress
 from vggt.models.config import VGGTConfig
+from vggt.models.streaming import KeptOutputs, StreamingOptions, autocast_dtype
 
 # ImageNet statistics the DINOv2 encoder was trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def expand_per_frame(pair: Tensor, batch: int, frames: int) -> Tensor:
-    """[1, 2, X, C] learned pair -> [B * S, X, C]: entry 0 for the first frame, entry 1 for the others."""
-    first = pair[:, :1].expand(batch, 1, *pair.shape[2:])
-    others = pair[:, 1:].expand(batch, frames - 1, *pair.shape[2:])
-    return torch.cat([first, others], dim=1).reshape(batch * frames, *pair.shape[2:])
+def expand_per_frame(pair: Tensor, batch: int, frames: int, includes_first: bool = True) -> Tensor:
+    """[1, 2, X, C] learned pair -> [B * S, X, C]: entry 0 for the first frame (if included), entry 1 for the others."""
+    others = pair[:, 1:].expand(batch, frames - int(includes_first), *pair.shape[2:])
+    if includes_first:
+        others = torch.cat([pair[:, :1].expand(batch, 1, *pair.shape[2:]), others], dim=1)
+    return others.reshape(batch * frames, *pair.shape[2:])
 
 
 class Aggregator(nn.Module):
@@ -69,36 +74,55 @@ class Aggregator(nn.Module):
             return checkpoint(block, tokens, pos, use_reentrant=False)
         return block(tokens, pos=pos)
 
-    def forward(self, images: Tensor, keep_layers: Sequence[int] | None = None) -> tuple[list[Tensor | None], int]:
-        """Images [B, S, 3, H, W] in [0, 1] -> (outputs, patch_start_idx).
+    def _keep(self, keep_layers: Sequence[int] | None) -> set[int]:
+        keep = keep_layers if keep_layers is not None else self.keep_layers
+        return set(range(self.depth)) if keep is None else {i % self.depth for i in keep}
 
-        `outputs` has one entry per block pair, [B, S, P, 2C] with P = patch_start_idx + (H/p)(W/p);
-        entries not in `keep_layers` (default: `self.keep_layers`, None = all) are None, so that
-        inference keeps only what the heads consume.
+    def embed(self, images: Tensor, includes_first: bool = True) -> Tensor:
+        """Images [B, S, 3, H, W] in [0, 1] -> tokens [B, S, P, C]: camera, registers, patches.
+
+        `includes_first`: the first of these frames is the scene's first (reference) frame.
         """
         B, S, _, H, W = images.shape
-        keep = keep_layers if keep_layers is not None else self.keep_layers
-        keep = set(range(self.depth)) if keep is None else {i % self.depth for i in keep}
-
         mean = images.new_tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
         std = images.new_tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
         frames = ((images - mean) / std).reshape(B * S, 3, H, W)
         self.patch_embed.gradient_checkpointing = self.gradient_checkpointing
-        patch_tokens = self.patch_embed(frames)  # [B*S, (H/p)(W/p), C]
-
-        camera = expand_per_frame(self.camera_token, B, S).to(patch_tokens.dtype)
-        registers = expand_per_frame(self.register_token, B, S).to(patch_tokens.dtype)
+        patch_tokens = self.patch_embed(frames.to(self.camera_token.dtype))  # [B*S, (H/p)(W/p), C]
+        camera = expand_per_frame(self.camera_token, B, S, includes_first).to(patch_tokens.dtype)
+        registers = expand_per_frame(self.register_token, B, S, includes_first).to(patch_tokens.dtype)
         tokens = torch.cat([camera, registers, patch_tokens], dim=1)
-        P, C = tokens.shape[1], tokens.shape[2]
+        return tokens.view(B, S, *tokens.shape[1:])
 
-        pos = None
-        if self.rope is not None:
-            # Patches sit at grid position + 1; camera and register tokens all sit at (0, 0).
-            grid = patch_positions(B * S, H // self.patch_size, W // self.patch_size, images.device) + 1
-            special = grid.new_zeros(B * S, self.patch_start_idx, 2)
-            pos = torch.cat([special, grid], dim=1)  # [B*S, P, 2]
-        frame_pos = pos
-        global_pos = None if pos is None else pos.reshape(B, S * P, 2)
+    def frame_positions(self, height: int, width: int, device: torch.device) -> Tensor | None:
+        """RoPE positions [P, 2] (y, x) of one frame's tokens; None without RoPE.
+
+        Patches sit at grid position + 1; camera and register tokens all sit at (0, 0).
+        """
+        if self.rope is None:
+            return None
+        grid = patch_positions(1, height // self.patch_size, width // self.patch_size, device)[0] + 1
+        return torch.cat([grid.new_zeros(self.patch_start_idx, 2), grid], dim=0)
+
+    def forward(
+        self, images: Tensor, keep_layers: Sequence[int] | None = None, streaming: StreamingOptions | None = None
+    ) -> tuple[list[Tensor | None] | KeptOutputs, int]:
+        """Images [B, S, 3, H, W] in [0, 1] -> (outputs, patch_start_idx).
+
+        `outputs` has one entry per block pair, [B, S, P, 2C] with P = patch_start_idx + (H/p)(W/p);
+        entries not in `keep_layers` (default: `self.keep_layers`, None = all) are None, so that
+        inference keeps only what the heads consume. With `streaming`, the pass of `forward_streaming`,
+        which returns the kept outputs as a KeptOutputs.
+        """
+        if streaming is not None:
+            return self.forward_streaming(images, streaming, keep_layers)
+        B, S, _, H, W = images.shape
+        keep = self._keep(keep_layers)
+        tokens = self.embed(images)
+        P, C = tokens.shape[2], tokens.shape[3]
+        pos = self.frame_positions(H, W, images.device)
+        frame_pos = None if pos is None else pos.expand(B * S, P, 2)
+        global_pos = None if pos is None else pos.repeat(S, 1).expand(B, S * P, 2)
 
         outputs: list[Tensor | None] = []
         for i in range(self.depth):
@@ -107,3 +131,129 @@ class Aggregator(nn.Module):
             tokens = self._run_block(self.global_blocks[i], tokens.reshape(B, S * P, C), global_pos)
             outputs.append(torch.cat([frame_out, tokens.reshape(B, S, P, C)], dim=-1) if i in keep else None)
         return outputs, self.patch_start_idx
+
+    @torch.no_grad()
+    def streaming_frame_slices(self, frames: int, height: int, width: int, options: StreamingOptions) -> list[slice]:
+        """The frame chunks of a streaming pass's patch encoder and frame-wise blocks over `frames` frames."""
+        tokens_per_frame = self.patch_start_idx + (height // self.patch_size) * (width // self.patch_size)
+        return list(chunk_slices(frames, options.trunk_frames(tokens_per_frame)))
+
+    def forward_streaming(
+        self,
+        images: Tensor,
+        options: StreamingOptions,
+        keep_layers: Sequence[int] | None = None,
+        *,
+        includes_first: bool = True,
+        gather: KeyValueGather | None = None,
+    ) -> tuple[KeptOutputs, int]:
+        """The outputs of `forward`, computed in chunks (see StreamingOptions) and stored in a KeptOutputs.
+
+        Frame-wise work runs `options.trunk_frames(tokens per frame)` frames at a time; each global block runs
+        through `chunked_block_forward`. `images` may live on the CPU while the model is on a GPU.
+        For sequence parallelism, `includes_first` says whether these frames start with the scene's
+        first frame, and `gather` exchanges the global blocks' keys and values with the other ranks.
+        """
+        B, S, _, H, W = images.shape
+        device = self.camera_token.device
+        keep = self._keep(keep_layers)
+        frame_slices = self.streaming_frame_slices(S, H, W, options)
+        state: Tensor | None = None
+        for frames in frame_slices:
+            tokens = self.embed(images[:, frames].to(device, non_blocking=True), includes_first and frames.start == 0)
+            if state is None:
+                state = torch.empty(B, S, *tokens.shape[2:], dtype=tokens.dtype, device=device)
+            state[:, frames] = tokens
+            del tokens
+            progress.advance()
+        P, C = state.shape[2], state.shape[3]
+        kept_dtype = autocast_dtype(device) or state.dtype
+        adopt = kept_dtype == state.dtype and not options.offload
+        kept = KeptOutputs(self.depth, sorted(keep), (B, S, P, C), kept_dtype, device, options.offload, adopt)
+        runner = _StreamingTrunk(self, kept, frame_slices, self.frame_positions(H, W, device), options, gather)
+        runner.run(state)
+        return kept, self.patch_start_idx
+
+
+@dataclass
+class _StreamingTrunk:
+    """The alternating blocks of a streaming forward pass, with as few full-size token buffers as possible.
+
+    Two token buffers of our own carry the stream, reused from layer to layer. Where the kept outputs
+    share the stream's dtype and device, a kept layer simply keeps the two buffers its blocks wrote
+    (the frame block's and the global block's output): no copy, and nothing scene-sized is ever freed
+    and reallocated (which the CPU allocator would not give back to the system).
+    """
+
+    agg: Aggregator
+    kept: KeptOutputs
+    frame_slices: list[slice]
+    frame_pos: Tensor | None
+    options: StreamingOptions
+    gather: KeyValueGather | None
+    spares: list[Tensor] = field(default_factory=list)
+    batch: int = 1
+
+    def _plain(self, like: Tensor) -> Tensor:
+        """A token buffer of our own: a released one if any, else a new one."""
+        if self.spares:
+            return self.spares.pop()
+        return torch.empty(like.shape, dtype=like.dtype, device=like.device)
+
+    def _global_positions(self, tokens: slice) -> Tensor | None:
+        if self.frame_pos is None:
+            return None
+        index = torch.arange(tokens.start, tokens.stop, device=self.frame_pos.device) % self.frame_pos.shape[0]
+        return self.frame_pos[index].expand(self.batch, -1, -1)
+
+    def _frame_blocks(self, i: int, state: Tensor, dest: Tensor) -> None:
+        B, _, P, C = state.shape
+        for frames in self.frame_slices:
+            chunk = state[:, frames].reshape(-1, P, C)
+            pos = None if self.frame_pos is None else self.frame_pos.expand(chunk.shape[0], P, 2)
+            dest[:, frames] = self.agg.frame_blocks[i](chunk, pos=pos).view(B, -1, P, C)
+
+    def _store(self, i: int, second: bool, tokens: Tensor) -> None:
+        """Hand a kept layer's half to the kept outputs: the buffer itself, or a copy frame chunk by frame chunk."""
+        if self.kept.adopts:
+            self.kept.adopt(i, second, tokens)
+            return
+        P = tokens.shape[2]
+        for frames in self.frame_slices:
+            part = slice(frames.start * P, frames.stop * P)
+            self.kept.write(i, second, part, tokens[:, frames].flatten(1, 2))
+
+    def run(self, state: Tensor) -> None:
+        """Run every block pair on state [B, S, P, C] (consumed), filling the kept outputs."""
+        self.batch = state.shape[0]
+        boundaries = [f.start * state.shape[2] for f in self.frame_slices]
+        kv_dtype = autocast_dtype(state.device)
+        kv_buffers: list[Tensor] = []
+        owned = True  # whether `state` may be overwritten (not handed to the kept outputs)
+        for i in range(self.agg.depth):
+            adopted = i in self.kept.layers and self.kept.adopts
+            dest = state if owned else self._plain(state)
+            self._frame_blocks(i, state, dest)
+            progress.advance()
+            if i in self.kept.layers:
+                self._store(i, False, dest)
+            out = self._plain(dest)
+            chunked_block_forward(
+                self.agg.global_blocks[i],
+                dest.flatten(1, 2),
+                out.flatten(1, 2),
+                self._global_positions,
+                self.options.tokens_chunk_size,
+                self.options.heads_chunk_size,
+                kv_dtype=kv_dtype,
+                gather=self.gather,
+                boundaries=boundaries,
+                kv_buffers=kv_buffers,
+            )
+            progress.advance()
+            if i in self.kept.layers:
+                self._store(i, True, out)
+            if not adopted:
+                self.spares.append(dest)
+            state, owned = out, not adopted
+        self.spares.clear()

@@ -16,6 +16,8 @@ from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
 from vggt.models.config import REFERENCE_KWARGS, VGGTConfig, get_preset
+from vggt.models.streaming import StreamingOptions
+from vggt.models.streaming_forward import streaming_forward
 
 
 class VGGT(
@@ -179,7 +181,8 @@ class VGGT(
                 raise ValueError("query_points contain NaN or infinite values")
         return images, query_points
 
-    def _head_dtype(self) -> torch.dtype:
+    def head_dtype(self) -> torch.dtype:
+        """The dtype the heads compute in: their parameters' (float32 unless the model was cast)."""
         for head in (self.camera_head, self.depth_head, self.point_head, self.track_head):
             if head is not None:
                 return next(head.parameters()).dtype
@@ -195,38 +198,67 @@ class VGGT(
             raise ValueError(f"heads {missing} are not part of this model; it has {list(enabled)}")
         return heads
 
+    def _streaming_options(
+        self, streaming: StreamingOptions | bool | None, device: torch.device
+    ) -> StreamingOptions | None:
+        """The options of a streaming pass, or None for the full pass (what autograd needs)."""
+        if streaming is False:
+            return None
+        if torch.is_grad_enabled():
+            if streaming is None:
+                return None
+            raise ValueError(
+                "the streaming forward pass runs without autograd: call the model under torch.no_grad() or "
+                "torch.inference_mode(), or pass streaming=False"
+            )
+        if isinstance(streaming, StreamingOptions):
+            return streaming
+        if streaming is None or streaming is True:
+            return StreamingOptions.auto(device, max_frames_chunk_size=self.config.frames_chunk_size)
+        raise ValueError(f"streaming must be a StreamingOptions, True, False or None, got {streaming!r}")
+
     def forward(
         self,
         images: Tensor,
         query_points: Tensor | None = None,
         *,
         heads: Collection[str] | None = None,
-        frames_chunk_size: int | None = None,
+        streaming: StreamingOptions | bool | None = None,
     ) -> dict[str, Any]:
         """Predict cameras, depth, point maps and (with query points) tracks.
 
         Args:
-            images: [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size.
+            images: [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size. In a
+                streaming pass they may stay on the CPU while the model is on a GPU.
             query_points: optional [N, 2] or [B, N, 2] pixel (x, y) in the first frame.
             heads: which heads to run (names of HEAD_NAMES, e.g. ("track",)); None runs every head the model has.
-            frames_chunk_size: frames the dense heads process at a time (None: `config.frames_chunk_size`).
+            streaming: how to chunk the pass (vggt.models.streaming.StreamingOptions). None: streaming with
+                `StreamingOptions.auto` for the device when autograd is off (no_grad or inference_mode),
+                else the full pass; False: always the full pass. Both give the same numbers.
 
         Returns a dict with `pose_enc` [B, S, 9], `pose_enc_list` (one per refinement iteration),
         `depth` [B, S, H, W, 1], `depth_conf` [B, S, H, W], `world_points` [B, S, H, W, 3],
         `world_points_conf` [B, S, H, W], `images` (eval mode), and with query points `track`
         [B, S, N, 2], `vis` [B, S, N], `conf` [B, S, N] (in training mode also `track_list`, the
-        tracks after each tracker iteration).
+        tracks after each tracker iteration). With `offload`, the dense outputs are on the CPU.
         """
         images, query_points = self._check_inputs(images, query_points)
         heads = self._check_heads(heads)
+        options = self._streaming_options(streaming, self.aggregator.camera_token.device)
+        if options is not None:
+            return streaming_forward(self, images, query_points, heads, options)
+        return self._forward_full(images, query_points, heads)
+
+    def _forward_full(self, images: Tensor, query_points: Tensor | None, heads: tuple[str, ...]) -> dict[str, Any]:
+        """Every frame and token at once, as the reference does; the path training takes."""
         keep = None if self.aggregator.keep_layers is None else self.config.layers_needed(heads)
         tokens, patch_start_idx = self.aggregator(images, keep_layers=keep)
         # The heads run with autocast off, in their parameters' dtype (float32 unless the model was cast),
         # as the reference runs them in float32 under mixed precision.
-        head_dtype = self._head_dtype()
+        head_dtype = self.head_dtype()
         tokens = [t.to(head_dtype) if t is not None else None for t in tokens]
         head_images = images.to(head_dtype)
-        chunk = frames_chunk_size or self.config.frames_chunk_size
+        chunk = self.config.frames_chunk_size
         predictions: dict[str, Any] = {}
         with torch.autocast(device_type=images.device.type, enabled=False):
             if "camera" in heads:

@@ -25,7 +25,7 @@ from vggt.errors import InputError
 from vggt.models.build import build_model
 from vggt.models.config import DEFAULT_CHECKPOINT, VGGTConfig, get_preset
 from vggt.pipeline.calibration import apply_known_intrinsics, known_intrinsics
-from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference
+from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference, streaming_for
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
 from vggt.pipeline.options import ReconstructOptions
 from vggt.pipeline.points import PointSelection, dense_cloud, tracked_points
@@ -52,8 +52,8 @@ def reconstruct(
         model: a VGGT to use (moved to the device); None builds one from `checkpoint` / `preset`.
         options, overrides: a `ReconstructOptions`, and/or its fields as keywords (`checkpoint`, `preset`,
             `device`, `dtype`, `mode`, `resolution`, `points`, `conf_percentile`, `max_points`, `chunk_size`,
-            `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `intrinsics`, `refine_intrinsics`, `window`,
-            `overlap`, `loop_closure`, `work_dir`, `resume`, `memory_check`, `progress`).
+            `offload`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `intrinsics`, `refine_intrinsics`,
+            `window`, `overlap`, `loop_closure`, `work_dir`, `resume`, `memory_check`, `progress`).
 
     Raises:
         InputError: bad inputs or options; CheckpointError: weights that cannot be loaded;
@@ -63,10 +63,14 @@ def reconstruct(
     start = time.perf_counter()
     opts = dataclasses.replace(options or ReconstructOptions(), **overrides)
     device = resolve_device(opts.device)
-    inference = InferenceOptions(
-        device, resolve_dtype(device, opts.dtype), opts.chunk_size, opts.memory_check, opts.progress
-    )
     config = model.config if model is not None else expected_config(opts.preset)
+    inference = InferenceOptions(
+        device,
+        resolve_dtype(device, opts.dtype),
+        streaming_for(device, config, opts.chunk_size, opts.offload),
+        opts.memory_check,
+        opts.progress,
+    )
     check_options(opts, config)
     collected = collect_inputs(inputs, fps=opts.fps, max_frames=opts.max_frames, progress=opts.progress)
     try:

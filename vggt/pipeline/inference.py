@@ -12,12 +12,14 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from vggt.errors import InputError, PredictionError
+from vggt.models import progress
+from vggt.models.config import VGGTConfig
+from vggt.models.streaming import StreamingOptions
 from vggt.pipeline.memory import check_memory, estimate_inference_memory
 from vggt.utils.device import autocast
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
@@ -33,14 +35,28 @@ FOV_RANGE_DEG = (1.0, 179.0)
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """Where and how to run: device, compute precision of the trunk, frames per dense-head chunk (None: the
-    model's default), the memory check before the run, and a progress bar."""
+    """Where and how to run: device, compute precision of the trunk, the streaming pass's chunk sizes and
+    offload (`vggt.models.streaming.StreamingOptions`; None: `StreamingOptions.auto` for the device), the memory
+    check before the run, and a progress bar."""
 
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
-    frames_chunk_size: int | None = None
+    streaming: StreamingOptions | None = None
     memory_check: bool = True
     progress: bool = False
+
+    def streaming_options(self, config: VGGTConfig) -> StreamingOptions:
+        if self.streaming is not None:
+            return self.streaming
+        return StreamingOptions.auto(self.device, max_frames_chunk_size=config.frames_chunk_size)
+
+
+def streaming_for(
+    device: torch.device, config: VGGTConfig, frames_chunk_size: int | None = None, offload: bool = False
+) -> StreamingOptions:
+    """The automatic streaming options for `device`, with the frames per chunk and offload a user chose."""
+    options = StreamingOptions.auto(device, max_frames_chunk_size=config.frames_chunk_size, offload=offload)
+    return options.replace(frames_chunk_size=frames_chunk_size) if frames_chunk_size is not None else options
 
 
 @dataclass
@@ -174,34 +190,17 @@ def clamp_field_of_view(pose_enc: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def inference_progress(model: torch.nn.Module, num_frames: int, chunk: int | None, enabled: bool) -> Iterator[None]:
-    """A progress bar (with the time left) over the model's steps: every transformer block of the patch encoder
-    and of the aggregator, the camera head, and each dense head's chunks of frames; a long run moves block by
+def inference_progress(enabled: bool) -> Iterator[None]:
+    """A progress bar (with the time left) over the streaming pass's steps (`vggt.models.progress`: every frame
+    chunk of the patch encoder, every transformer block, every chunk of the heads): a long run moves block by
     block."""
     from tqdm.auto import tqdm
 
-    chunk = chunk or model.config.frames_chunk_size or num_frames
-    chunks = -(-num_frames // chunk)
-    aggregator = model.aggregator
-    steps: list[tuple[torch.nn.Module, int]] = [(block, 1) for block in aggregator.patch_embed.blocks]
-    steps += [(block, 1) for block in aggregator.frame_blocks]
-    steps += [(block, 1) for block in aggregator.global_blocks]
-    if model.camera_head is not None:
-        steps.append((model.camera_head, 1))
-    for head in (model.depth_head, model.point_head):
-        if head is not None:
-            steps.append((head.scratch, chunks))  # the fusion block runs once per chunk of frames
-    bar = tqdm(total=sum(count for _, count in steps), desc="inference", unit="step", disable=not enabled)
-
-    def advance(*_: Any) -> None:  # a forward hook must return None, or it replaces the module's output
-        bar.update(1)
-
-    handles = [module.register_forward_hook(advance) for module, _ in steps]
+    bar = tqdm(total=0, desc="inference", unit="step", disable=not enabled)
     try:
-        yield
+        with progress.reporting_to(bar):
+            yield
     finally:
-        for handle in handles:
-            handle.remove()
         bar.close()
 
 
@@ -213,10 +212,11 @@ def _check_memory(model: torch.nn.Module, images: torch.Tensor, options: Inferen
         height,
         width,
         dtype=options.dtype,
-        num_parameters=sum(p.numel() for p in model.parameters()),
+        num_parameters=sum(p.numel() for n, p in model.named_parameters() if not n.startswith("track_head.")),
         weight_bytes=next(model.parameters()).element_size(),
         device_type=options.device.type,
-        frames_chunk_size=options.frames_chunk_size,
+        streaming=options.streaming_options(model.config),
+        trunk_parameters=sum(p.numel() for p in model.aggregator.parameters()),
     )
     check_memory(estimate, options.device, num_frames, height, width)
 
@@ -238,11 +238,11 @@ def run_inference(
         _check_memory(model, images, options)
     num_frames, _, height, width = images.shape
     logger.info("running on %s in %s: %d frames at %dx%d", options.device, options.dtype, num_frames, width, height)
-    inputs = images.to(options.device)[None]
+    inputs = images[None]  # the streaming pass moves one chunk of frames at a time to the device
     queries = None if query_points is None else torch.as_tensor(query_points, dtype=torch.float32)[None]
-    with torch.inference_mode(), autocast(options.device, options.dtype):
-        with inference_progress(model, num_frames, options.frames_chunk_size, options.progress):
-            outputs = model(inputs, query_points=queries, frames_chunk_size=options.frames_chunk_size)
+    streaming = options.streaming_options(model.config)
+    with torch.inference_mode(), autocast(options.device, options.dtype), inference_progress(options.progress):
+        outputs = model(inputs, query_points=queries, streaming=streaming)
     predictions = Predictions(
         images=(images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(),
         pose_enc=_to_numpy(outputs.get("pose_enc")),

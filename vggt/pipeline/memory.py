@@ -14,21 +14,15 @@ import torch
 
 from vggt.errors import InsufficientMemoryError
 from vggt.models.config import VGGTConfig
+from vggt.models.memory_model import estimate_streaming_memory
+from vggt.models.streaming import StreamingOptions
 
 logger = logging.getLogger(__name__)
 
 GIB = 1024**3
 
-# Memory model (see `estimate_inference_memory`). Live tensors of one transformer block, in units of
-# its token tensor [tokens, embed_dim]: q, k, v, attention output, MLP hidden (mlp_ratio of them) and residuals.
-BLOCK_WORKING_SET_TENSORS = 6
-# Float32 values per pixel, in units of the DPT feature width, live in a dense head chunk: the full-resolution
-# map (features / 2 channels) before and after upsampling.
-DENSE_HEAD_TENSORS_PER_PIXEL_FEATURE = 1
-# Float32 values per pixel in the outputs: depth, depth confidence, 3 world coordinates, point confidence,
-# and the 3 image channels.
-OUTPUT_VALUES_PER_PIXEL = 9
-# Margin for the allocator's fragmentation and what the estimate leaves out.
+# Margin for the allocator's fragmentation and slack (about 40 MB plus 3 MB per frame on a CPU) and what the
+# model leaves out.
 MEMORY_SAFETY_FACTOR = 1.25
 # CUDA context, cuDNN/cuBLAS workspaces.
 CUDA_FIXED_OVERHEAD_BYTES = GIB // 2
@@ -36,7 +30,9 @@ CUDA_FIXED_OVERHEAD_BYTES = GIB // 2
 
 @dataclass
 class MemoryEstimate:
-    """A rough peak of one forward pass, in bytes, split by what uses it."""
+    """A rough peak of one streaming forward pass on the device, in bytes: the weights, plus the larger of the
+    trunk's and the heads' working sets (`vggt.models.memory_model`), plus what stays on the device throughout
+    (`outputs`), plus fixed overhead."""
 
     weights: int
     aggregator: int
@@ -46,7 +42,7 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        subtotal = self.weights + self.aggregator + self.dense_heads + self.outputs
+        subtotal = self.weights + max(self.aggregator, self.dense_heads) + self.outputs
         return int(subtotal * MEMORY_SAFETY_FACTOR) + self.overhead
 
 
@@ -59,46 +55,51 @@ def estimate_inference_memory(
     num_parameters: int | None = None,
     weight_bytes: int = 4,
     device_type: str = "cpu",
-    frames_chunk_size: int | None = None,
+    streaming: StreamingOptions | None = None,
+    trunk_parameters: int | None = None,
 ) -> MemoryEstimate:
-    """Rough peak memory of `model(images)` for `num_frames` images of `height` x `width` pixels.
+    """Rough peak memory of `model(images)` for `num_frames` images of `height` x `width` pixels, as the streaming
+    pass runs it (`streaming`, default: `StreamingOptions.auto` for the device) under autocast to `dtype`.
 
-    Counts the weights, the aggregator outputs kept for the heads (in `dtype` plus a float32 copy), the working
-    set of one global-attention block over all frames, one chunk of `frames_chunk_size` (default
-    `config.frames_chunk_size`) frames in each dense head (float32), and the float32 outputs. Attention itself
-    is assumed to run without materialising the score matrix (fused scaled-dot-product kernels).
+    The memory model is `vggt.models.memory_model.estimate_streaming_memory` (checked against measured CPU peaks
+    in tests/test_pipeline_memory.py); the track head (tracks are not asked for by a reconstruction) is left out.
     """
     if num_frames < 1 or height < 1 or width < 1:
         raise ValueError(f"need at least one frame of positive size, got {num_frames} frames of {height}x{width}")
-    act_bytes = torch.finfo(dtype).bits // 8
-    if num_parameters is None:
-        num_parameters = count_parameters_of_config(config)
-    tokens_per_frame = (height // config.patch_size) * (width // config.patch_size) + config.patch_start_idx
-    all_tokens = num_frames * tokens_per_frame
-
-    kept = len(config.layers_needed()) * all_tokens * config.head_dim_in * (act_bytes + 4)
-    block = (BLOCK_WORKING_SET_TENSORS + config.mlp_ratio) * all_tokens * config.embed_dim * act_bytes
-    chunk = frames_chunk_size or config.frames_chunk_size or num_frames
-    chunk = min(chunk, num_frames)
-    dense = chunk * height * width * config.dpt_features * DENSE_HEAD_TENSORS_PER_PIXEL_FEATURE * 4
-    outputs = num_frames * height * width * OUTPUT_VALUES_PER_PIXEL * 4
-    overhead = CUDA_FIXED_OVERHEAD_BYTES if device_type == "cuda" else 0
+    if num_parameters is None or trunk_parameters is None:
+        num_parameters, trunk_parameters = count_parameters_of_config(config)
+    options = streaming or StreamingOptions.auto(device_type, max_frames_chunk_size=config.frames_chunk_size)
+    low_precision = dtype in (torch.bfloat16, torch.float16)
+    memory = estimate_streaming_memory(
+        config,
+        num_frames,
+        height,
+        width,
+        options,
+        num_parameters=num_parameters,
+        trunk_parameters=trunk_parameters,
+        trunk_bytes=weight_bytes,
+        head_bytes=weight_bytes,
+        autocast_bytes=torch.finfo(dtype).bits // 8 if low_precision and weight_bytes > 2 else None,
+    )
     return MemoryEstimate(
-        weights=num_parameters * weight_bytes,
-        aggregator=int(kept + block),
-        dense_heads=int(dense),
-        outputs=int(outputs),
-        overhead=overhead,
+        weights=memory.weights,
+        aggregator=memory.trunk_phase,
+        dense_heads=memory.heads_phase,
+        outputs=0,
+        overhead=CUDA_FIXED_OVERHEAD_BYTES if device_type == "cuda" else 0,
     )
 
 
-def count_parameters_of_config(config: VGGTConfig) -> int:
-    """Parameter count of a VGGT built from `config` (built on the meta device: no memory used)."""
+def count_parameters_of_config(config: VGGTConfig) -> tuple[int, int]:
+    """Parameters of a VGGT built from `config` without its track head, and of its aggregator alone (built on
+    the meta device: no memory used)."""
     from vggt.models.vggt import VGGT
 
     with torch.device("meta"):
         model = VGGT(config)
-    return sum(p.numel() for p in model.parameters())
+    total = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("track_head."))
+    return total, sum(p.numel() for p in model.aggregator.parameters())
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -140,7 +141,7 @@ def check_memory(estimate: MemoryEstimate, device: torch.device, num_frames: int
         "not enough memory on {device}: about {need:.1f} GiB needed for {frames} frames at {width}x{height}, "
         "{free:.1f} GiB free. Use fewer frames ({max_frames}, or {fps} for a video), a lower {resolution} "
         "(e.g. 392), {mode=crop} (smaller than pad), {dtype=bfloat16} (float16 on older GPUs), or a smaller "
-        "{chunk_size}; or skip this check ({memory_check=False})",
+        "{chunk_size}, or {offload=True} on a GPU; or skip this check ({memory_check=False})",
         device=device,
         need=need / GIB,
         frames=num_frames,

@@ -44,7 +44,9 @@ class ReconstructOptions:
         mode: "crop" or "pad". resolution: model input width (crop) or longer side (pad); None: the model's.
         points: "depth" or "pointmap". conf_percentile: drop the least confident X % of pixels.
         max_points: at most this many points (seeded random subset); None: no limit.
-        chunk_size: frames per dense-head chunk; None: the model's default.
+        chunk_size: frames per chunk of the streaming pass (patch encoder, frame-wise blocks, heads); None: the
+            automatic choice for the device. offload: keep the aggregator outputs in CPU memory (pinned on CUDA)
+            and stream them back to the heads chunk by chunk (for thousands of frames on a GPU).
         fps, max_frames: frame sampling of a video; max_frames also thins out images.
         bundle_adjust: refine by bundle adjustment; ba_options: keywords of `vggt.ba.refine_with_ba`.
         intrinsics: a file of known intrinsics (JSON, COLMAP cameras or model; `vggt.data.intrinsics`) used instead
@@ -66,6 +68,7 @@ class ReconstructOptions:
     conf_percentile: float = DEFAULT_CONF_PERCENTILE
     max_points: int | None = DEFAULT_MAX_POINTS
     chunk_size: int | None = None
+    offload: bool = False
     fps: float | None = None
     max_frames: int | None = None
     bundle_adjust: bool = False

@@ -6,7 +6,9 @@ VGGT checkpoint, including its spelling `virual_tracks`.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -107,33 +109,58 @@ class EfficientUpdateFormer(nn.Module):
         # Small first updates: the tracker starts from a sensible guess (the query position).
         nn.init.trunc_normal_(self.flow_head.weight, std=0.001)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, tracks_chunk_size: int | None = None, frames_chunk_size: int | None = None) -> Tensor:
+        """x [B, N, S, input_dim] -> [B, N, S, output_dim].
+
+        The attention along time runs `tracks_chunk_size` tracks at a time and the attention across
+        tracks `frames_chunk_size` frames at a time (None: all at once); the result is the same.
+        """
         batch, num_tracks, num_frames, _ = x.shape
-        tokens = self.input_transform(self.input_norm(x))
+        tokens = map_chunks(lambda t: self.input_transform(self.input_norm(t)), x, tracks_chunk_size, dim=1)
         init_tokens = tokens
 
         virtual = self.virual_tracks.expand(batch, -1, num_frames, -1).to(tokens.dtype)
         tokens = torch.cat([tokens, virtual], dim=1)  # [B, N + V, S, hidden]
         num_all = tokens.shape[1]
 
-        for time_block, virtual2point, virtual_block, point2virtual in zip(
-            self.time_blocks,
-            self.space_virtual2point_blocks,
-            self.space_virtual_blocks,
-            self.space_point2virtual_blocks,
-        ):
-            tokens = time_block(tokens.reshape(batch * num_all, num_frames, -1))
+        for layer, time_block in enumerate(self.time_blocks):
+            tokens = map_chunks(time_block, tokens.reshape(batch * num_all, num_frames, -1), tracks_chunk_size)
             # [B * (N + V), S, C] -> [B * S, N + V, C]
             tokens = tokens.reshape(batch, num_all, num_frames, -1).transpose(1, 2)
             tokens = tokens.reshape(batch * num_frames, num_all, -1)
-            points, virtual = tokens[:, :num_tracks], tokens[:, num_tracks:]
-            virtual = virtual_block(virtual2point(virtual, points))
-            points = point2virtual(points, virtual)
-            tokens = torch.cat([points, virtual], dim=1)
+            space = functools.partial(self._space_step, layer=layer, num_tracks=num_tracks)
+            tokens = map_chunks(space, tokens, frames_chunk_size)
             tokens = tokens.reshape(batch, num_frames, num_all, -1).transpose(1, 2)  # [B, N + V, S, C]
 
         tokens = tokens[:, :num_tracks] + init_tokens
-        return self.flow_head(self.output_norm(tokens))
+        return map_chunks(lambda t: self.flow_head(self.output_norm(t)), tokens, tracks_chunk_size, dim=1)
+
+    def _space_step(self, tokens: Tensor, layer: int, num_tracks: int) -> Tensor:
+        """One layer's exchange across tracks within each frame: [F, N + V, C] -> [F, N + V, C]."""
+        points, virtual = tokens[:, :num_tracks], tokens[:, num_tracks:]
+        virtual = self.space_virtual_blocks[layer](self.space_virtual2point_blocks[layer](virtual, points))
+        return torch.cat([self.space_point2virtual_blocks[layer](points, virtual), virtual], dim=1)
+
+
+def map_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, size: int | None, dim: int = 0) -> Tensor:
+    """`fn(x)` for a function that treats the slices of x along `dim` independently, `size` slices at a time.
+
+    Without autograd, results that keep x's shape and dtype overwrite x chunk by chunk (no second
+    full-size tensor); otherwise the chunks are concatenated.
+    """
+    length = x.shape[dim]
+    if size is None or size >= length:
+        return fn(x)
+    if torch.is_grad_enabled():
+        return torch.cat([fn(part) for part in x.split(size, dim)], dim=dim)
+    out: Tensor | None = None
+    for start in range(0, length, size):
+        part = fn(x.narrow(dim, start, min(size, length - start)))
+        if out is None:
+            same = part.shape == x.narrow(dim, 0, part.shape[dim]).shape and part.dtype == x.dtype
+            out = x if same else x.new_empty((*x.shape[:dim], length, *part.shape[dim + 1 :]), dtype=part.dtype)
+        out.narrow(dim, start, part.shape[dim]).copy_(part)
+    return out
 
 
 class CorrelationPyramid:

@@ -1,0 +1,133 @@
+"""The streaming forward pass gives the reference's numbers at any chunk size and is the default at inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_close_golden
+
+from vggt.models.aggregator import Aggregator
+from vggt.models.streaming import StreamingOptions
+from vggt.models.vggt import VGGT
+
+FORWARD_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf")
+
+# bf16 autocast against float32 on the golden inputs: the largest difference allowed, as a fraction of the
+# largest float32 magnitude of each output (measured: 2e-3 for pose encodings, below 5e-4 for the dense maps),
+# in pixels for the tracks (measured 0.15 px on 70 x 98 images) and absolute for visibility and confidence
+# probabilities (measured 0.013).
+BF16_RELATIVE_BOUND = 1e-2
+BF16_TRACK_BOUND_PX = 0.5
+BF16_PROBABILITY_BOUND = 0.05
+
+
+@pytest.fixture(scope="module")
+def golden_model(golden_state_dict) -> VGGT:
+    model = VGGT.from_preset("tiny")
+    model.load_state_dict(golden_state_dict, strict=True)
+    return model.eval()
+
+
+def _options(chunk: int | None, offload: bool) -> StreamingOptions:
+    return StreamingOptions(chunk, chunk, chunk, chunk, offload=offload)
+
+
+@pytest.mark.parametrize("offload", [False, True], ids=["on-device", "offload"])
+@pytest.mark.parametrize("chunk", [1, 3, None], ids=["chunks-of-1", "chunks-of-3", "all-at-once"])
+@torch.no_grad()
+def test_streaming_forward_matches_golden(golden_model, golden_io, tolerances, chunk, offload):
+    out = golden_model(
+        golden_io["input.images"], query_points=golden_io["input.query_points"], streaming=_options(chunk, offload)
+    )
+    for key in FORWARD_KEYS:
+        assert_close_golden(f"forward.{key}", out[key], golden_io[f"forward.{key}"], tolerances)
+    for i, pose_enc in enumerate(out["pose_enc_list"]):
+        assert_close_golden(f"camera_head.iter{i}", pose_enc, golden_io[f"camera_head.iter{i}"], tolerances)
+    assert torch.equal(out["images"], golden_io["input.images"])
+
+
+@torch.no_grad()
+def test_streaming_aggregator_stores_every_layer_of_the_full_pass(golden_model, golden_io, tolerances):
+    images = golden_io["input.images"]
+    kept, patch_start_idx = golden_model.aggregator.forward_streaming(images, _options(2, False), range(4))
+    assert patch_start_idx == 5
+    for i, stored in enumerate(kept.as_list()):
+        assert_close_golden(f"aggregator.layer{i}", stored, golden_io[f"aggregator.layer{i}"], tolerances)
+
+
+@torch.no_grad()
+def test_inference_streams_by_default_and_training_does_not(golden_model, golden_io, monkeypatch):
+    calls = []
+    original = Aggregator.forward_streaming
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Aggregator, "forward_streaming", counting)
+    images = golden_io["input.images"][:1]
+    golden_model(images)
+    assert len(calls) == 1, "the default at inference (no grad) is the streaming pass"
+    golden_model(images, streaming=False)
+    with torch.enable_grad():
+        golden_model(images)
+    assert len(calls) == 1, "streaming=False and autograd take the full pass"
+
+
+def test_streaming_options_needs_no_grad(golden_model, golden_io):
+    with pytest.raises(ValueError, match="torch.no_grad"):
+        golden_model(golden_io["input.images"][:1], streaming=StreamingOptions())
+
+
+@pytest.mark.parametrize("field", ["frames_chunk_size", "tokens_chunk_size", "heads_chunk_size", "queries_chunk_size"])
+def test_streaming_options_reject_non_positive_chunks(field):
+    with pytest.raises(ValueError, match=field):
+        StreamingOptions(**{field: 0})
+
+
+def test_automatic_options_follow_the_device_and_the_cap():
+    cpu = StreamingOptions.auto("cpu")
+    cuda = StreamingOptions.auto("cuda")
+    assert cpu.frames_chunk_size < cuda.frames_chunk_size
+    assert StreamingOptions.auto("cuda", max_frames_chunk_size=2).frames_chunk_size == 2
+    assert StreamingOptions.auto("cpu", offload=True).offload
+
+
+@torch.no_grad()
+def test_bf16_autocast_stays_within_the_stated_bound_of_float32(golden_model, golden_io):
+    images, queries = golden_io["input.images"], golden_io["input.query_points"]
+    options = StreamingOptions(2, 50, 2, 3)
+    reference = golden_model(images, query_points=queries, streaming=options)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = golden_model(images, query_points=queries, streaming=options)
+    for key in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"):
+        assert low[key].dtype == torch.float32, f"{key}: the heads run in float32 under autocast"
+        error = (low[key] - reference[key]).abs().max()
+        assert error <= BF16_RELATIVE_BOUND * reference[key].abs().max(), f"{key}: bf16 error {error:.3g}"
+    assert (low["track"] - reference["track"]).abs().max() <= BF16_TRACK_BOUND_PX
+    for key in ("vis", "conf"):
+        assert (low[key] - reference[key]).abs().max() <= BF16_PROBABILITY_BOUND
+    # The pass really ran in bf16: the numbers moved.
+    assert not torch.equal(low["pose_enc"], reference["pose_enc"])
+
+
+def test_memory_model_projects_the_gpu_targets():
+    from vggt.models.config import get_preset
+    from vggt.models.memory_model import estimate_streaming_memory
+
+    config = get_preset("vggt-1b")
+    with torch.device("meta"):
+        model = VGGT(config, enable_track=False)
+    sizes = dict(
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        trunk_parameters=sum(p.numel() for p in model.aggregator.parameters()),
+        autocast_bytes=2,
+        images_on_device=False,
+    )
+    offload = StreamingOptions.auto("cuda", offload=True)
+    paper_job = estimate_streaming_memory(config, 200, 518, 518, offload, **sizes)
+    assert paper_job.device_peak < 12e9, paper_job.summary()
+    thousands = estimate_streaming_memory(config, 2000, 518, 518, offload, **sizes)
+    assert thousands.device_peak < 80e9, thousands.summary()
+    on_device = estimate_streaming_memory(config, 200, 518, 518, StreamingOptions.auto("cuda"), **sizes)
+    assert on_device.device_peak > paper_job.device_peak and on_device.host == 0

@@ -1,0 +1,141 @@
+"""A transformer block evaluated piecewise: token chunks for the token-wise parts, head groups for attention.
+
+`Block.forward` holds the normed tokens, the fused queries, keys and values, the attention output and
+the MLP's hidden layer of every token at once. `chunked_block_forward` computes the same numbers with
+only one chunk of tokens in those token-wise parts and the keys and values of one group of attention
+heads, over all tokens, at a time: only `scaled_dot_product_attention` sees all keys and values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vggt.layers.attention import KEY, QUERY, VALUE, Attention
+from vggt.layers.block import Block
+from vggt.layers.onednn import linear
+
+# positions(tokens) -> RoPE positions [B, n, 2] of a slice of tokens, or None without RoPE.
+PositionsFn = Callable[[slice], Tensor | None]
+# gather(keys, values) -> keys and values of every token attended to, [B, h, N_all, head_dim] each.
+KeyValueGather = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def chunk_slices(length: int, size: int | None, boundaries: Sequence[int] = ()) -> Iterator[slice]:
+    """Slices covering range(length) in steps of `size` (None: one slice), also split at `boundaries`."""
+    cuts = sorted(set(range(0, length, size or max(length, 1))) | {b for b in boundaries if 0 < b < length} | {0})
+    for start, end in zip(cuts, cuts[1:] + [length]):
+        if end > start:
+            yield slice(start, end)
+
+
+def _slices(length: int, size: int | None, boundaries: Sequence[int]) -> list[slice]:
+    return list(chunk_slices(length, size, boundaries))
+
+
+def chunked_block_forward(
+    block: Block,
+    x: Tensor,
+    out: Tensor,
+    positions: PositionsFn,
+    tokens_chunk_size: int | None,
+    heads_chunk_size: int | None,
+    *,
+    kv_dtype: torch.dtype | None = None,
+    gather: KeyValueGather | None = None,
+    boundaries: Sequence[int] = (),
+    kv_buffers: list[Tensor] | None = None,
+) -> Tensor:
+    """Write `block(x)` for tokens x [B, N, C] into `out` [B, N, C], which must not overlap x.
+
+    Args:
+        positions: RoPE positions of a slice of the tokens.
+        tokens_chunk_size, heads_chunk_size: tokens per token-wise step, heads per attention step (None: all).
+        kv_dtype: dtype to hold keys and values in (the autocast dtype, which attention would cast them to).
+        gather: exchanges keys and values with other processes for sequence parallelism; the queries of
+            these tokens then attend to all tokens it returns.
+        boundaries: token indices no chunk crosses (e.g. where the storage of `out` changes).
+        kv_buffers: a list to keep the keys and values buffers in, reused by later calls of the same
+            sizes (a caller running many blocks avoids reallocating them); empty at first.
+    """
+    attn = block.attn
+    token_slices = _slices(x.shape[1], tokens_chunk_size, boundaries)
+    rope = _RopeTables(attn, positions)
+    for heads in _slices(attn.num_heads, heads_chunk_size, ()):
+        keys, values = _keys_values(block, x, rope, token_slices, heads, kv_dtype, kv_buffers)
+        if gather is not None:
+            keys, values = gather(keys, values)
+        columns = slice(heads.start * attn.head_dim, heads.stop * attn.head_dim)
+        for tokens in token_slices:
+            queries = rope(attn.project_heads(block.norm1(x[:, tokens]), QUERY, heads), tokens)
+            attended = F.scaled_dot_product_attention(queries, keys, values)  # [B, h, n, head_dim]
+            out[:, tokens, columns] = attended.transpose(1, 2).flatten(2)
+        del keys, values
+    # `out` holds the attention output of every head; finish each chunk in place.
+    for tokens in token_slices:
+        y = x[:, tokens] + block.ls1(linear(attn.proj, out[:, tokens]))
+        out[:, tokens] = y + block.ls2(block.mlp(block.norm2(y)))
+    return out
+
+
+class _RopeTables:
+    """RoPE of a token slice, its tables computed once per slice and shared by every head group and q and k."""
+
+    def __init__(self, attn: Attention, positions: PositionsFn) -> None:
+        self.attn = attn
+        self.positions = positions
+        self.tables: dict[tuple[int, torch.dtype], tuple[Tensor, ...] | None] = {}
+
+    def __call__(self, x: Tensor, tokens: slice) -> Tensor:
+        """Rotate queries or keys [B, h, n, head_dim] of the tokens `tokens`."""
+        if self.attn.rope is None:
+            return x
+        key = (tokens.start, x.dtype)
+        if key not in self.tables:
+            pos = self.positions(tokens)
+            self.tables[key] = None if pos is None else self.attn.rope.tables(pos, x.shape[-1], x.dtype)
+        tables = self.tables[key]
+        return x if tables is None else self.attn.rope.rotate(x, tables)
+
+
+def _keys_values(
+    block: Block,
+    x: Tensor,
+    rope: _RopeTables,
+    token_slices: list[slice],
+    heads: slice,
+    kv_dtype: torch.dtype | None,
+    kv_buffers: list[Tensor] | None,
+) -> tuple[Tensor, Tensor]:
+    """Keys and values of heads `heads` for every token of x [B, N, C]: two [B, h, N, head_dim] tensors."""
+    attn = block.attn
+    keys = values = None
+    shape = (x.shape[0], heads.stop - heads.start, x.shape[1], attn.head_dim)
+    for tokens in token_slices:
+        normed = block.norm1(x[:, tokens])
+        k = rope(attn.project_heads(normed, KEY, heads), tokens)
+        v = attn.project_heads(normed, VALUE, heads)
+        if keys is None:
+            keys, values = _kv_storage(shape, kv_dtype or k.dtype, x.device, kv_buffers)
+        keys[:, :, tokens] = k
+        values[:, :, tokens] = v
+    return keys, values
+
+
+def _kv_storage(
+    shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device, kv_buffers: list[Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """Two [B, h, N, head_dim] tensors: views of the kept buffers where they fit, else new ones (then kept)."""
+    if kv_buffers:
+        keys, values = kv_buffers
+        fits = keys.dtype == dtype and keys.shape[1] >= shape[1] and keys.shape[::2] == shape[::2]
+        if fits and keys.shape[3] == shape[3]:
+            return keys[:, : shape[1]], values[:, : shape[1]]
+    keys = torch.empty(shape, dtype=dtype, device=device)
+    values = torch.empty(shape, dtype=dtype, device=device)
+    if kv_buffers is not None:
+        kv_buffers[:] = [keys, values]
+    return keys, values

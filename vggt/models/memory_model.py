@@ -1,0 +1,98 @@
+"""Peak memory of the streaming forward pass, part by part: what `VGGT.forward(..., streaming=...)` needs.
+
+The scene-sized parts are exact byte counts of the buffers the streaming pass allocates; the working
+sets of one chunk are calibrated constants (see docs/performance.md, where the model is checked
+against measured CPU peaks). The peak is the larger of the trunk phase (aggregator) and the heads phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vggt.models.config import VGGTConfig
+from vggt.models.streaming import StreamingOptions
+
+# Bytes per image pixel of one frame in a dense (DPT) head at its peak, float32: the full-resolution
+# 128-channel map, its 32-channel convolution and that one's ReLU (see DPTHead._forward_frames).
+DENSE_HEAD_BYTES_PER_PIXEL = 770
+# Values per token held by one transformer block at its peak, in units of the width C: the tokens, the
+# normed tokens, queries/keys/values, the attention output and the MLP's 4C hidden layer and activation.
+BLOCK_WORKING_SET_WIDTHS = 12
+# Values per pixel of the dense outputs: depth, its confidence, 3 world coordinates, their confidence.
+OUTPUT_VALUES_PER_PIXEL = 6
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class StreamingMemory:
+    """Bytes on the compute device at the peak of each phase, and in host memory (offload)."""
+
+    weights: int
+    trunk_phase: int  # beyond the weights: kept outputs, token state, then keys and values or one token chunk
+    heads_phase: int  # beyond the weights: kept outputs, outputs, one dense-head frame chunk
+    host: int  # offloaded kept outputs, outputs and images
+
+    @property
+    def device_peak(self) -> int:
+        return self.weights + max(self.trunk_phase, self.heads_phase)
+
+    def summary(self) -> str:
+        return (
+            f"device peak {self.device_peak / GIB:.2f} GiB (weights {self.weights / GIB:.2f}, "
+            f"trunk {self.trunk_phase / GIB:.2f}, heads {self.heads_phase / GIB:.2f}), host {self.host / GIB:.2f} GiB"
+        )
+
+
+def estimate_streaming_memory(
+    config: VGGTConfig,
+    num_frames: int,
+    height: int,
+    width: int,
+    options: StreamingOptions,
+    *,
+    num_parameters: int,
+    trunk_parameters: int,
+    trunk_bytes: int = 4,
+    head_bytes: int = 4,
+    autocast_bytes: int | None = None,
+    images_on_device: bool = True,
+) -> StreamingMemory:
+    """Peak memory of a streaming pass over `num_frames` frames of height x width, without the track head.
+
+    Args:
+        num_parameters, trunk_parameters: parameters of the model (without the track head) and of its aggregator.
+        trunk_bytes, head_bytes: bytes per weight of the aggregator and of the heads (4 for float32; e.g.
+            `model.aggregator.to(torch.bfloat16)` makes the trunk 2). The heads compute in their weights' dtype.
+        autocast_bytes: bytes of the autocast dtype (2 for bf16), None without autocast. Autocast over a
+            float32 trunk caches a low-precision copy of its weights, keeps the kept outputs, keys and values
+            in that dtype, and the token state in float32.
+        images_on_device: the input images live on the device (with offload they may stay on the CPU).
+    """
+    c = config
+    tokens = num_frames * (c.patch_start_idx + (height // c.patch_size) * (width // c.patch_size))
+    state_bytes = 4 if autocast_bytes else trunk_bytes
+    low = autocast_bytes or trunk_bytes
+    kept = len(c.layers_needed(("camera", "depth", "point"))) * tokens * 2 * c.embed_dim * low
+    heads = c.num_heads if options.heads_chunk_size is None else min(options.heads_chunk_size, c.num_heads)
+    keys_values = 2 * tokens * c.embed_dim * low * heads // c.num_heads
+    # Two token buffers of the stream, except where the kept outputs hold them (same dtype, no offload).
+    direct = not options.offload and low == state_bytes
+    state = 0 if direct else 2 * tokens * c.embed_dim * state_bytes
+    chunk_tokens = tokens if options.tokens_chunk_size is None else min(options.tokens_chunk_size, tokens)
+    # Keys and values are freed before the MLP runs over the token chunks: the two do not coexist.
+    attention = keys_values + 2 * chunk_tokens * c.embed_dim * state_bytes
+    mlp_chunk = chunk_tokens * BLOCK_WORKING_SET_WIDTHS * c.embed_dim * state_bytes
+    frames_chunk = num_frames if options.frames_chunk_size is None else min(options.frames_chunk_size, num_frames)
+    dense_chunk = frames_chunk * height * width * DENSE_HEAD_BYTES_PER_PIXEL * head_bytes // 4
+    outputs = num_frames * height * width * OUTPUT_VALUES_PER_PIXEL * head_bytes
+    images = num_frames * 3 * height * width * 4
+    cast_copy = trunk_parameters * autocast_bytes if autocast_bytes and trunk_bytes > autocast_bytes else 0
+    weights = trunk_parameters * trunk_bytes + (num_parameters - trunk_parameters) * head_bytes + cast_copy
+    on_device = 0 if options.offload else kept + outputs
+    resident_images = images if images_on_device else 0
+    return StreamingMemory(
+        weights=weights,
+        trunk_phase=(0 if options.offload else kept) + state + max(attention, mlp_chunk) + resident_images,
+        heads_phase=on_device + dense_chunk + resident_images,
+        host=(kept + outputs + images) if options.offload else 0,
+    )

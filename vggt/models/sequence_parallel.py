@@ -1,0 +1,257 @@
+"""Sequence-parallel inference: the frames of one scene split over processes, with exact global attention.
+
+Each process (rank) holds a contiguous run of the scene's frames; rank 0 holds frame 0, whose camera
+and register tokens differ from the others'. The patch encoder, the frame-wise blocks and the dense
+heads run on local frames only. Each global block exchanges keys and values, one group of attention
+heads at a time (all-gather), so that local queries attend to every frame's keys exactly as in one
+process. The camera head, which attends over all frames, gathers the camera tokens only; the track
+head's tracker samples correlations on local frames and exchanges those.
+
+    preds = forward_sequence_parallel(model, local_images, group)       # in each process: local frames
+    full = gather_predictions(preds, group)                             # on rank 0: the whole scene
+    result = run_sequence_parallel(model, images, world_size=2)         # spawns processes on 127.0.0.1
+
+`torchrun` users call `forward_sequence_parallel` with `split_frames(num_frames, world_size)[rank]`.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import tempfile
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from vggt.layers.onednn import onednn_linear
+from vggt.models.streaming import StreamingOptions
+from vggt.models.streaming_forward import run_heads
+
+# Outputs with a frame axis (dim 1), split over the ranks; the rest are the same on every rank.
+FRAME_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf", "images")
+LOOPBACK = "127.0.0.1"
+
+
+def split_frames(num_frames: int, world_size: int) -> list[slice]:
+    """Contiguous runs of frames per rank, as even as possible; rank 0 gets frame 0."""
+    if world_size < 1 or num_frames < world_size:
+        raise ValueError(f"cannot split {num_frames} frames over {world_size} processes: need at least one each")
+    base, extra = divmod(num_frames, world_size)
+    sizes = [base + (rank < extra) for rank in range(world_size)]
+    starts = [sum(sizes[:rank]) for rank in range(world_size)]
+    return [slice(start, start + size) for start, size in zip(starts, sizes)]
+
+
+@dataclass
+class FrameGroup:
+    """How a scene's frames are split over the ranks of a process group, and the exchanges between them."""
+
+    group: dist.ProcessGroup | None
+    counts: list[int]  # frames per rank
+    rank: int
+    device: torch.device  # where the exchanged tensors live (CUDA for NCCL)
+
+    @classmethod
+    def create(cls, local_frames: int, device: torch.device, group: dist.ProcessGroup | None = None) -> FrameGroup:
+        """Agree with the other ranks on every rank's number of frames (a collective call)."""
+        world = dist.get_world_size(group)
+        local = torch.tensor([local_frames], device=device)
+        counts = [torch.zeros_like(local) for _ in range(world)]
+        dist.all_gather(counts, local, group=group)
+        return cls(group, [int(c.item()) for c in counts], dist.get_rank(group), device)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def local(self) -> slice:
+        start = sum(self.counts[: self.rank])
+        return slice(start, start + self.counts[self.rank])
+
+    def gather(self, x: Tensor, dim: int, per_frame: int = 1) -> Tensor:
+        """Every rank's x ([..., counts[r] * per_frame, ...] along `dim`) concatenated in rank order."""
+        longest = max(self.counts) * per_frame
+        padded = x
+        if x.shape[dim] < longest:
+            pad_shape = list(x.shape)
+            pad_shape[dim] = longest - x.shape[dim]
+            padded = torch.cat([x, x.new_zeros(pad_shape)], dim=dim)
+        parts = [torch.empty_like(padded) for _ in self.counts]
+        dist.all_gather(parts, padded.contiguous(), group=self.group)
+        return torch.cat([p.narrow(dim, 0, c * per_frame) for p, c in zip(parts, self.counts)], dim=dim)
+
+    def from_first(self, x: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """Rank 0's x on every rank."""
+        if x is None:
+            x = torch.empty(shape, dtype=dtype, device=self.device)
+        x = x.contiguous()
+        dist.broadcast(x, src=dist.get_global_rank(self.group, 0) if self.group else 0, group=self.group)
+        return x
+
+
+@torch.no_grad()
+def forward_sequence_parallel(
+    model: Any,
+    local_images: Tensor,
+    group: dist.ProcessGroup | None = None,
+    *,
+    query_points: Tensor | None = None,
+    heads: Collection[str] | None = None,
+    streaming: StreamingOptions | None = None,
+) -> dict[str, Any]:
+    """This rank's share of `model(images, query_points)` for its frames `local_images` [S_r, 3, H, W] or [B, S_r, ...].
+
+    Every rank of `group` must call it, rank r with the r-th run of frames (see `split_frames`; rank 0
+    holds frame 0). Returns the predictions of the local frames ([B, S_r, ...]); `pose_enc_list` too.
+    Query points (pixels in frame 0) are needed on every rank.
+    """
+    images, query_points = model._check_inputs(local_images, query_points)
+    heads = model._check_heads(heads)
+    device = model.aggregator.camera_token.device
+    options = streaming or StreamingOptions.auto(device, max_frames_chunk_size=model.config.frames_chunk_size)
+    frames = FrameGroup.create(images.shape[1], device, group)
+    tokens_per_frame = model.config.patch_start_idx + (images.shape[-2] // model.config.patch_size) * (
+        images.shape[-1] // model.config.patch_size
+    )
+
+    def gather_keys_values(keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        return frames.gather(keys, 2, tokens_per_frame), frames.gather(values, 2, tokens_per_frame)
+
+    with onednn_linear(device.type == "cpu"):
+        kept, patch_start_idx = model.aggregator.forward_streaming(
+            images,
+            options,
+            model.config.layers_needed(heads),
+            includes_first=frames.rank == 0,
+            gather=gather_keys_values,
+        )
+        predictions = run_heads(model, kept, images.shape, patch_start_idx, heads, query_points, options, shard=frames)
+    predictions["images"] = images
+    return predictions
+
+
+def gather_predictions(
+    predictions: dict[str, Any], group: dist.ProcessGroup | None = None, dst: int = 0
+) -> dict[str, Any] | None:
+    """The whole scene's predictions on rank `dst` (None on the others), from each rank's local ones."""
+    rank = dist.get_rank(group)
+    gathered: list[Any] = [None] * dist.get_world_size(group) if rank == dst else None
+    local = {key: value.cpu() if isinstance(value, Tensor) else value for key, value in predictions.items()}
+    local["pose_enc_list"] = [p.cpu() for p in predictions.get("pose_enc_list", [])]
+    dist.gather_object(local, gathered, dst=dst, group=group)
+    if rank != dst:
+        return None
+    full: dict[str, Any] = {}
+    for key in gathered[0]:
+        if key in FRAME_KEYS:
+            full[key] = torch.cat([g[key] for g in gathered], dim=1)
+        elif key == "pose_enc_list":
+            full[key] = [torch.cat(parts, dim=1) for parts in zip(*(g[key] for g in gathered))]
+    return full
+
+
+@dataclass
+class SequenceParallelResult:
+    """What `run_sequence_parallel` returns: the whole scene's predictions, and each rank's forward memory."""
+
+    predictions: dict[str, Any]
+    peak_memory_mb: list[float]  # memory the forward pass added at its peak, per rank (see benchmarks/probe.py)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, job: dict[str, Any], results: Any) -> None:
+    """One rank of `run_sequence_parallel`: join the group, run its frames, send rank 0's gathered result."""
+    from vggt.models.memory_probe import PeakMemory
+
+    use_cuda = job["device_type"] == "cuda"
+    dist.init_process_group(
+        "nccl" if use_cuda else "gloo", init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        device = torch.device("cuda", rank % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        model = job["model"].to(device).eval()
+        for p in model.parameters():  # bring the shared weights into this process before measuring
+            p.data.sum()
+        images = job["images"][:, split_frames(job["images"].shape[1], world_size)[rank]]
+        query_points = job["query_points"]
+        with PeakMemory(device) as peak:
+            local = forward_sequence_parallel(
+                model,
+                images.to(device),
+                query_points=None if query_points is None else query_points.to(device),
+                heads=job["heads"],
+                streaming=job["streaming"],
+            )
+        full = gather_predictions(local)
+        memory: list[Any] = [None] * world_size
+        dist.all_gather_object(memory, peak.mb)
+        if rank == 0:
+            torch.save({"predictions": full, "peak_memory_mb": memory}, job["output"])
+            results.put("done")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_sequence_parallel(
+    model: Any,
+    images: Tensor,
+    world_size: int = 2,
+    *,
+    query_points: Tensor | None = None,
+    heads: Collection[str] | None = None,
+    streaming: StreamingOptions | None = None,
+    device_type: str = "cpu",
+    timeout_s: float = 3600.0,
+) -> SequenceParallelResult:
+    """Spawn `world_size` local processes on 127.0.0.1 that run `model` on `images` sequence-parallel.
+
+    Works from a notebook. `model` should be on the CPU (its weights are shared with the processes,
+    not copied); with `device_type="cuda"` rank r moves it to GPU r and the ranks talk over NCCL,
+    otherwise they run on the CPU over gloo. Returns the whole scene's predictions (on the CPU).
+    """
+    import torch.multiprocessing as mp
+
+    images, query_points = model._check_inputs(images, query_points)
+    split_frames(images.shape[1], world_size)  # fail early on too few frames
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "predictions.pt"
+        job = dict(
+            model=model,
+            images=images,
+            query_points=query_points,
+            heads=heads,
+            streaming=streaming,
+            device_type=device_type,
+            output=str(output),
+        )
+        procs = mp.start_processes(
+            _worker, args=(world_size, _free_port(), job, results), nprocs=world_size, join=False, start_method="spawn"
+        )
+        deadline = timeout_s
+        while True:
+            try:
+                results.get(timeout=1.0)
+                break
+            except queue.Empty:
+                deadline -= 1.0
+                if procs.join(timeout=0) or deadline <= 0:  # every process ended without a result, or too slow
+                    raise RuntimeError("the sequence-parallel processes ended without a result") from None
+        while not procs.join():
+            pass
+        saved = torch.load(output, weights_only=True)
+    return SequenceParallelResult(saved["predictions"], saved["peak_memory_mb"])
