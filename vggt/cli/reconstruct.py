@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -167,6 +169,9 @@ def check_export_dependencies() -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    if int(os.environ.get("RANK", "0")) != 0:  # a torchrun rank other than 0 computes its share, silently
+        args.quiet = True
+        logging.getLogger("vggt").setLevel(logging.ERROR)
     options = options_from_args(args)
     check_export_dependencies()
     from vggt.pipeline.api import reconstruct
@@ -174,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out, args.overwrite, args.inputs)
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     reconstruction = reconstruct(inputs, options=options)
+    if reconstruction is None:  # a torchrun rank other than 0: rank 0 writes the outputs
+        return 0
     reconstruction.save(args.out, overwrite=args.overwrite, progress=options.progress)
     if options.work_dir is not None:
         shutil.rmtree(options.work_dir, ignore_errors=True)

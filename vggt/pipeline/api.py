@@ -28,6 +28,7 @@ from vggt.pipeline.calibration import apply_known_intrinsics, known_intrinsics
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference, streaming_for
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
 from vggt.pipeline.options import ReconstructOptions
+from vggt.pipeline.parallel import join_torchrun
 from vggt.pipeline.points import PointSelection, dense_cloud, tracked_points
 from vggt.pipeline.reconstruction import Reconstruction
 from vggt.pipeline.refine import refine_cameras, require_bundle_adjustment
@@ -44,16 +45,20 @@ def reconstruct(
     model: torch.nn.Module | None = None,
     options: ReconstructOptions | None = None,
     **overrides: Any,
-) -> Reconstruction:
+) -> Reconstruction | None:
     """Cameras, depth and a point cloud from a folder of images, image files, or one video file.
+
+    Launched by `torchrun --nproc_per_node=N`, the N processes share the forward pass (sequence parallelism)
+    and only rank 0 gets the reconstruction; the others get None. `processes=N` does the same from one process.
 
     Args:
         inputs: a folder, a list of image files, or one video file.
         model: a VGGT to use (moved to the device); None builds one from `checkpoint` / `preset`.
         options, overrides: a `ReconstructOptions`, and/or its fields as keywords (`checkpoint`, `preset`,
             `device`, `dtype`, `mode`, `resolution`, `points`, `conf_percentile`, `max_points`, `chunk_size`,
-            `offload`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `intrinsics`, `refine_intrinsics`,
-            `window`, `overlap`, `loop_closure`, `work_dir`, `resume`, `memory_check`, `progress`).
+            `offload`, `processes`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `intrinsics`,
+            `refine_intrinsics`, `window`, `overlap`, `loop_closure`, `work_dir`, `resume`, `memory_check`,
+            `progress`).
 
     Raises:
         InputError: bad inputs or options; CheckpointError: weights that cannot be loaded;
@@ -62,14 +67,17 @@ def reconstruct(
     """
     start = time.perf_counter()
     opts = dataclasses.replace(options or ReconstructOptions(), **overrides)
-    device = resolve_device(opts.device)
+    ranks, device = join_torchrun(resolve_device(opts.device))
+    if ranks.parallel and opts.windowed:
+        raise InputError("{window} bounds the memory already; it is not combined with torchrun")
     config = model.config if model is not None else expected_config(opts.preset)
     inference = InferenceOptions(
         device,
         resolve_dtype(device, opts.dtype),
         streaming_for(device, config, opts.chunk_size, opts.offload),
         opts.memory_check,
-        opts.progress,
+        opts.progress and ranks.is_main,
+        opts.processes,
     )
     check_options(opts, config)
     collected = collect_inputs(inputs, fps=opts.fps, max_frames=opts.max_frames, progress=opts.progress)
@@ -82,6 +90,9 @@ def reconstruct(
     except BaseException:
         collected.cleanup()
         raise
+    if reconstruction is None:  # a torchrun rank other than 0: it only computed
+        collected.cleanup()
+        return None
     reconstruction.source_video, reconstruction._frames_dir = collected.video, collected.frames_dir
     reconstruction.seconds = time.perf_counter() - start
     return reconstruction
@@ -94,8 +105,9 @@ def predict_and_assemble(
     opts: ReconstructOptions,
     inference: InferenceOptions,
     config: VGGTConfig,
-) -> Reconstruction:
-    """One forward pass over all frames (or one per window), then the reconstruction of its predictions."""
+) -> Reconstruction | None:
+    """One forward pass over all frames (or one per window), then the reconstruction of its predictions (None on
+    the torchrun ranks other than 0)."""
     resolution = opts.resolution or config.img_size
     paths = collected.image_paths
     if opts.windowed and len(paths) > opts.window:
@@ -108,6 +120,8 @@ def predict_and_assemble(
         loaded = load_input_images(paths, opts.mode, resolution, config.patch_size, opts.progress)
         model = build_model(opts.checkpoint, opts.preset, device=inference.device) if model is None else model
         predictions = run_inference(model, loaded.images, inference)
+        if predictions is None:
+            return None
         masked = check_finite(predictions, model_name(model, opts))
         transforms, images, windows = list(loaded.transforms), loaded.images, None
         if known is not None:

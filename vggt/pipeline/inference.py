@@ -12,9 +12,11 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from vggt.errors import InputError, PredictionError
 from vggt.models import progress
@@ -37,13 +39,15 @@ FOV_RANGE_DEG = (1.0, 179.0)
 class InferenceOptions:
     """Where and how to run: device, compute precision of the trunk, the streaming pass's chunk sizes and
     offload (`vggt.models.streaming.StreamingOptions`; None: `StreamingOptions.auto` for the device), the memory
-    check before the run, and a progress bar."""
+    check before the run, a progress bar, and how many local processes share the pass (sequence parallelism;
+    under torchrun the job's ranks share it whatever this says: `vggt.pipeline.parallel`)."""
 
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     streaming: StreamingOptions | None = None
     memory_check: bool = True
     progress: bool = False
+    processes: int = 1
 
     def streaming_options(self, config: VGGTConfig) -> StreamingOptions:
         if self.streaming is not None:
@@ -206,9 +210,10 @@ def inference_progress(enabled: bool) -> Iterator[None]:
 
 def _check_memory(model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions) -> None:
     num_frames, _, height, width = images.shape
+    shares = max(options.processes, dist.get_world_size() if dist.is_initialized() else 1)
     estimate = estimate_inference_memory(
         model.config,
-        num_frames,
+        -(-num_frames // shares),  # each process holds its share of the frames
         height,
         width,
         dtype=options.dtype,
@@ -221,6 +226,19 @@ def _check_memory(model: torch.nn.Module, images: torch.Tensor, options: Inferen
     check_memory(estimate, options.device, num_frames, height, width)
 
 
+def _forward(
+    model: torch.nn.Module, inputs: torch.Tensor, queries: torch.Tensor | None, options: InferenceOptions
+) -> dict[str, Any] | None:
+    """The model's outputs on inputs [1, S, 3, H, W]: in this process, or shared by several (None on the ranks of
+    a torchrun job other than 0)."""
+    streaming = options.streaming_options(model.config)
+    if options.processes > 1 or (dist.is_initialized() and dist.get_world_size() > 1):
+        from vggt.pipeline.parallel import parallel_forward
+
+        return parallel_forward(model, inputs, queries, streaming, options.processes, options.device)
+    return model(inputs, query_points=queries, streaming=streaming)
+
+
 def _to_numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
     return None if tensor is None else tensor[0].float().cpu().numpy()
 
@@ -230,9 +248,11 @@ def run_inference(
     images: torch.Tensor,
     options: InferenceOptions,
     query_points: np.ndarray | torch.Tensor | None = None,
-) -> Predictions:
+) -> Predictions | None:
     """Run `model` on one scene's `images` [S, 3, H, W] in [0, 1] (see the module docstring); with
-    `query_points` [N, 2] (pixels x, y of the first frame, on the model's input grid) also track them."""
+    `query_points` [N, 2] (pixels x, y of the first frame, on the model's input grid) also track them.
+
+    Under torchrun the job's ranks share the pass, and every rank but 0 gets None."""
     model = model.to(options.device).eval()
     if options.memory_check:
         _check_memory(model, images, options)
@@ -240,9 +260,10 @@ def run_inference(
     logger.info("running on %s in %s: %d frames at %dx%d", options.device, options.dtype, num_frames, width, height)
     inputs = images[None]  # the streaming pass moves one chunk of frames at a time to the device
     queries = None if query_points is None else torch.as_tensor(query_points, dtype=torch.float32)[None]
-    streaming = options.streaming_options(model.config)
     with torch.inference_mode(), autocast(options.device, options.dtype), inference_progress(options.progress):
-        outputs = model(inputs, query_points=queries, streaming=streaming)
+        outputs = _forward(model, inputs, queries, options)
+    if outputs is None:
+        return None
     predictions = Predictions(
         images=(images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(),
         pose_enc=_to_numpy(outputs.get("pose_enc")),

@@ -47,6 +47,8 @@ class ReconstructOptions:
         chunk_size: frames per chunk of the streaming pass (patch encoder, frame-wise blocks, heads); None: the
             automatic choice for the device. offload: keep the aggregator outputs in CPU memory (pinned on CUDA)
             and stream them back to the heads chunk by chunk (for thousands of frames on a GPU).
+        processes: local processes that share the forward pass, each with its run of frames (sequence
+            parallelism, exact); under torchrun the job's ranks share it instead.
         fps, max_frames: frame sampling of a video; max_frames also thins out images.
         bundle_adjust: refine by bundle adjustment; ba_options: keywords of `vggt.ba.refine_with_ba`.
         intrinsics: a file of known intrinsics (JSON, COLMAP cameras or model; `vggt.data.intrinsics`) used instead
@@ -69,6 +71,7 @@ class ReconstructOptions:
     max_points: int | None = DEFAULT_MAX_POINTS
     chunk_size: int | None = None
     offload: bool = False
+    processes: int = 1
     fps: float | None = None
     max_frames: int | None = None
     bundle_adjust: bool = False
@@ -96,7 +99,7 @@ class ReconstructOptions:
             )
         if not 0 <= self.conf_percentile < 100:
             raise InputError("{conf_percentile} must be in [0, 100), got {value}", value=self.conf_percentile)
-        for name in ("max_points", "chunk_size", "max_frames", "resolution"):
+        for name in ("max_points", "chunk_size", "max_frames", "resolution", "processes"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError("{" + name + "} must be at least 1, got {value}", value=value)
@@ -124,6 +127,8 @@ class ReconstructOptions:
             raise InputError(
                 "{bundle_adjust} works on one forward pass; it cannot be combined with {window} (drop one of them)"
             )
+        if self.processes > 1:
+            raise InputError("{window} bounds the memory already; it is not combined with {processes} > 1")
 
     @property
     def windowed(self) -> bool:
