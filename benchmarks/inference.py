@@ -23,8 +23,7 @@ import torch
 
 from vggt.models.memory_probe import PeakMemory
 from vggt.models.vggt import VGGT
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from vggt.utils.device import autocast, resolve_device, resolve_dtype
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -50,8 +49,7 @@ def run_once(
     images = torch.rand(1, frames, 3, *size, device=device)
     gc.collect()
     times = []
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    with PeakMemory(device) as probe, torch.inference_mode(), autocast:
+    with PeakMemory(device) as probe, torch.inference_mode(), autocast(device, dtype):
         for _ in range(repeats):
             _sync(device)
             start = time.perf_counter()
@@ -65,8 +63,8 @@ def run_once(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="vggt-1b")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (vggt.utils.device)")
+    parser.add_argument("--dtype", default="auto", help="auto, float32/fp32, bfloat16/bf16 or float16/fp16")
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--sizes", type=_parse_size, nargs="+", default=[(294, 518), (518, 518)])
     parser.add_argument("--repeats", type=int, default=3)
@@ -75,8 +73,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full forward pass instead of the streaming one")
     args = parser.parse_args()
 
-    device = torch.device(args.device)
-    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(device, args.dtype)
     torch.manual_seed(0)
     model = VGGT.from_preset(args.preset).to(device).eval()
     if args.keep_all_layers:
