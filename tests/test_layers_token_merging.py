@@ -62,3 +62,21 @@ def test_merged_attention_approximates_full_attention_on_smooth_tokens():
     full = F.scaled_dot_product_attention(q, k, v)
     merged = merged_attention(q, k, v, FRAMES, PROTECTED, 0.3)
     assert (merged - full).abs().max() < 0.05 * full.abs().max()
+
+
+def test_fast_mode_through_the_model_keeps_full_outputs_and_ignores_chunking(golden_dir):
+    from vggt.models.streaming import StreamingOptions
+    from vggt.models.vggt import VGGT
+
+    model = VGGT.from_pretrained(golden_dir / "tiny_state_dict.safetensors", preset="tiny").eval()
+    images = torch.rand(1, 6, 3, 70, 98, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        exact = model(images, streaming=StreamingOptions.auto("cpu"))
+        fast = model(images, streaming=StreamingOptions.auto("cpu").replace(merge_ratio=0.3))
+        rechunked = model(images, streaming=StreamingOptions.whole().replace(merge_ratio=0.3, heads_chunk_size=1))
+    for key in ("depth", "world_points", "pose_enc"):
+        assert fast[key].shape == exact[key].shape
+        torch.testing.assert_close(rechunked[key], fast[key], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(fast["depth"], exact["depth"])  # merging changed something
+    relative = (fast["depth"] - exact["depth"]).abs().max() / exact["depth"].abs().max()
+    assert relative < 0.05  # and not much (these random weights; see docs/performance.md for the measured table)

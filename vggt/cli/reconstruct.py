@@ -70,6 +70,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="frames per chunk of the streaming pass (lower uses less memory; default: automatic)",
     )
     model.add_argument(
+        "--merge-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="fast mode: merge this fraction (0-0.5) of the patch tokens in global attention (approximate; 0 exact)",
+    )
+    model.add_argument(
         "--offload",
         action="store_true",
         help="keep the aggregator outputs in CPU memory and stream them to the heads (thousands of frames on a GPU)",

@@ -17,6 +17,7 @@ from torch import Tensor
 from vggt.layers.attention import KEY, QUERY, VALUE, Attention
 from vggt.layers.block import Block
 from vggt.layers.onednn import linear
+from vggt.layers.token_merging import TokenMerging
 
 # positions(tokens) -> RoPE positions [B, n, 2] of a slice of tokens, or None without RoPE.
 PositionsFn = Callable[[slice], Tensor | None]
@@ -48,6 +49,7 @@ def chunked_block_forward(
     gather: KeyValueGather | None = None,
     boundaries: Sequence[int] = (),
     kv_buffers: list[Tensor] | None = None,
+    merge: TokenMerging | None = None,
 ) -> Tensor:
     """Write `block(x)` for tokens x [B, N, C] into `out` [B, N, C], which must not overlap x.
 
@@ -60,20 +62,43 @@ def chunked_block_forward(
         boundaries: token indices no chunk crosses (e.g. where the storage of `out` changes).
         kv_buffers: a list to keep the keys and values buffers in, reused by later calls of the same
             sizes (a caller running many blocks avoids reallocating them); empty at first.
+        merge: the fast mode's token merging (None: exact attention), planned on the keys averaged over all heads.
     """
     attn = block.attn
     token_slices = _slices(x.shape[1], tokens_chunk_size, boundaries)
+    head_groups = _slices(attn.num_heads, heads_chunk_size, ())
     rope = _RopeTables(attn, positions)
-    for heads in _slices(attn.num_heads, heads_chunk_size, ()):
+    plan = None
+    if merge is not None:
+        mean_key = (
+            sum(
+                _keys_values(block, x, rope, token_slices, heads, kv_dtype, None, values=False)[0].float().sum(1)
+                for heads in head_groups
+            )
+            / attn.num_heads
+        )
+        plan = merge.plan(mean_key[:, None])
+    for heads in head_groups:
         keys, values = _keys_values(block, x, rope, token_slices, heads, kv_dtype, kv_buffers)
         if gather is not None:
             keys, values = gather(keys, values)
+        if plan is not None:
+            keys, values, bias = plan.merge(keys, values)
         columns = slice(heads.start * attn.head_dim, heads.stop * attn.head_dim)
         for tokens in token_slices:
+            rows = None if plan is None else plan.kept_in(tokens)
+            if rows is not None and rows.numel() == 0:
+                continue
             queries = rope(attn.project_heads(block.norm1(x[:, tokens]), QUERY, heads), tokens)
-            attended = F.scaled_dot_product_attention(queries, keys, values)  # [B, h, n, head_dim]
-            out[:, tokens, columns] = attended.transpose(1, 2).flatten(2)
+            if rows is None:
+                attended = F.scaled_dot_product_attention(queries, keys, values)  # [B, h, n, head_dim]
+                out[:, tokens, columns] = attended.transpose(1, 2).flatten(2)
+            else:  # only the kept tokens' queries attend; merged ones are restored below
+                attended = F.scaled_dot_product_attention(queries[:, :, rows], keys, values, attn_mask=bias)
+                out[:, tokens.start + rows, columns] = attended.transpose(1, 2).flatten(2)
         del keys, values
+    if plan is not None:
+        plan.restore(out)
     # `out` holds the attention output of every head; finish each chunk in place.
     for tokens in token_slices:
         y = x[:, tokens] + block.ls1(linear(attn.proj, out[:, tokens]))
@@ -109,20 +134,22 @@ def _keys_values(
     heads: slice,
     kv_dtype: torch.dtype | None,
     kv_buffers: list[Tensor] | None,
-) -> tuple[Tensor, Tensor]:
-    """Keys and values of heads `heads` for every token of x [B, N, C]: two [B, h, N, head_dim] tensors."""
+    values: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """Keys and values of heads `heads` for every token of x [B, N, C]: two [B, h, N, head_dim] tensors (no values
+    with `values=False`)."""
     attn = block.attn
-    keys = values = None
+    keys = value_store = None
     shape = (x.shape[0], heads.stop - heads.start, x.shape[1], attn.head_dim)
     for tokens in token_slices:
         normed = block.norm1(x[:, tokens])
         k = rope(attn.project_heads(normed, KEY, heads), tokens)
-        v = attn.project_heads(normed, VALUE, heads)
         if keys is None:
-            keys, values = _kv_storage(shape, kv_dtype or k.dtype, x.device, kv_buffers)
+            keys, value_store = _kv_storage(shape, kv_dtype or k.dtype, x.device, kv_buffers)
         keys[:, :, tokens] = k
-        values[:, :, tokens] = v
-    return keys, values
+        if values:
+            value_store[:, :, tokens] = attn.project_heads(normed, VALUE, heads)
+    return keys, value_store if values else None
 
 
 def _kv_storage(

@@ -13,6 +13,8 @@ whole first frame (the reference frame) are never merged; `merge_ratio=0` is exa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -79,3 +81,60 @@ def merged_attention(q: Tensor, k: Tensor, v: Tensor, num_frames: int, protected
     bias = size.log()[:, None, None, :].to(q.dtype)  # proportional attention
     out_kept = F.scaled_dot_product_attention(q_kept, k_kept, v_kept, attn_mask=bias)
     return out_kept.gather(2, representative[:, None, :, None].expand(batch, heads, num_tokens, dim))
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """Which tokens of one scene (batch of 1) are merged into which, for every head group of one global block.
+
+    kept: [K] indices of the kept tokens (increasing); representative: [N] index into `kept` of the token standing
+    for each token; size: [K] tokens each kept token stands for.
+    """
+
+    kept: Tensor
+    representative: Tensor
+    size: Tensor
+
+    def merge(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Merged keys and values [1, h, K, d] of keys and values [1, h, N, d], and the attention bias [1, 1, 1, K]."""
+        index = self.representative[None, None, :, None].expand_as(keys)
+        shape = (*keys.shape[:2], len(self.kept), keys.shape[-1])
+        scale = self.size.to(torch.float32)[None, None, :, None]
+        # Means accumulated in float32 (keys and values may be bf16 under autocast).
+        merged = [
+            (torch.zeros(shape, dtype=torch.float32, device=t.device).scatter_add_(2, index, t.float()) / scale).to(
+                t.dtype
+            )
+            for t in (keys, values)
+        ]
+        return merged[0], merged[1], self.size.log().to(keys.dtype)[None, None, None, :]
+
+    def kept_in(self, tokens: slice) -> Tensor:
+        """Positions, inside the slice `tokens`, of its kept tokens."""
+        inside = self.kept[(self.kept >= tokens.start) & (self.kept < tokens.stop)]
+        return inside - tokens.start
+
+    def restore(self, out: Tensor) -> None:
+        """Give every merged token of out [1, N, C] the attention output of the token it was merged into."""
+        owner = self.kept[self.representative]
+        merged = torch.nonzero(owner != torch.arange(len(owner), device=owner.device))[:, 0]
+        out[:, merged] = out[:, owner[merged]]
+
+
+@dataclass(frozen=True)
+class TokenMerging:
+    """The fast mode over a scene of `num_frames` frames of `tokens_per_frame` tokens, the first `protected` of
+    every frame (camera, registers) never merged, `ratio` of the patch tokens merged."""
+
+    num_frames: int
+    tokens_per_frame: int
+    protected: int
+    ratio: float
+
+    def plan(self, keys: Tensor) -> MergePlan:
+        """The merge plan of keys [1, h, N, d] (one scene)."""
+        if keys.shape[0] != 1:
+            raise ValueError(f"token merging runs on one scene at a time, got a batch of {keys.shape[0]}")
+        representative, kept = merge_plan(keys, self.num_frames, self.protected, self.ratio)
+        size = torch.bincount(representative[0], minlength=kept.shape[1])
+        return MergePlan(kept[0], representative[0], size)

@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vggt.layers import Block, DinoVisionTransformer, RotaryPositionEmbedding2D, patch_positions
 from vggt.layers.chunked_block import KeyValueGather, chunk_slices, chunked_block_forward
+from vggt.layers.token_merging import TokenMerging
 from vggt.models import progress
 from vggt.models.config import VGGTConfig
 from vggt.models.streaming import KeptOutputs, StreamingOptions, autocast_dtype
@@ -223,12 +224,21 @@ class _StreamingTrunk:
             part = slice(frames.start * P, frames.stop * P)
             self.kept.write(i, second, part, tokens[:, frames].flatten(1, 2))
 
+    def _token_merging(self, num_frames: int, tokens_per_frame: int) -> TokenMerging | None:
+        """The fast mode's merging of the global blocks' tokens, None for the exact model."""
+        if self.options.merge_ratio <= 0:
+            return None
+        if self.gather is not None:
+            raise ValueError("merge_ratio is not supported with sequence parallelism; run in one process")
+        return TokenMerging(num_frames, tokens_per_frame, self.agg.patch_start_idx, self.options.merge_ratio)
+
     def run(self, state: Tensor) -> None:
         """Run every block pair on state [B, S, P, C] (consumed), filling the kept outputs."""
         self.batch = state.shape[0]
         boundaries = [f.start * state.shape[2] for f in self.frame_slices]
         kv_dtype = autocast_dtype(state.device)
         kv_buffers: list[Tensor] = []
+        merge = self._token_merging(state.shape[1], state.shape[2])
         owned = True  # whether `state` may be overwritten (not handed to the kept outputs)
         for i in range(self.agg.depth):
             adopted = i in self.kept.layers and self.kept.adopts
@@ -249,6 +259,7 @@ class _StreamingTrunk:
                 gather=self.gather,
                 boundaries=boundaries,
                 kv_buffers=kv_buffers,
+                merge=merge,
             )
             progress.advance()
             if i in self.kept.layers:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from vggt.layers.chunked_block import chunk_slices
+from vggt.layers.token_merging import MAX_MERGE_RATIO
 
 __all__ = ["KeptOutputs", "StreamingOptions", "autocast_dtype", "chunk_slices"]
 
@@ -50,6 +51,9 @@ class StreamingOptions:
         queries_chunk_size: query points per step of the tracker's correlation sampling and time attention.
         offload: keep the aggregator outputs the heads read in CPU memory (pinned on CUDA), streamed
             back to the device one frame chunk at a time; outputs of the dense heads are returned on the CPU.
+        merge_ratio: the fast mode, the one option that changes the numbers: before each global attention this
+            fraction of the patch tokens of every frame but the first is merged into similar tokens and restored
+            after it (`vggt.layers.token_merging`); 0 (the default) is the exact model.
     """
 
     frames_chunk_size: int | None = 8
@@ -57,12 +61,15 @@ class StreamingOptions:
     heads_chunk_size: int | None = 4
     queries_chunk_size: int | None = 1024
     offload: bool = False
+    merge_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         for field in ("frames_chunk_size", "tokens_chunk_size", "heads_chunk_size", "queries_chunk_size"):
             _check_chunk(field, getattr(self, field))
         if not isinstance(self.offload, bool):
             raise ValueError(f"offload must be True or False, got {self.offload!r}")
+        if not 0 <= self.merge_ratio <= MAX_MERGE_RATIO:
+            raise ValueError(f"merge_ratio must be in [0, {MAX_MERGE_RATIO}], got {self.merge_ratio!r}")
 
     @classmethod
     def auto(
@@ -95,7 +102,7 @@ class StreamingOptions:
             return self.frames_chunk_size
         return max(self.frames_chunk_size, self.tokens_chunk_size // tokens_per_frame)
 
-    def replace(self, **changes: int | bool | None) -> StreamingOptions:
+    def replace(self, **changes: float | bool | None) -> StreamingOptions:
         return dataclasses.replace(self, **changes)
 
 

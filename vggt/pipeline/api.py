@@ -56,7 +56,7 @@ def reconstruct(
         model: a VGGT to use (moved to the device); None builds one from `checkpoint` / `preset`.
         options, overrides: a `ReconstructOptions`, and/or its fields as keywords (`checkpoint`, `preset`,
             `device`, `dtype`, `mode`, `resolution`, `points`, `conf_percentile`, `max_points`, `chunk_size`,
-            `offload`, `processes`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `intrinsics`,
+            `offload`, `processes`, `merge_ratio`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `intrinsics`,
             `refine_intrinsics`, `window`, `overlap`, `loop_closure`, `work_dir`, `resume`, `memory_check`,
             `progress`).
 
@@ -74,7 +74,7 @@ def reconstruct(
     inference = InferenceOptions(
         device,
         resolve_dtype(device, opts.dtype),
-        streaming_for(device, config, opts.chunk_size, opts.offload),
+        streaming_for(device, config, opts.chunk_size, opts.offload, opts.merge_ratio),
         opts.memory_check,
         opts.progress and ranks.is_main,
         opts.processes,

@@ -56,10 +56,15 @@ class InferenceOptions:
 
 
 def streaming_for(
-    device: torch.device, config: VGGTConfig, frames_chunk_size: int | None = None, offload: bool = False
+    device: torch.device,
+    config: VGGTConfig,
+    frames_chunk_size: int | None = None,
+    offload: bool = False,
+    merge_ratio: float = 0.0,
 ) -> StreamingOptions:
-    """The automatic streaming options for `device`, with the frames per chunk and offload a user chose."""
+    """The automatic streaming options for `device`, with the frames per chunk, offload and fast mode a user chose."""
     options = StreamingOptions.auto(device, max_frames_chunk_size=config.frames_chunk_size, offload=offload)
+    options = options.replace(merge_ratio=merge_ratio)
     return options.replace(frames_chunk_size=frames_chunk_size) if frames_chunk_size is not None else options
 
 

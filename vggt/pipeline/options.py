@@ -49,6 +49,8 @@ class ReconstructOptions:
             and stream them back to the heads chunk by chunk (for thousands of frames on a GPU).
         processes: local processes that share the forward pass, each with its run of frames (sequence
             parallelism, exact); under torchrun the job's ranks share it instead.
+        merge_ratio: the fast mode (training-free token merging in global attention, `vggt.layers.token_merging`):
+            this fraction, at most 0.5, of every frame's patch tokens but the first frame's is merged; 0 is exact.
         fps, max_frames: frame sampling of a video; max_frames also thins out images.
         bundle_adjust: refine by bundle adjustment; ba_options: keywords of `vggt.ba.refine_with_ba`.
         intrinsics: a file of known intrinsics (JSON, COLMAP cameras or model; `vggt.data.intrinsics`) used instead
@@ -72,6 +74,7 @@ class ReconstructOptions:
     chunk_size: int | None = None
     offload: bool = False
     processes: int = 1
+    merge_ratio: float = 0.0
     fps: float | None = None
     max_frames: int | None = None
     bundle_adjust: bool = False
@@ -105,9 +108,20 @@ class ReconstructOptions:
                 raise InputError("{" + name + "} must be at least 1, got {value}", value=value)
         if self.fps is not None and not self.fps > 0:
             raise InputError("{fps} must be positive, got {value}", value=self.fps)
+        self._check_fast_mode()
         if self.ba_options is None:
             object.__setattr__(self, "ba_options", {})
         self._check_windows()
+
+    def _check_fast_mode(self) -> None:
+        from vggt.layers.token_merging import MAX_MERGE_RATIO  # (imports torch: only when options are made)
+
+        if not 0 <= self.merge_ratio <= MAX_MERGE_RATIO:
+            raise InputError(
+                "{merge_ratio} must be in [0, {top}], got {value}", top=MAX_MERGE_RATIO, value=self.merge_ratio
+            )
+        if self.merge_ratio > 0 and self.processes > 1:
+            raise InputError("{merge_ratio} (the fast mode) runs in one process; drop {processes}")
 
     def _check_windows(self) -> None:
         if self.window is None:
