@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "vggt.cli.evaluate",
     "vggt.cli.train",
     "vggt.cli.import_colmap",
+    "vggt.cli.synthesize",
 )
 
 

@@ -66,9 +66,13 @@ def reconstruct(
     try:
         check_inputs(opts, collected)
         # Images first, so that a bad photo is reported before a large checkpoint is loaded.
-        resolution = opts.resolution or config.img_size
+        resolution = opts.resolution or config.default_resolution
         loaded = load_input_images(collected.image_paths, opts.mode, resolution, config.patch_size, opts.progress)
         model = build_model(opts.checkpoint, opts.preset, device=device) if model is None else model
+        if opts.resolution is None and model.config.default_resolution != resolution:
+            # The checkpoint records another training resolution than the configuration expected before loading.
+            resolution = model.config.default_resolution
+            loaded = load_input_images(collected.image_paths, opts.mode, resolution, model.config.patch_size)
         predictions = run_inference(model, loaded.images, inference)
         masked = check_finite(predictions, model_name(model, opts))
         predictions.require("pose_enc", "depth")
@@ -86,7 +90,7 @@ def reconstruct(
 
 def check_options(opts: ReconstructOptions, config: VGGTConfig) -> None:
     """What can be checked before any input is read or the model loaded."""
-    resolution = opts.resolution or config.img_size
+    resolution = opts.resolution or config.default_resolution
     if resolution % config.patch_size:
         raise InputError(
             "{resolution} must be a positive multiple of the patch size {patch}, got {value}",
