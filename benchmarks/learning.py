@@ -7,15 +7,16 @@
 Every step is the documented command (docs/training.md), run as a subprocess:
 
     python -m vggt.data.synthetic --out HELDOUT --num-scenes 32 --seed 1 --like configs/synthetic_small.yaml
-    python -m training.train --config configs/synthetic_small.yaml run_dir=RUNS/synthetic_small
-    python -m training.train --config configs/tiny_synthetic.yaml run_dir=RUNS/tiny_synthetic
+    python -m training.train --config configs/synthetic_small.yaml run_dir=RUNS/synthetic_small VALIDATION
+    python -m training.train --config configs/tiny_synthetic.yaml run_dir=RUNS/tiny_synthetic VALIDATION
     python -m vggt evaluate --data HELDOUT --checkpoint RUNS/<run>/final --out RUNS/<run>/heldout --device cpu
 
-and, for scale, the same evaluation of random weights: the recipe's model as its trainer initialises it (same
-seed), saved with its training resolution. Each training run reports its wall time, its CPU time (user + system,
-all threads: what it costs on an idle machine) and the machine's load (`uptime`) before and after, since the
-machine may be shared. Training runs of a run_dir that already holds checkpoints are refused by the trainer:
-pass another --runs-root or --skip-train.
+(VALIDATION: `validation.scenes=[HELDOUT] validation.every=2000`, which draws the held-out metrics into each
+run's curves.png) and, for scale, the same evaluation of random weights: the recipe's model as its trainer
+initialises it (same seed), saved with its training resolution. Each training run reports its wall time, its CPU
+time (user + system, all threads: what it costs on an idle machine) and the machine's load (`uptime`) before and
+after, since the machine may be shared. Training runs of a run_dir that already holds checkpoints are refused by
+the trainer: pass another --runs-root or --skip-train.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "synthetic_small.yaml"
 DEMO = REPO / "configs" / "tiny_synthetic.yaml"
 EVAL_FLAGS = ("--device", "cpu", "--dtype", "float32", "-q")
+VALIDATION_EVERY = 2000
 # (metric group, metric, column title) of the printed table.
 COLUMNS = (
     ("camera", "AUC@30", "camera AUC@30"),
@@ -121,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         timing = None
         if not args.skip_train:
             print(f"uptime before: {os.getloadavg()}", flush=True)
-            timing = command("-m", "training.train", "--config", config, f"run_dir={run_dir}", "logging.progress=false")
+            # The held-out metrics join the learning curves (curves.png) every VALIDATION_EVERY steps and at the end.
+            validation = (f"validation.scenes=[{heldout}]", f"validation.every={VALIDATION_EVERY}")
+            timing = command("-m", "training.train", "--config", config, f"run_dir={run_dir}", "logging.progress=false",
+                             *validation)  # fmt: skip
             print(f"{name}: {timing}", flush=True)
         steps = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
         metrics = evaluate(run_dir / "final", heldout, run_dir / "heldout")
