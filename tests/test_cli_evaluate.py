@@ -14,6 +14,13 @@ from vggt.cli.main import main
 from vggt.data.scene import load_scene, write_scene
 from vggt.data.synthetic import generate_scene, render, sample_cameras, sample_layout, write_synthetic_dataset
 from vggt.eval.runner import EvalSettings, ScenePrediction, sample_on_input_grid, score_scene, summarize
+from vggt.eval.scene_tracks import (
+    first_frame_queries,
+    on_original_photos,
+    predict_tracks,
+    queries_on_input_grid,
+    track_metrics,
+)
 from vggt.pipeline.inference import Predictions
 from vggt.utils.geometry import depth_map_to_world_points
 from vggt.utils.load_fn import load_images, rescale_intrinsics_to_input
@@ -212,3 +219,84 @@ def test_a_reconstruction_scored_against_its_own_model_is_perfect(tmp_path, caps
         assert camera[key] == 100.0, key
     assert depth["num_frames"] == 3 and depth["delta_1.25"] == 100.0
     assert depth["abs_rel"] < 1e-4  # float rounding only: the depth written is the depth predicted
+
+
+# ---------------------------------------------------------------------------------------------- tracks
+
+
+def _scene_with_tracks(tmp_path, num_frames: int = NUM_FRAMES, num_tracks: int = 48):
+    scene_dir = write_scene(tmp_path / "scene", generate_scene(num_frames, HEIGHT, WIDTH, seed=SEED, name="scene",
+                                                               num_tracks=num_tracks))  # fmt: skip
+    return load_scene(scene_dir, load_data=False)
+
+
+def test_ground_truth_tracks_score_perfectly(tmp_path):
+    """Tracks equal to the ground truth, mapped onto the model's 518-wide grid and back as the runner maps
+    predictions, score 100 on every TAP-Vid metric; a one-pixel shift or flipped visibility would not."""
+    scene = _scene_with_tracks(tmp_path)
+    loaded = load_images(scene.image_paths, mode="crop")
+    input_hw = tuple(loaded.images.shape[-2:])
+    queries = queries_on_input_grid(scene.tracks, loaded.transforms, input_hw)
+    assert queries.ground_truth.num_points == scene.tracks.num_points  # every query lies on the cropped input
+    truth = queries.ground_truth
+    input_tracks = np.stack([t.original_to_input(truth.tracks[i].astype(np.float64))
+                             for i, t in enumerate(loaded.transforms)])  # fmt: skip
+    perfect = on_original_photos(queries, input_tracks, truth.visible.astype(float), loaded.transforms)
+    outputs = Predictions(images=np.zeros((NUM_FRAMES, 3, *input_hw), np.uint8))
+    result = score_scene(scene, np.arange(NUM_FRAMES), ScenePrediction(outputs, loaded.transforms, perfect),
+                         EvalSettings())  # fmt: skip
+    metrics = result.metrics["tracks"]
+    for key in ("delta_avg", "pts_within_1", "average_jaccard", "occlusion_accuracy"):
+        assert metrics[key] == pytest.approx(100.0), key
+    assert metrics["num_tracks"] == scene.tracks.num_points
+    assert summarize([result])["tracks"]["delta_avg"] == pytest.approx(100.0)
+
+    shifted = on_original_photos(queries, input_tracks + [518 / WIDTH, 0.0], truth.visible.astype(float),
+                                 loaded.transforms)  # fmt: skip
+    shifted_metrics = track_metrics(shifted, scene.image_hw)
+    assert shifted_metrics["pts_within_2"] < 20 and shifted_metrics["delta_avg"] < 70  # 3.7 px at 256 x 256
+    flipped = on_original_photos(queries, input_tracks, 1.0 - truth.visible, loaded.transforms)
+    assert track_metrics(flipped, scene.image_hw)["occlusion_accuracy"] < 1.0
+
+
+def test_queries_of_later_frames_are_tracked_with_their_frame_first(tmp_path):
+    """Queries of frame 2 of 4 run with the frames ordered 2, 0, 1, 3; the results come back in scene order."""
+    import torch
+
+    from vggt.models.vggt import VGGT
+    from vggt.pipeline.inference import run_inference
+
+    torch.manual_seed(0)
+    model = VGGT.from_preset("tiny").eval()
+    scene = _scene_with_tracks(tmp_path, num_frames=4, num_tracks=6)
+    scene.tracks.query_frames[3:] = 2  # as if queried there: only the query frame matters to the model
+    scene.tracks.query_points[3:] = scene.tracks.tracks[2, 3:]
+    loaded = load_images(scene.image_paths, mode="crop", target_size=WIDTH)
+    input_hw = tuple(loaded.images.shape[-2:])
+    settings = EvalSettings(resolution=WIDTH)
+    queries = queries_on_input_grid(scene.tracks, loaded.transforms, input_hw)
+    main_pass = run_inference(model, loaded.images, settings.inference_options(), first_frame_queries(queries))
+    prediction = predict_tracks(model, loaded.images, loaded.transforms, queries, settings.inference_options(),
+                                main_pass)  # fmt: skip
+
+    reordered = run_inference(model, loaded.images[[2, 0, 1, 3]], settings.inference_options(),
+                              queries.input_points[3:].astype(np.float32))  # fmt: skip
+    for output_frame, frame in enumerate([2, 0, 1, 3]):
+        expected = loaded.transforms[frame].input_to_original(reordered.tracks[output_frame].astype(np.float64))
+        np.testing.assert_allclose(prediction.tracks[frame, 3:], expected, atol=1e-4)
+        np.testing.assert_allclose(prediction.visibility[frame, 3:], reordered.track_vis[output_frame], atol=1e-6)
+    first = [t.input_to_original(main_pass.tracks[i].astype(np.float64)) for i, t in enumerate(loaded.transforms)]
+    np.testing.assert_allclose(prediction.tracks[:, :3], np.stack(first), atol=1e-4)
+
+
+def test_evaluate_reports_tracks_of_synthesized_scenes(tmp_path, capsys, tiny_checkpoint):
+    data, out = tmp_path / "data", tmp_path / "out"
+    assert main(["synthesize", "--out", str(data), "--num-scenes", "1", "--num-frames", "3", "--num-tracks", "16"]) == 0
+    code, err = run_cli(capsys, "--data", str(data), "--checkpoint", str(tiny_checkpoint), "--out", str(out), "-q",
+                        "--device", "cpu", "--dtype", "float32", "--resolution", str(WIDTH))  # fmt: skip
+    assert code == 0, err
+    report = json.loads((out / "metrics.json").read_text())
+    tracks = report["overall"]["tracks"]
+    assert tracks["num_tracks"] == 16 and tracks["num_scenes"] == 1
+    assert 0.0 <= tracks["delta_avg"] <= 100.0 and 0.0 <= tracks["occlusion_accuracy"] <= 100.0
+    assert "tracks delta_avg" in (out / "metrics.md").read_text()

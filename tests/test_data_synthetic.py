@@ -107,3 +107,45 @@ def test_write_synthetic_dataset(tmp_path):
 def test_rejects_empty_request():
     with pytest.raises(ValueError, match="at least one frame"):
         generate_scene(0, HEIGHT, WIDTH)
+
+
+# ------------------------------------------------------------------------------------- held-out scenes
+
+
+def _world_points(scene) -> np.ndarray:
+    return unproject_depth_map_to_point_map(scene.depths, scene.extrinsics, scene.intrinsics)[scene.depths > 0]
+
+
+def test_heldout_scenes_share_the_training_layouts_of_their_seed_only(tmp_path, capsys):
+    """`vggt synthesize --like CONFIG --seed S` writes the layouts a training run seeded S would train on (scene i
+    of both lies on the surfaces of `layout_rng(S, i)`'s layout), never those of CONFIG's own seed."""
+    from training.data import SyntheticSceneDataset
+    from vggt.cli.main import main
+    from vggt.data.synthetic import layout_rng
+
+    config = tmp_path / "synthetic.yaml"
+    config.write_text("seed: 3\ndata:\n  num_frames: [2, 5]\n  image: {max_size: 84, aspect_range: [0.5, 0.5]}\n")
+    out = tmp_path / "heldout"
+    assert main(["synthesize", "--out", str(out), "--num-scenes", "2", "--seed", "5", "--like", str(config)]) == 0
+    assert "wrote 2 scenes of 5 frames at 84x42" in capsys.readouterr().out
+    heldout = [load_scene(out / f"scene_{i:04d}") for i in range(2)]
+    assert heldout[0].images.shape == (5, 42, 84, 3) and heldout[0].tracks.num_points == 64
+
+    training = SyntheticSceneDataset(num_scenes=2, augment=False, seed=5)  # a run seeded 5 trains on these layouts
+    for index, scene in enumerate(heldout):
+        layout = sample_layout(layout_rng(5, index))
+        assert layout.surface_distance(_world_points(scene)).max() < 1e-4
+        _, _, frames = training.load_frames(index, 2, (42, 84), np.random.default_rng(0))
+        depths = np.stack([f.depth for f in frames])
+        points = unproject_depth_map_to_point_map(depths, np.stack([f.extrinsic for f in frames]),
+                                                  np.stack([f.intrinsic for f in frames]))[depths > 0]  # fmt: skip
+        assert layout.surface_distance(points).max() < 1e-4
+        # ... and not on the layouts of the config's own seed 3.
+        assert np.median(sample_layout(layout_rng(3, index)).surface_distance(_world_points(scene))) > 1e-2
+
+    code = main(["synthesize", "--out", str(tmp_path / "x"), "--seed", "3", "--like", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--seed 3 is the training seed" in err
+    config.write_text("data:\n  source: folders\n  roots: [a]\n")
+    assert main(["synthesize", "--out", str(tmp_path / "x"), "--like", str(config)]) == 2
+    assert "not synthetic scenes" in capsys.readouterr().err

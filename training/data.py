@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vggt.data.augment import AugmentConfig, augment_colors, augment_frames, target_shape
 from vggt.data.scene import CAMERAS_FILE, Frame, Scene, list_scenes, load_scene
-from vggt.data.synthetic import generate_scene, sample_layout
+from vggt.data.synthetic import generate_scene, layout_rng, sample_layout
 
 PAPER_FRAMES_PER_GPU = 48
 PAPER_NUM_FRAMES_RANGE = (2, 24)
@@ -168,7 +168,7 @@ class SyntheticSceneDataset(MultiViewDataset):
         return self.num_scenes
 
     def load_frames(self, scene_index, num_frames, out_hw, rng):
-        layout = sample_layout(np.random.default_rng([self.seed, scene_index]))
+        layout = sample_layout(layout_rng(self.seed, scene_index))
         scene = generate_scene(num_frames, *out_hw, seed=int(rng.integers(2**31)), layout=layout)
         frames = [scene.read_frame(i, with_depth=self.use_depth) for i in range(num_frames)]
         if self.augment:
@@ -288,6 +288,11 @@ class DataConfig:
     augment: bool = True
     num_workers: int = 0
     image: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def resolution(self) -> int:
+        """The longest image side of the training samples: the resolution the model learns to run at."""
+        return max(target_shape(1.0, self.image.max_size, self.image.patch_size))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:

@@ -213,6 +213,11 @@ class Trainer:
         config, dist_cfg = self.config, self.config["distributed"]
         seed_everything(self.seed)
         model = build_model(config["model"])
+        from training.data import DataConfig
+
+        # Checkpoints and <run_dir>/final record the resolution the model trains at, where inference runs it.
+        resolution = DataConfig.from_dict(config["data"]).resolution
+        model.config = dataclasses.replace(model.config, train_resolution=resolution)
         lora_cfg = config["lora"]
         if lora_cfg["enabled"]:
             if dist_cfg["strategy"] == "fsdp":

@@ -55,8 +55,8 @@ def add_image_arguments(parser: argparse.ArgumentParser, max_frames_help: str) -
         "--resolution",
         type=int,
         default=None,
-        help="model input width (crop) or longer side (pad), multiple of 14 (default: the model's, 518; lower is "
-        "faster)",
+        help="model input width (crop) or longer side (pad), multiple of 14 (default: the resolution the model was "
+        "trained at, 518 for VGGT-1B; lower is faster)",
     )
     group.add_argument("--max-frames", type=int, default=None, help=max_frames_help)
     return group

@@ -2,9 +2,11 @@
 
     vggt evaluate --data DATASET_OR_SCENE --checkpoint facebook/VGGT-1B --out eval/
 
-DATASET_OR_SCENE is a scene folder (cameras.json, images/, optional depth/ and masks/; see
+DATASET_OR_SCENE is a scene folder (cameras.json, images/, optional depth/, masks/ and tracks.npz; see
 docs/dataset_format.md) or a folder of them. Writes OUT/metrics.json (every metric, per scene and overall) and
-OUT/metrics.md (a table). The model runs as in `vggt reconstruct` (the same preprocessing and inference path).
+OUT/metrics.md (a table): cameras, depth and point maps, and TAP-Vid track metrics where a scene has tracks.npz
+and the model a track head. The model runs as in `vggt reconstruct` (the same preprocessing and inference path),
+at the resolution it was trained at unless --resolution says otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         subparsers,
         "evaluate",
         run,
-        help="score a model on scenes with ground-truth cameras and depth",
+        help="score a model on scenes with ground-truth cameras, depth and tracks",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

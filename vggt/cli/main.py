@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "vggt.cli.import_colmap",
     "vggt.cli.demo",
     "vggt.cli.view",
+    "vggt.cli.synthesize",
 )
 
 

@@ -10,6 +10,12 @@ half-integer coordinates, the scene format at integers, so the principal point m
 
 Depth maps, when given, are read from `<depth_dir>/<image name or stem>.npy` (float32 metres) or COLMAP's
 dense output `<depth_dir>/<image name>.geometric.bin` / `.photometric.bin`.
+
+Ground-truth tracks (tracks.npz, vggt.data.tracks) come from the model's 3D points seen in at least two imported
+images, the `max_tracks` longest tracks first: each point is queried where the first of its images (in name
+order) observes it, is visible where COLMAP observed it and hidden elsewhere (where its position is the
+projection of the 3D point). COLMAP only observes what it matched, so some "hidden" points may be in view: an
+occlusion accuracy against these tracks is a lower bound.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 
 from vggt.data.layout import check_extrinsic
 from vggt.data.scene import Scene, read_depth, write_scene
+from vggt.data.tracks import SceneTracks
 from vggt.errors import InputError
 from vggt.utils.cameras import COLMAP_PIXEL_CENTER
 from vggt.utils.commands import run_main
@@ -33,6 +40,9 @@ from vggt.utils.optional import import_pycolmap
 SUPPORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
 UNDISTORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 COLMAP_DEPTH_SUFFIXES = (".geometric.bin", ".photometric.bin")
+DEFAULT_MAX_TRACKS = 1024
+MIN_TRACK_LENGTH = 2  # images observing a point
+MIN_PROJECTION_DEPTH = 1e-6  # points closer to (or behind) a camera's plane get position (0, 0) there
 
 
 def _cam_from_world(image) -> np.ndarray:
@@ -108,11 +118,13 @@ def import_colmap(
     out_dir: Path | str,
     depth_dir: Path | str | None = None,
     overwrite: bool = False,
+    max_tracks: int = DEFAULT_MAX_TRACKS,
 ) -> Path:
     """Write the registered images of a COLMAP model as a scene folder `out_dir`; returns `out_dir`.
 
     sparse_dir: folder with cameras/images/points3D (.bin or .txt); images_dir: the images the model names;
-    depth_dir: optional depth maps (see the module docstring). Images are copied, not re-encoded.
+    depth_dir: optional depth maps (see the module docstring). Images are copied, not re-encoded. Up to
+    `max_tracks` of the model's point tracks become the scene's tracks.npz (0: none).
     """
     pycolmap = import_pycolmap()
     sparse_dir, images_dir = Path(sparse_dir), Path(images_dir)
@@ -129,7 +141,11 @@ def import_colmap(
         warnings.warn(f"{skipped} unregistered images in {sparse_dir} were skipped", stacklevel=2)
     _warn_about_distortion(reconstruction)
 
+    if max_tracks < 0:
+        raise InputError("{max_tracks} must be 0 or more, got {value}", value=max_tracks)
     scene = _scene_of(reconstruction, images, sparse_dir, images_dir, Path(out_dir).name)
+    if max_tracks:
+        scene.tracks = colmap_tracks(reconstruction, images, scene, max_tracks)
     if depth_dir is not None:
         # Every depth map is read before anything is written, so a bad one leaves no half-written scene.
         scene.depths = [
@@ -188,6 +204,43 @@ def _scene_of(reconstruction, images: list, sparse_dir: Path, images_dir: Path, 
     )
 
 
+def _observations(reconstruction, images: list) -> list[tuple[int, dict[int, np.ndarray]]]:
+    """(point id, {frame: observed (x, y) in COLMAP pixels}) of each 3D point seen in MIN_TRACK_LENGTH or more of
+    `images` (frames in their order), the longest tracks first, then by point id."""
+    frame_of = {image.image_id: frame for frame, image in enumerate(images)}
+    observed = []
+    for point_id, point in reconstruction.points3D.items():
+        seen: dict[int, np.ndarray] = {}
+        for element in point.track.elements:
+            frame = frame_of.get(element.image_id)
+            if frame is not None and frame not in seen:
+                seen[frame] = np.asarray(images[frame].points2D[element.point2D_idx].xy, dtype=np.float64)
+        if len(seen) >= MIN_TRACK_LENGTH:
+            observed.append((point_id, seen))
+    return sorted(observed, key=lambda item: (-len(item[1]), item[0]))
+
+
+def colmap_tracks(reconstruction, images: list, scene: Scene, max_tracks: int) -> SceneTracks | None:
+    """The tracks of up to `max_tracks` 3D points of the model through the frames of `scene` (see the module
+    docstring), or None when no point is seen twice."""
+    observed = _observations(reconstruction, images)[:max_tracks]
+    if not observed:
+        return None
+    world = np.stack([np.asarray(reconstruction.points3D[point_id].xyz, dtype=np.float64) for point_id, _ in observed])
+    camera = np.einsum("sij,nj->sni", scene.extrinsics[:, :, :3], world) + scene.extrinsics[:, None, :, 3]
+    z = camera[..., 2]
+    in_front = z > MIN_PROJECTION_DEPTH
+    pixels = np.einsum("sij,snj->sni", scene.intrinsics, camera)
+    tracks = np.where(in_front[..., None], pixels[..., :2] / np.where(in_front, z, 1.0)[..., None], 0.0)
+    visible = np.zeros(z.shape, dtype=bool)
+    for index, (_, seen) in enumerate(observed):
+        for frame, xy in seen.items():
+            tracks[frame, index], visible[frame, index] = xy - COLMAP_PIXEL_CENTER, True
+    query_frames = np.array([min(seen) for _, seen in observed], dtype=np.int64)
+    query_points = tracks[query_frames, np.arange(len(observed))]
+    return SceneTracks(query_frames, query_points.astype(np.float32), tracks.astype(np.float32), visible)
+
+
 def _read_depth_map(depth_dir: Path, image_name: str, size_hw: np.ndarray) -> np.ndarray:
     source = _find_depth(depth_dir, image_name)
     if source is None:
@@ -218,11 +271,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("out_dir", type=Path, help="the scene folder to write")
     parser.add_argument("--depth-dir", type=Path, default=None, help="depth maps (.npy or COLMAP .geometric.bin)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
+    parser.add_argument(
+        "--max-tracks",
+        type=int,
+        default=DEFAULT_MAX_TRACKS,
+        help=f"point tracks written to tracks.npz, longest first (default {DEFAULT_MAX_TRACKS}; 0: none)",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    out = import_colmap(args.sparse_dir, args.images_dir, args.out_dir, args.depth_dir, args.overwrite)
+    out = import_colmap(args.sparse_dir, args.images_dir, args.out_dir, args.depth_dir, args.overwrite, args.max_tracks)
     print(f"wrote {out}")
     return 0
 

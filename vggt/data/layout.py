@@ -1,6 +1,7 @@
 """The folder layout `vggt` reads and writes, and its one cameras.json reader and writer.
 
-A scene folder (docs/dataset_format.md) holds `cameras.json`, `images/`, and optionally `depth/` and `masks/`.
+A scene folder (docs/dataset_format.md) holds `cameras.json`, `images/`, and optionally `depth/`, `masks/` and
+`tracks.npz`.
 The output folder of `vggt reconstruct` is a scene folder plus `sparse/0/` (COLMAP), `points.ply`, `scene.glb`
 and `predictions.npz`. cameras.json is a list of images, or `{"images": [...]}` with optional `depth_scale`
 (metres per unit of 16-bit PNG depth) and `convention`; each image has `file_name`, `width`, `height`,
@@ -24,6 +25,7 @@ CAMERAS_FILE = "cameras.json"
 IMAGES_DIR = "images"
 DEPTH_DIR = "depth"
 MASKS_DIR = "masks"
+TRACKS_FILE = "tracks.npz"  # optional ground-truth point tracks (vggt.data.tracks)
 DEPTH_NPY_SUFFIX = ".npy"
 DEPTH_PNG_SUFFIX = ".png"
 MASK_SUFFIX = ".png"

@@ -8,6 +8,7 @@ A scene is a folder::
         depth/<stem>.npy      optional: float32 metres, 0 = no depth
         depth/<stem>.png      optional: 16-bit depth, metres = value * cameras.json "depth_scale"
         masks/<stem>.png      optional: non-zero = pixel may be supervised
+        tracks.npz            optional: ground-truth point tracks (vggt.data.tracks)
 
 A dataset root is a folder of scene folders. Cameras follow OpenCV: x right, y down, z forward, and pixel
 (row i, column j) has its centre at image coordinates (x=j, y=i).
@@ -31,12 +32,14 @@ from vggt.data.layout import (
     IMAGES_DIR,
     MASK_SUFFIX,
     MASKS_DIR,
+    TRACKS_FILE,
     check_extrinsic,
     listing,
     read_cameras_json,
     scene_error,
     write_cameras_json,
 )
+from vggt.data.tracks import SceneTracks, read_tracks, write_tracks
 from vggt.errors import InputError, SceneFormatError
 from vggt.utils.cameras import Cameras
 from vggt.utils.files import atomic_directory
@@ -72,7 +75,7 @@ class Scene:
     from a folder, are `image_paths`, `depth_paths` and `mask_paths` (one per image, or None). Arrays that
     were loaded (or generated) are `images` [S, H, W, 3] uint8, `depths` [S, H, W] float32 metres with 0 =
     invalid, and `masks` [S, H, W] bool. `intrinsics` is [S, 3, 3], `extrinsics` [S, 3, 4] camera-from-world,
-    `image_hw` [S, 2] as (height, width).
+    `image_hw` [S, 2] as (height, width). `tracks`: ground-truth point tracks (tracks.npz), or None.
     """
 
     name: str
@@ -87,6 +90,7 @@ class Scene:
     images: np.ndarray | None = None
     depths: np.ndarray | None = None
     masks: np.ndarray | None = None
+    tracks: SceneTracks | None = None
 
     @property
     def num_frames(self) -> int:
@@ -346,6 +350,8 @@ def load_scene(path: Path | str, load_data: bool = True, use_depth: bool = True,
         mask_paths=_mask_files(name, root, cameras) if use_masks and (root / MASKS_DIR).is_dir() else None,
         depth_scale=document.depth_scale,
     )
+    if (root / TRACKS_FILE).is_file():
+        scene.tracks = read_tracks(root / TRACKS_FILE, cameras.image_hw, scene=name)
     if load_data:
         if len({tuple(s) for s in cameras.image_hw.tolist()}) > 1:
             raise scene_error(
@@ -384,7 +390,8 @@ def write_scene(
 
     Images come from `scene.images` (encoded by each file name's extension) or are copied from
     `scene.image_paths`; depth from `scene.depths` or `scene.depth_paths`, written as float32 .npy
-    (`depth_format="npy"`) or 16-bit PNG with `depth_scale` metres per unit (`"png"`). The folder is
+    (`depth_format="npy"`) or 16-bit PNG with `depth_scale` metres per unit (`"png"`); `scene.tracks` as
+    tracks.npz. The folder is
     assembled beside `out_dir` and moved into place at the end, so a failure leaves nothing half-written.
     """
     if depth_format not in ("npy", "png"):
@@ -395,6 +402,8 @@ def write_scene(
         write_cameras_json(staging / CAMERAS_FILE, scene.cameras, depth_scale=png_scale)
         for index, file_name in enumerate(scene.image_names):
             _write_frame(staging, scene, index, file_name, depth_format, depth_scale)
+        if scene.tracks is not None:
+            write_tracks(staging / TRACKS_FILE, scene.tracks)
     return out_dir
 
 

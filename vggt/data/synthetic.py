@@ -8,16 +8,28 @@ correspondences are learnable. Shading is Lambertian, i.e. view independent. Pix
 
     scene = generate_scene(num_frames=8, height=56, width=70, seed=0)
     write_synthetic_dataset("data/synthetic", num_scenes=4)
+
+From the command line (also `vggt synthesize`), held-out scenes for a synthetic training config: drawn as its
+training samples are (frames, image size, layouts and cameras), from a seed it does not train on, with ground-truth
+tracks:
+
+    python -m vggt.data.synthetic --out data/heldout --num-scenes 32 --seed 1 --like configs/synthetic_small.yaml
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vggt.data.scene import Scene, write_scene
+from vggt.data.synthetic_shapes import NO_HIT, Box, Material, Plane, Primitive, Sphere
+from vggt.data.tracks import SceneTracks
+from vggt.errors import DependencyError, InputError
+from vggt.utils.commands import run_main
 
 # Layout sizes (metres).
 FLOOR_HALF_SIZE = 3.0
@@ -40,145 +52,25 @@ ARC_START_JITTER = 0.3  # radians
 AZIMUTH_JITTER = 0.125  # per-frame azimuth noise, as a fraction of the spacing between frames
 # Textures and light.
 ALBEDO_RANGE = (0.25, 1.0)
-CHECKER_CONTRAST = 0.45  # dark cells have (1 - this) of the bright cells' albedo
-NOISE_CONTRAST = 0.45
 LIGHT_HEIGHT = 1.5  # z of the light direction before normalisation: light from above, from a random side
 CHECKER_SIZE_RANGE = (0.12, 0.35)
 NOISE_FREQUENCY_RANGE = (3.0, 9.0)
-NOISE_OCTAVES = 2
 AMBIENT_LIGHT = 0.35
 SKY_TOP_COLOUR = np.array([0.55, 0.7, 0.95])
 SKY_HORIZON_COLOUR = np.array([0.9, 0.92, 0.95])
-_NO_HIT = np.inf
 RAYS_PER_CHUNK = 1 << 20  # bounds the temporaries of one chunk to a few hundred MB
-_HASH_PRIMES = (73856093, 19349663, 83492791)
-
-
-@dataclass
-class Material:
-    """Solid texture: albedo = colour * mix(checker, noise)."""
-
-    colour: np.ndarray  # [3] in [0, 1]
-    checker_size: float
-    noise_frequency: float
-    noise_seed: int
-
-    def albedo(self, points: np.ndarray) -> np.ndarray:
-        """[N, 3] surface points -> [N, 3] colours in [0, 1]."""
-        cells = np.floor(points / self.checker_size).astype(np.int64).sum(axis=-1)
-        checker = 1.0 - CHECKER_CONTRAST * (cells % 2)
-        noise = 1.0 - NOISE_CONTRAST * fractal_noise(points * self.noise_frequency, self.noise_seed)
-        return np.clip(self.colour * (checker * noise)[:, None], 0.0, 1.0)
-
-
-@dataclass
-class Plane:
-    """A rectangle: centre + s * axis_u + t * axis_v with |s| <= half_u, |t| <= half_v (two-sided)."""
-
-    centre: np.ndarray
-    axis_u: np.ndarray  # unit
-    axis_v: np.ndarray  # unit, orthogonal to axis_u
-    half_u: float
-    half_v: float
-    material: Material
-
-    @property
-    def normal(self) -> np.ndarray:
-        return np.cross(self.axis_u, self.axis_v)
-
-    def intersect(self, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        normal = self.normal
-        denom = directions @ normal
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = ((self.centre - origins) @ normal) / denom
-        hit = origins + t[:, None] * directions
-        local = hit - self.centre
-        inside = (np.abs(local @ self.axis_u) <= self.half_u) & (np.abs(local @ self.axis_v) <= self.half_v)
-        t = np.where(inside & (t > 0) & np.isfinite(t), t, _NO_HIT)
-        return t, np.broadcast_to(normal, directions.shape)
-
-    def distance(self, points: np.ndarray) -> np.ndarray:
-        local = points - self.centre
-        u = np.clip(local @ self.axis_u, -self.half_u, self.half_u)
-        v = np.clip(local @ self.axis_v, -self.half_v, self.half_v)
-        return np.linalg.norm(local - u[:, None] * self.axis_u - v[:, None] * self.axis_v, axis=-1)
-
-
-@dataclass
-class Box:
-    """A box with half sizes `half_size`, turned by `yaw` radians about the world z axis."""
-
-    centre: np.ndarray
-    half_size: np.ndarray
-    yaw: float
-    material: Material
-
-    @property
-    def world_from_box(self) -> np.ndarray:
-        c, s = np.cos(self.yaw), np.sin(self.yaw)
-        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-    def intersect(self, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = np.full(len(directions), _NO_HIT)
-        normals = np.zeros_like(directions)
-        # Only rays that pass the bounding sphere can hit the box.
-        near = _ray_sphere_near(origins, directions, self.centre, float(np.linalg.norm(self.half_size)))
-        candidates = np.flatnonzero(np.isfinite(near))
-        rotation = self.world_from_box
-        local_origins = (origins[candidates] - self.centre) @ rotation
-        local_dirs = directions[candidates] @ rotation
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1 = (-self.half_size - local_origins) / local_dirs
-            t2 = (self.half_size - local_origins) / local_dirs
-        t_near_axes = np.nan_to_num(np.minimum(t1, t2), nan=-np.inf)
-        t_far = np.nan_to_num(np.maximum(t1, t2), nan=np.inf).min(axis=-1)
-        t_near = t_near_axes.max(axis=-1)
-        hit = (t_near <= t_far) & (t_near > 0)
-        axis = t_near_axes.argmax(axis=-1)
-        local_normals = np.zeros_like(local_dirs)
-        rows = np.arange(len(axis))
-        local_normals[rows, axis] = -np.sign(local_dirs[rows, axis])
-        t[candidates] = np.where(hit, t_near, _NO_HIT)
-        normals[candidates] = local_normals @ rotation.T
-        return t, normals
-
-    def distance(self, points: np.ndarray) -> np.ndarray:
-        local = np.abs((points - self.centre) @ self.world_from_box) - self.half_size
-        outside = np.linalg.norm(np.maximum(local, 0.0), axis=-1)
-        inside = np.minimum(local.max(axis=-1), 0.0)
-        return np.abs(outside + inside)
-
-
-@dataclass
-class Sphere:
-    centre: np.ndarray
-    radius: float
-    material: Material
-
-    def intersect(self, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = _ray_sphere_near(origins, directions, self.centre, self.radius)
-        hit = origins + np.where(np.isfinite(t), t, 0.0)[:, None] * directions
-        return t, (hit - self.centre) / self.radius
-
-    def distance(self, points: np.ndarray) -> np.ndarray:
-        return np.abs(np.linalg.norm(points - self.centre, axis=-1) - self.radius)
-
-
-Primitive = Plane | Box | Sphere
-
-
-def _ray_sphere_near(origins: np.ndarray, directions: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
-    """[N] ray parameter of the first sphere crossing in front of the origin (inf where the ray misses)."""
-    offset = origins - centre
-    a = np.einsum("nc,nc->n", directions, directions)
-    b = 2.0 * np.einsum("nc,nc->n", offset, directions)
-    c = np.einsum("nc,nc->n", offset, offset) - radius**2
-    disc = b * b - 4 * a * c
-    root = np.sqrt(np.maximum(disc, 0.0))
-    near, far = (-b - root) / (2 * a), (-b + root) / (2 * a)
-    # From inside the sphere (only ever the case for bounding spheres) the far crossing is the first one ahead.
-    first = np.where(near > 0, near, far)
-    return np.where((disc >= 0) & (first > 0), first, _NO_HIT)
+# Ground-truth tracks: query pixels are drawn QUERY_OVERSAMPLING times over (some see the sky), at most
+# MAX_QUERY_DRAWS times; a point is hidden in a view whose ray meets a surface more than this fraction of its
+# depth in front of it (float64 ray casts agree to about 1e-12).
+QUERY_OVERSAMPLING = 2
+MAX_QUERY_DRAWS = 20
+VISIBILITY_DEPTH_TOLERANCE = 1e-6
+# The command line's defaults without --like.
+DEFAULT_FRAMES = 8
+DEFAULT_HW = (56, 70)
+DEFAULT_TRACKS = 64
+SYNTHESIZE_DESCRIPTION = "Write synthetic scene folders (exact cameras, depth and tracks) for evaluation or tests"
+MIN_TRACK_DEPTH = 1e-6  # metres: points closer to (or behind) a camera's plane are not seen by it
 
 
 @dataclass
@@ -193,39 +85,6 @@ class SceneLayout:
         """[..., 3] world points -> [...] distance to the nearest surface."""
         flat = points.reshape(-1, 3)
         return np.min([p.distance(flat) for p in self.primitives], axis=0).reshape(points.shape[:-1])
-
-
-def fractal_noise(points: np.ndarray, seed: int) -> np.ndarray:
-    """Value noise in [0, 1] at [N, 3] points (lattice spacing 1), summed over NOISE_OCTAVES octaves."""
-    total, weight_sum = np.zeros(len(points)), 0.0
-    for octave in range(NOISE_OCTAVES):
-        scale, weight = 2.0**octave, 0.5**octave
-        total += weight * _value_noise(points * scale, seed + octave)
-        weight_sum += weight
-    return total / weight_sum
-
-
-def _value_noise(points: np.ndarray, seed: int) -> np.ndarray:
-    base = np.floor(points)
-    frac = points - base
-    smooth = frac * frac * (3.0 - 2.0 * frac)
-    cell = base.astype(np.int64)
-    result = np.zeros(len(points))
-    for corner in np.ndindex(2, 2, 2):
-        offset = np.array(corner)
-        weight = np.prod(np.where(offset == 1, smooth, 1.0 - smooth), axis=-1)
-        result += weight * _lattice_value(cell + offset, seed)
-    return result
-
-
-def _lattice_value(cells: np.ndarray, seed: int) -> np.ndarray:
-    """A pseudo-random value in [0, 1) per integer lattice point (an integer hash)."""
-    h = np.full(len(cells), (seed * 2654435761) % 2**64, dtype=np.uint64)
-    for axis, prime in enumerate(_HASH_PRIMES):
-        h ^= cells[:, axis].astype(np.uint64) * np.uint64(prime)
-        h = (h ^ (h >> np.uint64(13))) * np.uint64(0x5BD1E995)
-    h ^= h >> np.uint64(15)
-    return (h & np.uint64(0xFFFFFF)).astype(np.float64) / float(1 << 24)
 
 
 def _random_material(rng: np.random.Generator) -> Material:
@@ -318,15 +177,23 @@ def render(
     return images, depths.astype(np.float32).reshape(len(extrinsics), height, width)
 
 
-def _cast_rays(layout: SceneLayout, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[N, 3] rays -> colours [N, 3] in [0, 1] and ray parameters [N] (0 where the ray hits nothing)."""
-    best_t = np.full(len(directions), _NO_HIT)
+def _first_hits(
+    layout: SceneLayout, origins: np.ndarray, directions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[N, 3] rays -> ray parameters [N] of the first hit (inf: none), normals [N, 3], primitive index [N] (-1)."""
+    best_t = np.full(len(directions), NO_HIT)
     best_normals = np.zeros_like(directions)
     owner = np.full(len(directions), -1)
     for index, primitive in enumerate(layout.primitives):
         t, normals = primitive.intersect(origins, directions)
         closer = t < best_t
         best_t[closer], best_normals[closer], owner[closer] = t[closer], normals[closer], index
+    return best_t, best_normals, owner
+
+
+def _cast_rays(layout: SceneLayout, origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 3] rays -> colours [N, 3] in [0, 1] and ray parameters [N] (0 where the ray hits nothing)."""
+    best_t, best_normals, owner = _first_hits(layout, origins, directions)
     colours = np.zeros_like(directions)
     for index, primitive in enumerate(layout.primitives):
         seen = owner == index
@@ -341,6 +208,72 @@ def _cast_rays(layout: SceneLayout, origins: np.ndarray, directions: np.ndarray)
     return colours, np.where(sky, 0.0, best_t)
 
 
+def _pixel_rays(intrinsic: np.ndarray, extrinsic: np.ndarray, pixels_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rays through [N, 2] pixels of one camera: origins [N, 3] and directions [N, 3] of camera-space z = 1."""
+    rotation = extrinsic[:, :3]
+    homogeneous = np.concatenate([pixels_xy, np.ones((len(pixels_xy), 1))], axis=-1)
+    directions = homogeneous @ np.linalg.inv(intrinsic).T @ rotation
+    centre = -rotation.T @ extrinsic[:, 3]
+    return np.broadcast_to(centre, directions.shape).copy(), directions
+
+
+def _surface_queries(
+    layout: SceneLayout, intrinsic: np.ndarray, extrinsic: np.ndarray, image_hw: tuple[int, int], count: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """`count` random pixels (x, y) of one view that see a surface (not the sky), and their world points [N, 3]."""
+    height, width = image_hw
+    pixels, points = np.zeros((0, 2)), np.zeros((0, 3))
+    for _ in range(MAX_QUERY_DRAWS):
+        candidates = rng.uniform([0.0, 0.0], [width - 1.0, height - 1.0], size=(QUERY_OVERSAMPLING * count, 2))
+        origins, directions = _pixel_rays(intrinsic, extrinsic, candidates)
+        depth, _, _ = _first_hits(layout, origins, directions)
+        hit = np.isfinite(depth)
+        pixels = np.concatenate([pixels, candidates[hit]])
+        points = np.concatenate([points, origins[hit] + depth[hit, None] * directions[hit]])
+        if len(pixels) >= count:
+            return pixels[:count], points[:count]
+    raise ValueError(f"the view sees too little surface to place {count} query points")
+
+
+def synthetic_tracks(
+    layout: SceneLayout,
+    intrinsics: np.ndarray,
+    extrinsics: np.ndarray,
+    image_hw: tuple[int, int],
+    query_frames: np.ndarray,
+    rng: np.random.Generator,
+) -> SceneTracks:
+    """Exact tracks of surface points queried at random pixels of frames `query_frames` [N] (see vggt.data.tracks).
+
+    A point is visible in a frame when it projects onto the image, in front of the camera, and the ray of that
+    pixel meets no other surface first.
+    """
+    query_frames = np.asarray(query_frames, dtype=np.int64)
+    query_points, world = np.zeros((len(query_frames), 2)), np.zeros((len(query_frames), 3))
+    for frame in np.unique(query_frames):
+        which = np.flatnonzero(query_frames == frame)
+        query_points[which], world[which] = _surface_queries(
+            layout, intrinsics[frame], extrinsics[frame], image_hw, len(which), rng
+        )
+    camera = np.einsum("sij,nj->sni", extrinsics[:, :, :3], world) + extrinsics[:, None, :, 3]  # [S, N, 3]
+    z = camera[..., 2]
+    in_front = z > MIN_TRACK_DEPTH
+    pixels = np.einsum("sij,snj->sni", intrinsics, camera)
+    tracks = np.where(in_front[..., None], pixels[..., :2] / np.where(in_front, z, 1.0)[..., None], 0.0)
+    height, width = image_hw
+    inside = (tracks[..., 0] >= -0.5) & (tracks[..., 0] <= width - 0.5)
+    inside &= (tracks[..., 1] >= -0.5) & (tracks[..., 1] <= height - 0.5)
+    visible = in_front & inside
+    for frame in range(len(extrinsics)):
+        origins, directions = _pixel_rays(intrinsics[frame], extrinsics[frame], tracks[frame])
+        depth, _, _ = _first_hits(layout, origins, directions)
+        visible[frame] &= np.abs(depth - z[frame]) <= VISIBILITY_DEPTH_TOLERANCE * z[frame]
+    points = np.arange(len(query_frames))
+    tracks[query_frames, points], visible[query_frames, points] = query_points, True
+    return SceneTracks(query_frames, query_points.astype(np.float32), tracks.astype(np.float32), visible)
+
+
 def generate_scene(
     num_frames: int = 8,
     height: int = 56,
@@ -348,18 +281,26 @@ def generate_scene(
     seed: int = 0,
     layout: SceneLayout | None = None,
     name: str | None = None,
+    num_tracks: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> Scene:
-    """A rendered synthetic scene: images, exact depth, intrinsics and extrinsics for `num_frames` views.
+    """A rendered synthetic scene: images, exact depth, intrinsics and extrinsics for `num_frames` views, and
+    exact ground-truth tracks of `num_tracks` points queried in the first frame.
 
-    `seed` draws the layout (unless `layout` is given) and the cameras.
+    `seed` (or a generator `rng`, which takes precedence) draws the layout (unless `layout` is given), the cameras
+    and the query points.
     """
     if num_frames < 1 or height < 1 or width < 1:
         raise ValueError(f"need at least one frame of at least 1x1 pixels, got {num_frames} x {height}x{width}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed) if rng is None else rng
     if layout is None:
         layout = sample_layout(rng)
     intrinsics, extrinsics = sample_cameras(rng, num_frames, height, width, layout.front_azimuth)
     images, depths = render(layout, intrinsics, extrinsics, height, width)
+    tracks = None
+    if num_tracks > 0:
+        query_frames = np.zeros(num_tracks, dtype=np.int64)
+        tracks = synthetic_tracks(layout, intrinsics, extrinsics, (height, width), query_frames, rng)
     return Scene(
         name=name or f"synthetic_{seed:04d}",
         image_names=[f"frame_{i:04d}.png" for i in range(num_frames)],
@@ -368,7 +309,14 @@ def generate_scene(
         image_hw=np.tile([height, width], (num_frames, 1)),
         images=images,
         depths=depths,
+        tracks=tracks,
     )
+
+
+def layout_rng(seed: int, index: int) -> np.random.Generator:
+    """The random stream of layout `index` of a synthetic dataset seeded `seed`: training (training.data's
+    SyntheticSceneDataset) and held-out scenes (`write_heldout_dataset`) draw their layouts alike from it."""
+    return np.random.default_rng([seed, index])
 
 
 def write_synthetic_dataset(
@@ -380,14 +328,139 @@ def write_synthetic_dataset(
     seed: int = 0,
     depth_format: str = "npy",
     overwrite: bool = False,
+    num_tracks: int = 0,
 ) -> list[Path]:
-    """Write `num_scenes` synthetic scenes as scene folders `root/scene_0000`, ... and return their paths.
+    """Write `num_scenes` synthetic scenes as scene folders `root/scene_0000`, ... and return their paths, with
+    ground-truth tracks (tracks.npz) of `num_tracks` points each when positive.
 
-    Scene i uses seed `seed + i`, so the same arguments always write the same dataset.
+    Scene i uses seed `seed + i`, so the same arguments always write the same dataset. For scenes held out from a
+    training run, use `write_heldout_dataset`.
     """
     root = Path(root)
     paths = []
     for index in range(num_scenes):
-        scene = generate_scene(num_frames, height, width, seed=seed + index, name=f"scene_{index:04d}")
+        name = f"scene_{index:04d}"
+        scene = generate_scene(num_frames, height, width, seed=seed + index, name=name, num_tracks=num_tracks)
         paths.append(write_scene(root / scene.name, scene, depth_format=depth_format, overwrite=overwrite))
     return paths
+
+
+def write_heldout_dataset(
+    root: Path | str,
+    num_scenes: int,
+    seed: int,
+    num_frames: int,
+    height: int,
+    width: int,
+    num_tracks: int = 0,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Scene folders `root/scene_0000`, ... drawn as the synthetic training data draws its scenes (layout i from
+    `layout_rng(seed, i)`, then cameras and query points from the same stream), rendered without colour jitter.
+
+    A training run with another seed never sees these layouts: its layouts come from `layout_rng(its seed, i)`.
+    """
+    root = Path(root)
+    paths = []
+    for index in range(num_scenes):
+        rng = layout_rng(seed, index)
+        layout = sample_layout(rng)
+        scene = generate_scene(
+            num_frames, height, width, layout=layout, name=f"scene_{index:04d}", num_tracks=num_tracks, rng=rng
+        )
+        paths.append(write_scene(root / scene.name, scene, overwrite=overwrite))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+@dataclass(frozen=True)
+class TrainingScenes:
+    """How a synthetic training config draws its samples: its seed, frames per sample and image size."""
+
+    seed: int
+    num_frames: int
+    height: int
+    width: int
+
+
+def training_scenes(config_path: Path | str) -> TrainingScenes:
+    """The seed, the largest number of frames per sample and the image size of a synthetic training config (its
+    YAML file as written; `data.image.aspect_range` gives its mean aspect ratio)."""
+    from vggt.data.augment import AugmentConfig, target_shape
+
+    try:
+        import yaml
+    except ImportError:
+        raise DependencyError("reading a training config needs PyYAML: pip install 'vggt[train]'") from None
+    path = Path(config_path)
+    if not path.is_file():
+        raise InputError("{like} {path} is not a file; give a training config such as configs/x.yaml", path=path)
+    document = yaml.safe_load(path.read_text()) or {}
+    data = document.get("data") or {}
+    if data.get("source", "synthetic") != "synthetic":
+        raise InputError("{like} {path} trains on scene folders, not synthetic scenes (data.source)", path=path)
+    if not data.get("num_frames"):
+        raise InputError("{like} {path} sets no data.num_frames; pass {num_frames}", path=path)
+    image = data.get("image") or {}
+    keys = ("max_size", "patch_size", "aspect_range")
+    augment = AugmentConfig(**{key: image[key] for key in keys if key in image})
+    aspect = float(np.mean([float(value) for value in augment.aspect_range]))
+    height, width = target_shape(aspect, augment.max_size, augment.patch_size)
+    # A config without a seed trains with the trainer's default seed, 0 (training.config.DEFAULT_CONFIG).
+    return TrainingScenes(int(document.get("seed", 0)), int(max(data["num_frames"])), height, width)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of `python -m vggt.data.synthetic` (and `vggt synthesize`)."""
+    parser.add_argument("--out", type=Path, required=True, help="dataset root to write (scene_0000, ...)")
+    parser.add_argument("--num-scenes", type=int, default=8, help="number of scenes (default 8)")
+    parser.add_argument("--seed", type=int, default=1, help="dataset seed: scene i draws from (seed, i)")
+    parser.add_argument(
+        "--like", type=Path, default=None, help="a synthetic training config: its frames and image size, unseen seeds"
+    )
+    parser.add_argument("--num-frames", type=int, default=None, help=f"frames per scene (default {DEFAULT_FRAMES})")
+    parser.add_argument("--height", type=int, default=None, help=f"image height (default {DEFAULT_HW[0]})")
+    parser.add_argument("--width", type=int, default=None, help=f"image width (default {DEFAULT_HW[1]})")
+    parser.add_argument(
+        "--num-tracks", type=int, default=DEFAULT_TRACKS, help=f"tracked points per scene (default {DEFAULT_TRACKS})"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace scene folders that exist")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    frames, (height, width) = DEFAULT_FRAMES, DEFAULT_HW
+    if args.like is not None:
+        training = training_scenes(args.like)
+        if args.seed == training.seed:
+            raise InputError(
+                "{seed} {value} is the training seed of {path}: its layouts are training scenes; choose another",
+                value=args.seed,
+                path=args.like,
+            )
+        frames, height, width = training.num_frames, training.height, training.width
+    frames = args.num_frames or frames
+    height, width = args.height or height, args.width or width
+    for name, value in (("num_scenes", args.num_scenes), ("num_frames", frames), ("height", height),
+                        ("width", width)):  # fmt: skip
+        if value < 1:
+            raise InputError("{" + name + "} must be at least 1, got {value}", value=value)
+    if args.num_tracks < 0:
+        raise InputError("{num_tracks} must be 0 or more, got {value}", value=args.num_tracks)
+    paths = write_heldout_dataset(
+        args.out, args.num_scenes, args.seed, frames, height, width, args.num_tracks, args.overwrite
+    )
+    print(f"wrote {len(paths)} scenes of {frames} frames at {width}x{height} to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m vggt.data.synthetic`: exits the process with the command's exit code."""
+    parser = argparse.ArgumentParser(prog="vggt synthesize", description=SYNTHESIZE_DESCRIPTION)
+    sys.exit(run_main(add_arguments(parser), run, argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,9 @@ and compared with:
 - points: the point head's world points against the ground-truth depth unprojected with the ground-truth
   cameras, after a Umeyama Sim(3) alignment (accuracy, completeness, Chamfer);
 - depth_points: the same for the predicted depth unprojected with the predicted cameras, the combination the
-  paper reports as the more accurate.
+  paper reports as the more accurate;
+- tracks: TAP-Vid's position accuracy, occlusion accuracy and average Jaccard on the scene's ground-truth tracks
+  (tracks.npz), for models with a track head (`vggt.eval.scene_tracks`).
 
 Over the dataset, camera metrics pool the frame pairs of all scenes (as the CO3D evaluation pools a category's
 sequences); the other metrics are means over the scenes that have them.
@@ -30,10 +32,18 @@ import numpy as np
 import torch
 
 from vggt.data.scene import Scene, load_scene
+from vggt.data.tracks import SceneTracks
 from vggt.errors import InputError
 from vggt.eval.camera import auc_from_errors, relative_pose_errors, rra_rta_from_errors
 from vggt.eval.depth import depth_metrics
 from vggt.eval.points import DEFAULT_MAX_POINTS, pointmap_metrics
+from vggt.eval.scene_tracks import (
+    TrackPrediction,
+    first_frame_queries,
+    predict_tracks,
+    queries_on_input_grid,
+    track_metrics,
+)
 from vggt.pipeline.inference import InferenceOptions, Predictions, run_inference
 from vggt.pipeline.inputs import load_input_images
 from vggt.utils.files import atomic_file
@@ -44,7 +54,7 @@ from vggt.version import __version__
 
 CAMERA_AUC_THRESHOLDS = (30, 15, 5, 3)
 CAMERA_ACCURACY_THRESHOLDS = (5, 15, 30)
-METRIC_GROUPS = ("camera", "depth", "points", "depth_points")
+METRIC_GROUPS = ("camera", "depth", "points", "depth_points", "tracks")
 METRICS_JSON = "metrics.json"
 METRICS_MARKDOWN = "metrics.md"
 # Columns of the markdown table, in order; other metrics are in metrics.json only.
@@ -60,6 +70,9 @@ TABLE_COLUMNS = (
     ("points", "completeness"),
     ("points", "chamfer"),
     ("depth_points", "chamfer"),
+    ("tracks", "delta_avg"),
+    ("tracks", "average_jaccard"),
+    ("tracks", "occlusion_accuracy"),
 )
 
 
@@ -136,23 +149,34 @@ def camera_group(rot_err: np.ndarray, trans_err: np.ndarray) -> dict[str, float]
 
 @dataclass
 class ScenePrediction:
-    """The model's outputs on one scene's frames and how each photo was preprocessed for it."""
+    """The model's outputs on one scene's frames, how each photo was preprocessed for it, and the tracks of the
+    ground-truth queries (None without ground-truth tracks or a track head)."""
 
     predictions: Predictions
     transforms: list[PreprocessTransform]
+    tracks: TrackPrediction | None = None
 
     @property
     def input_hw(self) -> tuple[int, int]:
         return self.predictions.input_hw
 
 
-def predict(model: torch.nn.Module, image_paths: Sequence[Path], settings: EvalSettings) -> ScenePrediction:
-    """Preprocess one scene's photos and run the model on them, as `vggt reconstruct` does."""
+def predict(
+    model: torch.nn.Module, image_paths: Sequence[Path], settings: EvalSettings, tracks: SceneTracks | None = None
+) -> ScenePrediction:
+    """Preprocess one scene's photos and run the model on them, as `vggt reconstruct` does; with ground-truth
+    `tracks` (of these photos) also track their query points."""
     config = model.config
-    resolution = settings.resolution or config.img_size
+    resolution = settings.resolution or config.default_resolution
     loaded = load_input_images(image_paths, settings.mode, resolution, config.patch_size)
-    predictions = run_inference(model, loaded.images, settings.inference_options())
-    return ScenePrediction(predictions, loaded.transforms)
+    options = settings.inference_options()
+    input_hw = tuple(loaded.images.shape[-2:])
+    queries = None if tracks is None else queries_on_input_grid(tracks, loaded.transforms, input_hw)
+    predictions = run_inference(model, loaded.images, options, query_points=first_frame_queries(queries))
+    predicted_tracks = None
+    if queries is not None:
+        predicted_tracks = predict_tracks(model, loaded.images, loaded.transforms, queries, options, predictions)
+    return ScenePrediction(predictions, loaded.transforms, predicted_tracks)
 
 
 def ground_truth_on_input_grid(
@@ -188,6 +212,10 @@ def score_scene(scene: Scene, frames: np.ndarray, prediction: ScenePrediction, s
         result.rot_err_deg, result.trans_err_deg = rot_err, trans_err
         result.metrics["camera"] = camera_group(rot_err, trans_err)
 
+    if prediction.tracks is not None:
+        scored = track_metrics(prediction.tracks, scene.image_hw[frames])
+        if scored is not None:
+            result.metrics["tracks"] = scored
     if not scene.has_depth:
         return result
     gt_depth, gt_points, valid = ground_truth_on_input_grid(scene, frames, prediction)
@@ -213,7 +241,10 @@ def evaluate_scene(model: torch.nn.Module, scene_dir: Path | str, settings: Eval
     """Load one scene folder, predict its (selected) frames and score them."""
     scene = load_scene(scene_dir, load_data=False)
     frames = evenly_spaced_indices(scene.num_frames, settings.max_frames)
-    prediction = predict(model, [scene.image_paths[i] for i in frames], settings)
+    tracks = None
+    if scene.tracks is not None and getattr(model, "track_head", None) is not None:
+        tracks = scene.tracks.select_frames(frames)
+    prediction = predict(model, [scene.image_paths[i] for i in frames], settings, tracks)
     return score_scene(scene, frames, prediction, settings)
 
 
@@ -265,7 +296,7 @@ def evaluate_scenes(
             "depth_alignment": settings.depth_alignment,
             "max_points": settings.max_points,
             "preprocess_mode": settings.mode,
-            "resolution": settings.resolution,
+            "resolution": settings.resolution or model.config.default_resolution,
             "device": str(settings.device),
             "dtype": str(settings.dtype).removeprefix("torch."),
         },
@@ -299,8 +330,9 @@ def markdown_table(report: dict[str, Any]) -> str:
     notes = [
         "",
         "Camera AUC, RRA, RTA and delta < 1.25 are percentages; AbsRel is a ratio; point distances are in the "
-        "ground truth's units after a Sim(3) alignment. The **all** row pools the camera pairs of every scene "
-        "and averages the other metrics over scenes.",
+        "ground truth's units after a Sim(3) alignment. Track metrics (TAP-Vid: position accuracy delta_avg, "
+        "average Jaccard, occlusion accuracy) are percentages on frames scaled to 256 x 256. The **all** row pools "
+        "the camera pairs of every scene and averages the other metrics over scenes.",
     ]
     return "\n".join(lines + notes) + "\n"
 

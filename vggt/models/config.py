@@ -36,6 +36,9 @@ class VGGTConfig:
 
     # Images and patches.
     img_size: int = 518  # the patch encoder's position grid is trained at this size
+    # The longest image side the weights were trained at (the trainer records it); None: img_size. Inference
+    # runs at `default_resolution` unless told otherwise.
+    train_resolution: int | None = None
     patch_size: int = 14
     embed_dim: int = 1024
     num_register_tokens: int = 4
@@ -92,8 +95,15 @@ class VGGTConfig:
         self.dpt_layers = tuple(self.dpt_layers)
         if self.embed_dim % self.num_heads or self.embed_dim % self.patch_embed_num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by the number of attention heads")
+        if self.train_resolution is not None and self.train_resolution < 1:
+            raise ValueError(f"train_resolution must be positive (pixels) or None, got {self.train_resolution}")
         if len(self.dpt_layers) != 4 or max(self.dpt_layers) >= self.depth:
             raise ValueError(f"dpt_layers {self.dpt_layers} must name 4 aggregator blocks below depth {self.depth}")
+
+    @property
+    def default_resolution(self) -> int:
+        """The input resolution (longest side) to run at when none is given: the training resolution."""
+        return self.train_resolution or self.img_size
 
     @property
     def head_dim_in(self) -> int:

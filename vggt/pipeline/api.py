@@ -108,10 +108,11 @@ def predict_and_assemble(
 ) -> Reconstruction | None:
     """One forward pass over all frames (or one per window), then the reconstruction of its predictions (None on
     the torchrun ranks other than 0)."""
-    resolution = opts.resolution or config.img_size
+    resolution = opts.resolution or config.default_resolution
     paths = collected.image_paths
     if opts.windowed and len(paths) > opts.window:
         model = build_model(opts.checkpoint, opts.preset, device=inference.device) if model is None else model
+        resolution = opts.resolution or model.config.default_resolution
         windows = predict_windowed(model, paths, opts, inference, resolution, model_name(model, opts), known)
         predictions, transforms, images = windows.predictions, windows.transforms, None
         masked = 0
@@ -119,6 +120,10 @@ def predict_and_assemble(
         # Images first, so that a bad photo is reported before a large checkpoint is loaded.
         loaded = load_input_images(paths, opts.mode, resolution, config.patch_size, opts.progress)
         model = build_model(opts.checkpoint, opts.preset, device=inference.device) if model is None else model
+        if opts.resolution is None and model.config.default_resolution != resolution:
+            # The checkpoint records another training resolution than the configuration expected before loading.
+            resolution = model.config.default_resolution
+            loaded = load_input_images(paths, opts.mode, resolution, model.config.patch_size)
         predictions = run_inference(model, loaded.images, inference)
         if predictions is None:
             return None
@@ -138,7 +143,7 @@ def predict_and_assemble(
 
 def check_options(opts: ReconstructOptions, config: VGGTConfig) -> None:
     """What can be checked before any input is read or the model loaded."""
-    resolution = opts.resolution or config.img_size
+    resolution = opts.resolution or config.default_resolution
     if resolution % config.patch_size:
         raise InputError(
             "{resolution} must be a positive multiple of the patch size {patch}, got {value}",

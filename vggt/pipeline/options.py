@@ -41,7 +41,8 @@ class ReconstructOptions:
         checkpoint: Hub id, folder or weights file; None: facebook/VGGT-1B, or random weights if only `preset`.
         preset: architecture preset (`tiny`, `vggt-1b`).
         device, dtype: "auto" or explicit (`cpu`, `cuda`, `cuda:N`, `mps`; `float32`, `bfloat16`, `float16`).
-        mode: "crop" or "pad". resolution: model input width (crop) or longer side (pad); None: the model's.
+        mode: "crop" or "pad". resolution: model input width (crop) or longer side (pad); None: the model's
+            training resolution (`VGGTConfig.default_resolution`).
         points: "depth" or "pointmap". conf_percentile: drop the least confident X % of pixels.
         max_points: at most this many points (seeded random subset); None: no limit.
         chunk_size: frames per chunk of the streaming pass (patch encoder, frame-wise blocks, heads); None: the
