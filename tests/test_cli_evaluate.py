@@ -85,6 +85,24 @@ def test_evaluate_end_to_end_on_generated_scenes(tmp_path, capsys, tiny_checkpoi
     assert f"{scenes[0]['depth']['abs_rel']:.4g}" in rows[0]
 
 
+def test_fast_mode_is_evaluated_as_reconstruct_runs_it(tmp_path, capsys, tiny_checkpoint):
+    """--merge-ratio reaches the forward pass (the cameras change) and is recorded in the report."""
+    from vggt.eval.runner import predict
+    from vggt.models.vggt import VGGT
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, num_scenes=1, num_frames=4, height=HEIGHT, width=WIDTH, seed=SEED)
+    model = VGGT.from_pretrained(tiny_checkpoint).eval()
+    paths = sorted((data / "scene_0000" / "images").iterdir())
+    exact = predict(model, paths, EvalSettings()).predictions
+    fast = predict(model, paths, EvalSettings(merge_ratio=0.5)).predictions
+    assert not np.allclose(fast.pose_enc, exact.pose_enc, atol=1e-6)
+    code, err = run_cli(capsys, "--data", str(data), "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "o"),
+                        "--device", "cpu", "--merge-ratio", "0.5", "-q")  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["settings"]["merge_ratio"] == 0.5
+
+
 def test_perfect_prediction_scores_perfectly(tmp_path):
     """The ground truth, rendered at the model's input resolution, scores AUC 100 and near-zero depth and point
     errors: this checks that the runner maps ground truth onto the model's grid without shifts or flips."""
@@ -190,6 +208,7 @@ def test_malformed_scene_exits_2_naming_it(tmp_path, capsys):
     ("extra", "message"),
     [
         (["--max-frames", "0"], "--max-frames must be at least 1"),
+        (["--merge-ratio", "0.7"], "--merge-ratio must be in [0, 0.5]"),
         (["--preset", "huge"], "Unknown preset"),
         (["--checkpoint", "/no/such/weights.safetensors"], "Checkpoint not found"),
     ],

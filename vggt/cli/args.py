@@ -46,6 +46,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     return group
 
 
+def add_merge_ratio_argument(group: argparse._ArgumentGroup) -> None:
+    """--merge-ratio (the fast mode), shared by reconstruct and evaluate so that its cost in accuracy can be scored."""
+    group.add_argument(
+        "--merge-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="fast mode: merge this fraction (0-0.5) of the patch tokens in global attention (approximate; 0 exact)",
+    )
+
+
 def add_image_arguments(parser: argparse.ArgumentParser, max_frames_help: str) -> argparse._ArgumentGroup:
     """--mode, --resolution, --max-frames."""
     group = parser.add_argument_group("images")

@@ -16,7 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-from vggt.cli.args import add_image_arguments, add_message_arguments, add_model_arguments, add_subcommand
+from vggt.cli.args import (
+    add_image_arguments,
+    add_merge_ratio_argument,
+    add_message_arguments,
+    add_model_arguments,
+    add_subcommand,
+)
 from vggt.errors import DependencyError, InputError
 from vggt.eval.depth import DEPTH_ALIGNMENTS
 from vggt.eval.points import DEFAULT_MAX_POINTS
@@ -36,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--data", required=True, type=Path, help="a scene folder, or a folder of scene folders")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default ./{DEFAULT_OUT})")
-    add_model_arguments(parser)
+    add_merge_ratio_argument(add_model_arguments(parser))
     add_image_arguments(parser, "evenly spaced frames per scene (default: all)")
     metrics = parser.add_argument_group("metrics")
     metrics.add_argument(
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=resolve_dtype(device, args.dtype),
         mode=args.mode,
         resolution=args.resolution,
+        merge_ratio=args.merge_ratio,
     )
     model = build_model(args.checkpoint, args.preset, device=device)
     start = time.perf_counter()

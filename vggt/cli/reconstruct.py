@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vggt.cli.args import (
     add_image_arguments,
+    add_merge_ratio_argument,
     add_message_arguments,
     add_model_arguments,
     add_subcommand,
@@ -69,13 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="frames per chunk of the streaming pass (lower uses less memory; default: automatic)",
     )
-    model.add_argument(
-        "--merge-ratio",
-        type=float,
-        default=0.0,
-        metavar="R",
-        help="fast mode: merge this fraction (0-0.5) of the patch tokens in global attention (approximate; 0 exact)",
-    )
+    add_merge_ratio_argument(model)
     model.add_argument(
         "--offload",
         action="store_true",

@@ -44,7 +44,9 @@ from vggt.eval.scene_tracks import (
     queries_on_input_grid,
     track_metrics,
 )
-from vggt.pipeline.inference import InferenceOptions, Predictions, run_inference
+from vggt.layers.token_merging import MAX_MERGE_RATIO
+from vggt.models.config import VGGTConfig
+from vggt.pipeline.inference import InferenceOptions, Predictions, run_inference, streaming_for
 from vggt.pipeline.inputs import load_input_images
 from vggt.utils.files import atomic_file
 from vggt.utils.geometry import depth_map_to_world_points, pixel_grid
@@ -79,7 +81,8 @@ TABLE_COLUMNS = (
 @dataclass
 class EvalSettings:
     """How to evaluate: frames per scene, depth alignment, the point budget of the Chamfer metrics, how the
-    photos are preprocessed (`mode`, `resolution`: None is the model's training resolution) and where to run.
+    photos are preprocessed (`mode`, `resolution`: None is the model's training resolution), the fast mode's
+    `merge_ratio` (0: exact) and where to run.
     `max_frames` keeps that many evenly spaced frames of each scene (None: all)."""
 
     max_frames: int | None = None
@@ -89,15 +92,21 @@ class EvalSettings:
     dtype: torch.dtype = torch.float32
     mode: str = "crop"
     resolution: int | None = None
+    merge_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
             raise InputError("{max_frames} must be at least 1, got {value}", value=self.max_frames)
         if self.resolution is not None and self.resolution < 1:
             raise InputError("{resolution} must be at least 1, got {value}", value=self.resolution)
+        if not 0 <= self.merge_ratio <= MAX_MERGE_RATIO:
+            raise InputError(
+                "{merge_ratio} must be in [0, {top}], got {value}", top=MAX_MERGE_RATIO, value=self.merge_ratio
+            )
 
-    def inference_options(self) -> InferenceOptions:
-        return InferenceOptions(self.device, self.dtype, memory_check=False)
+    def inference_options(self, config: VGGTConfig) -> InferenceOptions:
+        streaming = streaming_for(self.device, config, merge_ratio=self.merge_ratio)
+        return InferenceOptions(self.device, self.dtype, streaming=streaming, memory_check=False)
 
 
 @dataclass
@@ -169,7 +178,7 @@ def predict(
     config = model.config
     resolution = settings.resolution or config.default_resolution
     loaded = load_input_images(image_paths, settings.mode, resolution, config.patch_size)
-    options = settings.inference_options()
+    options = settings.inference_options(config)
     input_hw = tuple(loaded.images.shape[-2:])
     queries = None if tracks is None else queries_on_input_grid(tracks, loaded.transforms, input_hw)
     predictions = run_inference(model, loaded.images, options, query_points=first_frame_queries(queries))
@@ -297,6 +306,7 @@ def evaluate_scenes(
             "max_points": settings.max_points,
             "preprocess_mode": settings.mode,
             "resolution": settings.resolution or model.config.default_resolution,
+            "merge_ratio": settings.merge_ratio,
             "device": str(settings.device),
             "dtype": str(settings.dtype).removeprefix("torch."),
         },

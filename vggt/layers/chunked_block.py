@@ -95,7 +95,8 @@ def chunked_block_forward(
                 out[:, tokens, columns] = attended.transpose(1, 2).flatten(2)
             else:  # only the kept tokens' queries attend; merged ones are restored below
                 attended = F.scaled_dot_product_attention(queries[:, :, rows], keys, values, attn_mask=bias)
-                out[:, tokens.start + rows, columns] = attended.transpose(1, 2).flatten(2)
+                # (an indexed write does not cast as a slice write does: attention may be bf16 under autocast)
+                out[:, tokens.start + rows, columns] = attended.transpose(1, 2).flatten(2).to(out.dtype)
         del keys, values
     if plan is not None:
         plan.restore(out)
