@@ -1,5 +1,5 @@
 """The per-sample recipe (`loss.averaging: per_sample`): each term against values worked out by hand on tiny
-inputs. The reference recipe is tested in test_losses_reference.py."""
+inputs. The reference recipe is tested in test_training_losses_reference.py."""
 
 from __future__ import annotations
 
