@@ -125,6 +125,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "conf percentile": ([str(photos), "--preset", "tiny", "--conf-percentile", "100"], "conf-percentile"),
         "fps on images": ([str(photos), "--preset", "tiny", "--fps", "2"], "--fps"),
         "resolution": ([str(photos), "--preset", "tiny", "--resolution", "100"], "multiple of the patch size"),
+        "loop frames": ([str(photos), "--preset", "tiny", "--window", "2", "--loop-closure", "0:5"], "--loop-closure"),
     }
 
 
@@ -141,6 +142,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "conf percentile",
         "fps on images",
         "resolution",
+        "loop frames",
     ],
 )
 def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
@@ -175,6 +177,22 @@ def test_cuda_without_cuda(tmp_path, capsys):
     photos = small_photos(tmp_path / "photos")
     assert main(["reconstruct", str(photos), "--out", str(tmp_path / "o"), "--device", "cuda", "-q"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_loop_closure_flag_alone_or_with_frames(tmp_path):
+    from vggt.cli.main import build_parser
+    from vggt.cli.reconstruct import options_from_args
+
+    def loop(*flags: str):
+        args = build_parser().parse_args(["reconstruct", str(tmp_path), "--out", str(tmp_path / "o"), *flags])
+        return options_from_args(args).loop_closure
+
+    assert loop() is False
+    assert loop("--window", "8", "--loop-closure") is True
+    assert loop("--window", "8", "--loop-closure", "3:120") == (3, 120)
+    with pytest.raises(SystemExit) as exc:
+        loop("--window", "8", "--loop-closure", "end")
+    assert exc.value.code == 2
 
 
 def test_usage_errors_exit_2(tmp_path):

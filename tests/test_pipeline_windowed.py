@@ -113,6 +113,21 @@ def test_window_options_are_checked():
     with pytest.raises(InputError, match="cannot be combined with window"):
         ReconstructOptions(window=8, bundle_adjust=True)
     assert ReconstructOptions(window=16).overlap == 4
+    assert ReconstructOptions(window=8, loop_closure=[2, 30]).loop_closure == (2, 30)
+    for bad in [(2,), (30, 2), ("a", "b"), (True, 5)]:
+        with pytest.raises(InputError, match="loop_closure"):
+            ReconstructOptions(window=8, loop_closure=bad)
+
+
+def test_a_named_loop_is_linked_to_the_windows_on_its_two_sides():
+    from vggt.pipeline.windowed import WindowPlan
+
+    plan = WindowPlan.build(20, 6, 2, (2, 17))  # windows 0-5, 4-9, 8-13, 12-17, 14-19
+    assert plan.loop == [15, 16, 17, 2, 3, 4]
+    assert plan.loop_links == (4, 0)  # both 12-17 and 14-19 hold 15-17: the later; 0-5 holds 2-4
+    plan = WindowPlan.build(20, 6, 2, (7, 15))
+    assert plan.loop == [13, 14, 15, 7, 8, 9] and plan.loop_links == (3, 1)
+    assert WindowPlan.build(20, 6, 2, True).loop_links == (4, 0)
 
 
 # ------------------------------------------------------------------------------------------------ intrinsics
@@ -161,8 +176,9 @@ def test_distorted_photos_are_undistorted_before_the_model_sees_them(tiny_model,
     np.testing.assert_allclose(rec.intrinsics[0][:2, :2], [[70.0, 0], [0, 70.0]])
 
 
-def test_loop_closure_runs_one_more_pass_and_keeps_the_first_camera(tiny_model, kitchen, tmp_path):
-    rec = run(tiny_model, kitchen[:12], window=6, overlap=2, loop_closure=True, work_dir=tmp_path / "work")
+@pytest.mark.parametrize("loop_closure", [True, (1, 10)])
+def test_loop_closure_runs_one_more_pass_and_keeps_the_first_camera(tiny_model, kitchen, tmp_path, loop_closure):
+    rec = run(tiny_model, kitchen[:12], window=6, overlap=2, loop_closure=loop_closure, work_dir=tmp_path / "work")
     assert len([p for p in (tmp_path / "work").iterdir() if p.name.startswith("window_")]) == 4  # 3 + the loop
     np.testing.assert_allclose(rec.extrinsics[0], np.eye(3, 4), atol=1e-5)
     assert np.isfinite(rec.extrinsics).all()

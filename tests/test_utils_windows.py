@@ -104,6 +104,14 @@ def test_a_loop_window_closes_the_scale_drift():
     assert closed < open_chain / 3, (open_chain, closed)
 
 
+def test_a_named_loop_takes_the_frames_before_the_late_one_and_after_the_early_one():
+    assert loop_window(40, 6, revisit=(3, 30)) == [28, 29, 30, 3, 4, 5]
+    assert loop_window(40, 6) == loop_window(40, 6, revisit=(0, 39))
+    for revisit in [(3, 8), (30, 3), (-1, 20), (3, 40)]:  # too close, reversed, outside the sequence
+        with pytest.raises(InputError, match="loop_closure names frames"):
+            loop_window(40, 6, revisit=revisit)
+
+
 def test_confidences_combine_as_inverse_variances_and_zero_drops_a_pixel():
     np.testing.assert_allclose(
         combined_confidence(np.array([2.0, 1.0, 0.0]), np.array([2.0, 3.0, 5.0])), [1.0, 0.75, 0]

@@ -129,9 +129,25 @@ def add_sequence_arguments(parser: argparse.ArgumentParser) -> None:
         "--overlap", type=int, default=None, metavar="K", help="frames a window shares with the one before (W/4)"
     )
     windows.add_argument(
-        "--loop-closure", action="store_true", help="the last frames revisit the first ones: close the loop"
+        "--loop-closure",
+        nargs="?",
+        const=True,
+        default=False,
+        type=loop_frames,
+        metavar="EARLY:LATE",
+        help="close a loop: alone, the last frames revisit the first ones; EARLY:LATE, frame LATE (0-based, in the "
+        "sequence) revisits frame EARLY",
     )
     windows.add_argument("--resume", action="store_true", help="reuse the windows an interrupted run left beside DIR")
+
+
+def loop_frames(text: str) -> tuple[int, int]:
+    """`EARLY:LATE` as two ints."""
+    early, sep, late = text.partition(":")
+    try:
+        return int(early), int(late)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected EARLY:LATE frame positions, e.g. 0:250, got {text!r}") from None
 
 
 def work_dir_for(out: Path) -> Path:

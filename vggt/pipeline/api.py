@@ -32,7 +32,7 @@ from vggt.pipeline.parallel import join_torchrun
 from vggt.pipeline.points import PointSelection, dense_cloud, tracked_points
 from vggt.pipeline.reconstruction import Reconstruction
 from vggt.pipeline.refine import refine_cameras, require_bundle_adjustment
-from vggt.pipeline.windowed import predict_windowed
+from vggt.pipeline.windowed import WindowPlan, predict_windowed
 from vggt.utils.cameras import Cameras
 from vggt.utils.device import resolve_device, resolve_dtype
 from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_original
@@ -164,6 +164,8 @@ def check_inputs(opts: ReconstructOptions, collected: CollectedInputs) -> None:
             "{bundle_adjust} needs at least two images, got {count}; drop it for a single photo",
             count=len(collected.image_paths),
         )
+    if opts.windowed:
+        WindowPlan.build(len(collected.image_paths), opts.window, opts.overlap, opts.loop_closure)  # its checks
 
 
 def model_name(model: torch.nn.Module, opts: ReconstructOptions) -> str:

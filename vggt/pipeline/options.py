@@ -57,8 +57,9 @@ class ReconstructOptions:
         intrinsics: a file of known intrinsics (JSON, COLMAP cameras or model; `vggt.data.intrinsics`) used instead
             of the predicted ones; refine_intrinsics: let bundle adjustment refine them (default: fixed).
         window, overlap: windowed reconstruction of long sequences: one forward pass per `window` frames, each
-            sharing `overlap` frames with the one before (None: one pass over all frames); loop_closure: the last
-            frames revisit the first ones (one more pass links them); work_dir: where the windows are kept
+            sharing `overlap` frames with the one before (None: one pass over all frames); loop_closure: True, the
+            last frames revisit the first ones, or (early, late), frame `late` revisits frame `early` (0-based
+            positions in the sequence); one more pass links the two sides; work_dir: where the windows are kept
             (default: a temporary folder); resume: reuse the windows already in `work_dir`.
         memory_check: stop with advice when the estimate exceeds free memory. progress: tqdm bars.
     """
@@ -84,7 +85,7 @@ class ReconstructOptions:
     refine_intrinsics: bool = False
     window: int | None = None
     overlap: int | None = None
-    loop_closure: bool = False
+    loop_closure: bool | tuple[int, int] = False
     work_dir: str | os.PathLike | None = None
     resume: bool = False
     memory_check: bool = True
@@ -138,12 +139,24 @@ class ReconstructOptions:
                 "{overlap} must be at least 1 and below {window} ({size}), got {value}", size=self.window, value=overlap
             )
         object.__setattr__(self, "overlap", overlap)
+        self._check_loop()
         if self.bundle_adjust:
             raise InputError(
                 "{bundle_adjust} works on one forward pass; it cannot be combined with {window} (drop one of them)"
             )
         if self.processes > 1:
             raise InputError("{window} bounds the memory already; it is not combined with {processes} > 1")
+
+    def _check_loop(self) -> None:
+        if isinstance(self.loop_closure, bool):
+            return
+        frames = tuple(self.loop_closure) if isinstance(self.loop_closure, (tuple, list)) else ()
+        if len(frames) != 2 or not all(isinstance(f, int) and not isinstance(f, bool) for f in frames):
+            raise InputError("{loop_closure} is True or two frame positions (early, late), got {value}",
+                             value=self.loop_closure)  # fmt: skip
+        if not 0 <= frames[0] < frames[1]:
+            raise InputError("{loop_closure} needs 0 <= early < late, got {value}", value=frames)
+        object.__setattr__(self, "loop_closure", frames)
 
     @property
     def windowed(self) -> bool:

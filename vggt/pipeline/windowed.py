@@ -5,8 +5,9 @@ window is one forward pass, written to disk as soon as it is done (`WindowStore`
 the host holds more than one window of predictions, and an interrupted run resumes from the windows on disk. Each
 window is then aligned to the one before by a robust similarity fitted on the shared frames' depth-unprojected
 points (`link_from_shared_frames`, IRLS with Cauchy weights: docs/long_sequences.md), the chain of links puts
-every camera and point in the first camera's frame, and an optional loop window (the last frames with the first
-ones) closes the loop through a pose graph. The merged predictions are memory-mapped arrays in the work folder.
+every camera and point in the first camera's frame, and an optional loop window (the frames before a named late
+frame with those after the early frame it revisits; by default the last frames with the first ones) closes the
+loop through a pose graph. The merged predictions are memory-mapped arrays in the work folder.
 """
 
 from __future__ import annotations
@@ -58,16 +59,32 @@ ARRAY_FIELDS = (
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """The frames of each forward pass: the windows in order, then the loop window (if any)."""
+    """The frames of each forward pass: the windows in order, then the loop window (if any), and the two windows
+    the loop window is linked to (the one sharing most frames with its late side, then with its early side)."""
 
     windows: list[list[int]]
     loop: list[int] | None = None
+    loop_links: tuple[int, int] | None = None
 
     @classmethod
-    def build(cls, num_frames: int, window: int, overlap: int, loop_closure: bool) -> WindowPlan:
+    def build(cls, num_frames: int, window: int, overlap: int, loop_closure: bool | tuple[int, int]) -> WindowPlan:
         windows = [list(r) for r in window_ranges(num_frames, window, overlap)]
-        loop = loop_window(num_frames, window) if loop_closure and len(windows) > 1 else None
-        return cls(windows, loop)
+        if loop_closure is not True and loop_closure and max(loop_closure) >= num_frames:
+            raise InputError(
+                "{loop_closure} names frame {frame} of a sequence of {count} frames (positions 0 to {last})",
+                frame=max(loop_closure),
+                count=num_frames,
+                last=num_frames - 1,
+            )
+        if not loop_closure or len(windows) < 2:
+            return cls(windows)
+        loop = loop_window(num_frames, window, None if loop_closure is True else tuple(loop_closure))
+        late_side, early_side = set(loop[: window - window // 2]), set(loop[window - window // 2 :])
+        shared = [(len(late_side & set(w)), len(early_side & set(w))) for w in windows]
+        # Ties: the later window for the late side, the earlier one for the early side.
+        to_late = max(range(len(windows)), key=lambda k: (shared[k][0], k))
+        to_early = max(range(len(windows)), key=lambda k: (shared[k][1], -k))
+        return cls(windows, loop, (to_late, to_early))
 
     @property
     def passes(self) -> list[list[int]]:
@@ -232,11 +249,11 @@ def align_windows(store: WindowStore, plan: WindowPlan) -> tuple[list[Similarity
     residuals = [float(np.median(fit.residuals)) * nodes[k].scale for k, fit in enumerate(fits)]
     inliers = [float(np.mean(fit.weights > 0.5 * np.median(fit.weights))) for fit in fits]
     if plan.loop is not None:
-        loop = len(plan.windows)
-        to_last, to_first = _link(store, plan, loop - 1, loop), _link(store, plan, 0, loop)
+        loop, (late, early) = len(plan.windows), plan.loop_links
+        to_late, to_early = _link(store, plan, late, loop), _link(store, plan, early, loop)
         edges = [SimilarityEdge(k, k + 1, fit.similarity) for k, fit in enumerate(fits)]
-        edges += [SimilarityEdge(loop - 1, loop, to_last.similarity), SimilarityEdge(0, loop, to_first.similarity)]
-        nodes = optimize_pose_graph([*nodes, nodes[-1] @ to_last.similarity], edges).nodes[:-1]
+        edges += [SimilarityEdge(late, loop, to_late.similarity), SimilarityEdge(early, loop, to_early.similarity)]
+        nodes = optimize_pose_graph([*nodes, nodes[late] @ to_late.similarity], edges).nodes[:-1]
     return nodes, residuals, inliers
 
 
@@ -298,7 +315,7 @@ def manifest(paths: Sequence[Path], opts: Any, resolution: int, model_name: str)
         "resolution": resolution,
         "window": opts.window,
         "overlap": opts.overlap,
-        "loop_closure": opts.loop_closure,
+        "loop_closure": opts.loop_closure if isinstance(opts.loop_closure, bool) else list(opts.loop_closure),
         "dtype": str(opts.dtype),
         "intrinsics": None if opts.intrinsics is None else str(opts.intrinsics),
     }

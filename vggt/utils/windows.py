@@ -5,8 +5,9 @@ A sequence of S frames is cut into windows of `window` frames, each sharing `ove
 coordinates (its first camera's frame, at its own scale). `link_from_shared_frames` fits the similarity taking a
 window's coordinates into the previous window's from the points both predicted for the shared frames;
 `vggt.utils.pose_graph.chain_similarities` chains the links into world-from-window transforms, and
-`optimize_pose_graph` adds loop closures. `loop_window` picks the frames of one extra pass that sees both ends of
-a sequence that returns to its start, so that it can be linked to the first and to the last window.
+`optimize_pose_graph` adds loop closures. `loop_window` picks the frames of one extra pass that sees both sides of
+a loop (by default the ends of a sequence that returns to its start), so that it can be linked to a window on
+each side.
 """
 
 from __future__ import annotations
@@ -57,15 +58,31 @@ def shared_frames(previous: range, current: range) -> tuple[np.ndarray, np.ndarr
     return np.array([previous.index(f) for f in frames]), np.array([current.index(f) for f in frames])
 
 
-def loop_window(num_frames: int, window: int) -> list[int]:
-    """Frames of an extra window seeing both ends of a sequence that comes back to its start: the last
-    `window - window // 2` frames and the first `window // 2`, in that order (so it overlaps the last window in
-    its first frames and the first window in its last)."""
-    if num_frames < window:
+def loop_window(num_frames: int, window: int, revisit: tuple[int, int] | None = None) -> list[int]:
+    """Frames of an extra window seeing both sides of a loop: the `window - window // 2` frames ending at frame
+    `late` and the `window // 2` frames starting at frame `early`, in that order (so it overlaps a window holding
+    `late` in its first frames and one holding `early` in its last).
+
+    Args:
+        revisit: (early, late), frame `late` sees again what frame `early` saw; None: (0, S - 1), the sequence
+            comes back to its start. The two must be at least `window` frames apart.
+    """
+    early, late = (0, num_frames - 1) if revisit is None else revisit
+    if revisit is None and num_frames <= window:
         raise InputError(
-            "a loop window needs {num_frames} >= {window}, got {frames} < {size}", frames=num_frames, size=window
+            "a loop window needs {num_frames} > {window}, got {frames} <= {size}", frames=num_frames, size=window
         )
-    return list(range(num_frames - (window - window // 2), num_frames)) + list(range(window // 2))
+    if not 0 <= early < late < num_frames or late - early < window:
+        raise InputError(
+            "{loop_closure} names frames {early} and {late}: they must be frames of the sequence (0 to {last}) at "
+            "least {window} ({size}) apart",
+            early=early,
+            late=late,
+            last=num_frames - 1,
+            size=window,
+        )
+    late_count, early_count = window - window // 2, window // 2
+    return list(range(late - late_count + 1, late + 1)) + list(range(early, early + early_count))
 
 
 def combined_confidence(first: np.ndarray, second: np.ndarray) -> np.ndarray:
