@@ -11,7 +11,7 @@ Every step is the documented command (docs/training.md), run as a subprocess:
     python -m training.train --config configs/tiny_synthetic.yaml run_dir=RUNS/tiny_synthetic VALIDATION
     python -m vggt evaluate --data HELDOUT --checkpoint RUNS/<run>/final --out RUNS/<run>/heldout --device cpu
 
-(VALIDATION: `validation.scenes=[HELDOUT] validation.every=2000`, which draws the held-out metrics into each
+(VALIDATION: `validation.scenes=[HELDOUT] validation.every=3000`, which draws the held-out metrics into each
 run's curves.png) and, for scale, the same evaluation of random weights: the recipe's model as its trainer
 initialises it (same seed), saved with its training resolution. Each training run reports its wall time, its CPU
 time (user + system, all threads: what it costs on an idle machine) and the machine's load (`uptime`) before and
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "synthetic_small.yaml"
 DEMO = REPO / "configs" / "tiny_synthetic.yaml"
 EVAL_FLAGS = ("--device", "cpu", "--dtype", "float32", "-q")
-VALIDATION_EVERY = 2000
+VALIDATION_EVERY = 3000
 # (metric group, metric, column title) of the printed table.
 COLUMNS = (
     ("camera", "AUC@30", "camera AUC@30"),
