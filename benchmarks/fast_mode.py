@@ -11,8 +11,9 @@ Frames are the real photos of ../shared/data/examples (cycled when more are aske
 that folder is absent. With `--checkpoint` the model loads those weights; otherwise its weights are random, and
 the deviation columns then only say how much merging perturbs *this* network: what it costs in accuracy with
 the released weights must be measured with them (`vggt evaluate --merge-ratio`). Prints a markdown table:
-frames, ratio, wall time of the forward pass, peak memory, the median relative depth difference and the median
-camera rotation difference (degrees) from the exact pass (ratio 0).
+frames, ratio, wall time of the forward pass, peak memory, the median relative depth difference, the median depth
+difference over the exact depth map's spread (std over pixels: random weights predict a nearly flat depth) and
+the median camera rotation difference (degrees) from the exact pass (ratio 0).
 """
 
 from __future__ import annotations
@@ -90,10 +91,16 @@ def rotation_difference_deg(pose_a: np.ndarray, pose_b: np.ndarray) -> np.ndarra
 
 
 def deviation(result: dict, exact: dict) -> tuple[float, float]:
-    """Median relative depth difference and median rotation difference (degrees) from the exact outputs."""
+    """Median relative depth difference, median depth difference over the exact depth's spread (std over pixels), and
+    median rotation difference (degrees), from the exact outputs."""
     depth, reference = result["depth"], exact["depth"]
-    relative = np.abs(depth - reference) / np.maximum(np.abs(reference), 1e-6)
-    return float(np.median(relative)), float(np.median(rotation_difference_deg(result["pose_enc"], exact["pose_enc"])))
+    difference = np.abs(depth - reference)
+    relative = difference / np.maximum(np.abs(reference), 1e-6)
+    # Random weights predict a nearly constant depth, so the difference is also given against the spread of the
+    # exact depth over pixels (a change of the depth map's pattern, not of its level).
+    spread = max(float(reference.std()), 1e-12)
+    angle = float(np.median(rotation_difference_deg(result["pose_enc"], exact["pose_enc"])))
+    return float(np.median(relative)), float(np.median(difference)) / spread, angle
 
 
 def run_one(config: dict) -> dict:
@@ -127,20 +134,22 @@ def main() -> None:
                 config = {**vars(args), "frames": str(frames), "frames_count": count, "ratio": ratio}
                 measured = run_one({**config, "result": str(result)})
                 outputs[ratio] = dict(np.load(result))
-                depth_diff, angle = deviation(outputs[ratio], outputs[0.0])
-                rows.append((count, ratio, measured, depth_diff, angle))
+                rows.append((count, ratio, measured, *deviation(outputs[ratio], outputs[0.0])))
                 print(f"{count} frames, ratio {ratio}: {measured}", file=sys.stderr)
     weights = args.checkpoint or "random weights"
     memory = "peak CUDA allocated" if args.device.startswith("cuda") else "peak RSS"
     print(f"\n{args.preset} ({weights}), {args.size}x{args.size}, {args.device} {args.dtype}\n")
-    print(f"| frames | merge ratio | forward (s) | speed-up | {memory} (MB) | depth rel. diff | rotation diff (deg) |")
-    print("|---|---|---|---|---|---|---|")
-    exact_seconds = {count: m["seconds"] for count, ratio, m, _, _ in rows if ratio == 0.0}
-    for count, ratio, measured, depth_diff, angle in rows:
+    print(
+        f"| frames | merge ratio | forward (s) | speed-up | {memory} (MB) | depth rel. diff "
+        "| depth diff / depth spread | rotation diff (deg) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    exact_seconds = {count: m["seconds"] for count, ratio, m, *_ in rows if ratio == 0.0}
+    for count, ratio, measured, depth_diff, depth_vs_spread, angle in rows:
         speedup = exact_seconds[count] / measured["seconds"]
         print(
             f"| {count} | {ratio:g} | {measured['seconds']:.1f} | {speedup:.2f}x | {measured['peak_mb']:.0f} "
-            f"| {depth_diff:.4f} | {angle:.3f} |"
+            f"| {depth_diff:.2e} | {depth_vs_spread:.3f} | {angle:.3f} |"
         )
 
 
