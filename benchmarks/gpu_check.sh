@@ -10,7 +10,8 @@
 #       -d wheelhouse huggingface_hub safetensors numpy pillow tqdm
 # Results: $OUT/equivalence.json (streaming vs full fp32, bf16 bound, 2-GPU sequence parallel),
 # $OUT/capacity_518_bf16_offload.md/.json (frames doubling until out of memory or the time budget),
-# $OUT/capacity_518_bf16.md/.json (the same without offload), $OUT/log.txt.
+# $OUT/capacity_518_bf16.md/.json (the same without offload), $OUT/fast_mode_518_bf16.md (token merging's
+# speed-up), $OUT/log.txt.
 set -u
 OUT="${OUT:-./gpu_results}"
 WHEELS="${WHEELS:-./wheelhouse}"
@@ -30,12 +31,15 @@ timeout 180 python benchmarks/gpu_check.py --out "$OUT" || echo "gpu_check.py fa
 
 # 2. Capacity at 518x518, bf16 autocast, offload: 25, 50, 100, 200 (the paper's job), 400, ... frames
 #    until out of memory or 2,000+ frames, stopping when the next run would pass the time budget.
-timeout 330 python benchmarks/capacity.py --device cuda --dtype bf16 --offload --sizes 518x518 \
-    --start-frames 25 --max-frames 3200 --time-budget 300 --json "$OUT/capacity_518_bf16_offload.json" \
+timeout 260 python benchmarks/capacity.py --device cuda --dtype bf16 --offload --sizes 518x518 \
+    --start-frames 25 --max-frames 3200 --time-budget 230 --json "$OUT/capacity_518_bf16_offload.json" \
     > "$OUT/capacity_518_bf16_offload.md" || echo "capacity (offload) failed or timed out"
 
 # 3. The same without offload, for the 200-frame job's memory on the device (short budget).
-timeout 100 python benchmarks/capacity.py --device cuda --dtype bf16 --sizes 518x518 \
-    --start-frames 50 --max-frames 200 --time-budget 80 --json "$OUT/capacity_518_bf16.json" \
+timeout 80 python benchmarks/capacity.py --device cuda --dtype bf16 --sizes 518x518 \
+    --start-frames 50 --max-frames 200 --time-budget 60 --json "$OUT/capacity_518_bf16.json" \
     > "$OUT/capacity_518_bf16.md" || echo "capacity (no offload) failed or timed out"
-cat "$OUT"/capacity_*.md
+# 4. The fast mode's speed-up (token merging in global attention) at 518x518, bf16, 100 frames.
+timeout 80 python benchmarks/fast_mode.py --device cuda --dtype bf16 --size 518 --frames 100 --ratios 0 0.5 \
+    > "$OUT/fast_mode_518_bf16.md" || echo "fast mode failed or timed out"
+cat "$OUT"/capacity_*.md "$OUT/fast_mode_518_bf16.md"
