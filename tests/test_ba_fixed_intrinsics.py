@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_ba import _noise_floor, needs_theseus
+from test_ba_solver import _noise_floor, needs_theseus
 
 from vggt.ba import bundle_adjust
 from vggt.ba.synthetic import make_scene, mean_reprojection_error, perturb, relative_rotation_errors
