@@ -104,8 +104,11 @@ class EvalSettings:
                 "{merge_ratio} must be in [0, {top}], got {value}", top=MAX_MERGE_RATIO, value=self.merge_ratio
             )
 
-    def inference_options(self, config: VGGTConfig) -> InferenceOptions:
-        streaming = streaming_for(self.device, config, merge_ratio=self.merge_ratio)
+    def inference_options(self, config: VGGTConfig | None = None) -> InferenceOptions:
+        """How `predict` runs the model (`config`: the model's, for its frames per chunk; None: VGGT-1B's)."""
+        if self.merge_ratio == 0 and config is None:
+            return InferenceOptions(self.device, self.dtype, memory_check=False)  # streaming chosen per model
+        streaming = streaming_for(self.device, config or VGGTConfig(), merge_ratio=self.merge_ratio)
         return InferenceOptions(self.device, self.dtype, streaming=streaming, memory_check=False)
 
 
