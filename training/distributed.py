@@ -7,10 +7,8 @@ MASTER_PORT) decide. gloo serves CPU runs, NCCL GPU runs.
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
-from datetime import timedelta
 
 import numpy as np
 import torch
@@ -18,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from vggt.utils.device import resolve_device
+from vggt.utils.distributed import TorchrunRanks, join_process_group, rank_device
 
 DDP_STRATEGY = "ddp"
 FSDP_STRATEGY = "fsdp"
@@ -25,21 +24,14 @@ STRATEGIES = (DDP_STRATEGY, FSDP_STRATEGY)
 
 
 @dataclass(frozen=True)
-class DistributedContext:
-    """Where this process sits in the job."""
+class DistributedContext(TorchrunRanks):
+    """Where this process sits in the job (ranks) and the device it trains on."""
 
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
     @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.parallel
 
 
 def setup_distributed(device: str = "auto", backend: str = "auto", timeout_minutes: float = 30.0) -> DistributedContext:
@@ -49,22 +41,14 @@ def setup_distributed(device: str = "auto", backend: str = "auto", timeout_minut
         device: "auto" (this rank's GPU when CUDA is available, else CPU), "cpu" or "cuda" (vggt.utils.device).
         backend: "auto" (NCCL on GPU, gloo on CPU), "gloo" or "nccl".
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    ranks = TorchrunRanks.from_environment()
     torch_device = resolve_device(device)
-    if torch_device.type == "cuda":
-        torch.cuda.set_device(local_rank)
-        torch_device = torch.device("cuda", local_rank)
-    elif torch_device.type != "cpu":
+    if torch_device.type not in ("cpu", "cuda"):
         raise ValueError(f"training runs on 'cpu' or 'cuda' (one GPU per process), got device={device!r}")
-    if world_size > 1 and not dist.is_initialized():
-        if backend == "auto":
-            backend = "nccl" if torch_device.type == "cuda" else "gloo"
-        if backend not in ("gloo", "nccl"):
-            raise ValueError(f"distributed.backend must be 'auto', 'gloo' or 'nccl', got {backend!r}")
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
-    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
+    torch_device = rank_device(torch_device, ranks.local_rank)
+    if ranks.parallel:
+        join_process_group(torch_device, backend, timeout_minutes)
+    return DistributedContext(ranks.rank, ranks.world_size, ranks.local_rank, torch_device)
 
 
 def cleanup_distributed() -> None:

@@ -11,8 +11,6 @@ Two ways in, with the same result as one process (global attention stays exact):
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,40 +24,17 @@ from vggt.models.sequence_parallel import (
     split_frames,
 )
 from vggt.models.streaming import StreamingOptions
-
-TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """Where this process sits: its rank among `world_size` processes of the default process group."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def parallel(self) -> bool:
-        return self.world_size > 1
+from vggt.utils.distributed import TorchrunRanks, join_process_group, rank_device
 
 
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def join_torchrun(device: torch.device) -> tuple[Ranks, torch.device]:
+def join_torchrun(device: torch.device) -> tuple[TorchrunRanks, torch.device]:
     """Join the process group torchrun set up (once), and this rank's device: its own GPU on CUDA."""
-    if not launched_by_torchrun():
-        return Ranks(), device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Ranks(dist.get_rank(), dist.get_world_size()), device
+    ranks = TorchrunRanks.from_environment()
+    if not ranks.parallel:
+        return TorchrunRanks(), device
+    device = rank_device(device, ranks.local_rank)
+    join_process_group(device)
+    return TorchrunRanks(dist.get_rank(), dist.get_world_size(), ranks.local_rank), device
 
 
 def parallel_forward(
