@@ -143,7 +143,7 @@ def add_sequence_arguments(parser: argparse.ArgumentParser) -> None:
 
 def loop_frames(text: str) -> tuple[int, int]:
     """`EARLY:LATE` as two ints."""
-    early, sep, late = text.partition(":")
+    early, _, late = text.partition(":")
     try:
         return int(early), int(late)
     except ValueError:

@@ -44,10 +44,10 @@ from vggt.eval.scene_tracks import (
     queries_on_input_grid,
     track_metrics,
 )
-from vggt.layers.token_merging import MAX_MERGE_RATIO
 from vggt.models.config import VGGTConfig
 from vggt.pipeline.inference import InferenceOptions, Predictions, run_inference, streaming_for
 from vggt.pipeline.inputs import load_input_images
+from vggt.pipeline.options import check_merge_ratio
 from vggt.utils.files import atomic_file
 from vggt.utils.geometry import depth_map_to_world_points, pixel_grid
 from vggt.utils.load_fn import PreprocessTransform
@@ -99,16 +99,14 @@ class EvalSettings:
             raise InputError("{max_frames} must be at least 1, got {value}", value=self.max_frames)
         if self.resolution is not None and self.resolution < 1:
             raise InputError("{resolution} must be at least 1, got {value}", value=self.resolution)
-        if not 0 <= self.merge_ratio <= MAX_MERGE_RATIO:
-            raise InputError(
-                "{merge_ratio} must be in [0, {top}], got {value}", top=MAX_MERGE_RATIO, value=self.merge_ratio
-            )
+        check_merge_ratio(self.merge_ratio)
 
     def inference_options(self, config: VGGTConfig | None = None) -> InferenceOptions:
-        """How `predict` runs the model (`config`: the model's, for its frames per chunk; None: VGGT-1B's)."""
-        if self.merge_ratio == 0 and config is None:
-            return InferenceOptions(self.device, self.dtype, memory_check=False)  # streaming chosen per model
-        streaming = streaming_for(self.device, config or VGGTConfig(), merge_ratio=self.merge_ratio)
+        """How `predict` runs the model: exact streaming chosen per model, or the fast mode's (`config`: the
+        model's, for its frames per chunk; None: VGGT-1B's)."""
+        streaming = None
+        if self.merge_ratio > 0:
+            streaming = streaming_for(self.device, config or VGGTConfig(), merge_ratio=self.merge_ratio)
         return InferenceOptions(self.device, self.dtype, streaming=streaming, memory_check=False)
 
 

@@ -33,6 +33,14 @@ def default_overlap(window: int) -> int:
     return max(1, int(window * DEFAULT_OVERLAP_FRACTION))
 
 
+def check_merge_ratio(merge_ratio: float) -> None:
+    """The fast mode's fraction of merged tokens must be in [0, MAX_MERGE_RATIO] (reconstruct and evaluate)."""
+    from vggt.layers.token_merging import MAX_MERGE_RATIO  # (imports torch: only when options are made)
+
+    if not 0 <= merge_ratio <= MAX_MERGE_RATIO:
+        raise InputError("{merge_ratio} must be in [0, {top}], got {value}", top=MAX_MERGE_RATIO, value=merge_ratio)
+
+
 @dataclass(frozen=True)
 class ReconstructOptions:
     """How to reconstruct. See `vggt.reconstruct` for what each field does.
@@ -116,12 +124,7 @@ class ReconstructOptions:
         self._check_windows()
 
     def _check_fast_mode(self) -> None:
-        from vggt.layers.token_merging import MAX_MERGE_RATIO  # (imports torch: only when options are made)
-
-        if not 0 <= self.merge_ratio <= MAX_MERGE_RATIO:
-            raise InputError(
-                "{merge_ratio} must be in [0, {top}], got {value}", top=MAX_MERGE_RATIO, value=self.merge_ratio
-            )
+        check_merge_ratio(self.merge_ratio)
         if self.merge_ratio > 0 and self.processes > 1:
             raise InputError("{merge_ratio} (the fast mode) runs in one process; drop {processes}")
 

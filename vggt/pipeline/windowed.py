@@ -69,7 +69,7 @@ class WindowPlan:
     @classmethod
     def build(cls, num_frames: int, window: int, overlap: int, loop_closure: bool | tuple[int, int]) -> WindowPlan:
         windows = [list(r) for r in window_ranges(num_frames, window, overlap)]
-        if loop_closure is not True and loop_closure and max(loop_closure) >= num_frames:
+        if isinstance(loop_closure, tuple) and max(loop_closure) >= num_frames:
             raise InputError(
                 "{loop_closure} names frame {frame} of a sequence of {count} frames (positions 0 to {last})",
                 frame=max(loop_closure),
@@ -78,7 +78,7 @@ class WindowPlan:
             )
         if not loop_closure or len(windows) < 2:
             return cls(windows)
-        loop = loop_window(num_frames, window, None if loop_closure is True else tuple(loop_closure))
+        loop = loop_window(num_frames, window, None if loop_closure is True else loop_closure)
         late_side, early_side = set(loop[: window - window // 2]), set(loop[window - window // 2 :])
         shared = [(len(late_side & set(w)), len(early_side & set(w))) for w in windows]
         # Ties: the later window for the late side, the earlier one for the early side.
