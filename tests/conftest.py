@@ -64,6 +64,15 @@ def golden_state_dict(golden_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(golden_dir / "tiny_state_dict.safetensors"))
 
 
+@pytest.fixture(scope="module")
+def golden_model(golden_dir: Path):
+    """The tiny preset with the golden weights, in eval mode, loaded as users load a checkpoint; one per test
+    module (some tests move it between devices or wrap it)."""
+    from vggt.models.vggt import VGGT
+
+    return VGGT.from_pretrained(golden_dir / "tiny_state_dict.safetensors", preset="tiny").eval()
+
+
 @pytest.fixture(scope="session")
 def golden_config(golden_dir: Path) -> dict:
     return json.loads((golden_dir / "tiny_config.json").read_text())

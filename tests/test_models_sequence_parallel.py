@@ -7,7 +7,6 @@ import torch
 
 from vggt.models.sequence_parallel import run_sequence_parallel, split_frames
 from vggt.models.streaming import StreamingOptions
-from vggt.models.vggt import VGGT
 from vggt.utils.load_fn import load_and_preprocess_images
 
 # Everything agrees within 1e-4, as the task asks. The tracks are compared at the golden tolerances of
@@ -16,13 +15,6 @@ from vggt.utils.load_fn import load_and_preprocess_images
 TOLERANCE = 1e-4
 TRACK_TOLERANCES = {"track": 5e-2, "vis": 2e-2, "conf": 2e-2}
 OPTIONS = StreamingOptions(2, 4096, None, 64)
-
-
-@pytest.fixture(scope="module")
-def golden_model(golden_state_dict) -> VGGT:
-    model = VGGT.from_preset("tiny")
-    model.load_state_dict(golden_state_dict, strict=True)
-    return model.eval()
 
 
 def _assert_same(parallel: dict, single: dict) -> None:

@@ -21,13 +21,6 @@ BF16_TRACK_BOUND_PX = 0.5
 BF16_PROBABILITY_BOUND = 0.05
 
 
-@pytest.fixture(scope="module")
-def golden_model(golden_state_dict) -> VGGT:
-    model = VGGT.from_preset("tiny")
-    model.load_state_dict(golden_state_dict, strict=True)
-    return model.eval()
-
-
 def _options(chunk: int | None, offload: bool) -> StreamingOptions:
     return StreamingOptions(chunk, chunk, chunk, chunk, offload=offload)
 

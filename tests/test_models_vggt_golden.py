@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from conftest import assert_close_golden
 
 from vggt.models.aggregator import IMAGENET_MEAN, IMAGENET_STD
-from vggt.models.vggt import VGGT
-
-
-@pytest.fixture(scope="module")
-def golden_model(golden_state_dict) -> VGGT:
-    model = VGGT.from_preset("tiny")
-    model.load_state_dict(golden_state_dict, strict=True)
-    return model.eval()
 
 
 @torch.no_grad()

@@ -24,21 +24,14 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def tiny_model(golden_dir):
-    from vggt.models.vggt import VGGT
-
-    return VGGT.from_pretrained(golden_dir / "tiny_state_dict.safetensors", preset="tiny")
-
-
-@pytest.fixture(scope="module")
 def photos(examples_dir) -> list[Path]:
     return sorted((examples_dir / "kitchen" / "images").iterdir())[:5]
 
 
-def test_two_local_processes_reconstruct_as_one(tiny_model, photos):
+def test_two_local_processes_reconstruct_as_one(golden_model, photos):
     options = {"device": "cpu", "dtype": "float32", "resolution": RESOLUTION, **ALL_PIXELS}
-    one = vggt.reconstruct(photos, model=tiny_model, **options)
-    two = vggt.reconstruct(photos, model=tiny_model, processes=2, **options)
+    one = vggt.reconstruct(photos, model=golden_model, **options)
+    two = vggt.reconstruct(photos, model=golden_model, processes=2, **options)
     np.testing.assert_allclose(two.extrinsics, one.extrinsics, atol=ATOL)
     np.testing.assert_allclose(two.intrinsics, one.intrinsics, rtol=ATOL)
     np.testing.assert_allclose(two.depth, one.depth, atol=ATOL, rtol=ATOL)

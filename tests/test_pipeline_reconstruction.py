@@ -34,22 +34,15 @@ CONF_PERCENTILE = 50.0
 
 
 @pytest.fixture(scope="module")
-def tiny_model(golden_dir):
-    from vggt.models.vggt import VGGT
-
-    return VGGT.from_pretrained(golden_dir / "tiny_state_dict.safetensors", preset="tiny")
-
-
-@pytest.fixture(scope="module")
 def room_images(examples_dir) -> Path:
     return examples_dir / "room" / "images"
 
 
 @pytest.fixture(scope="module")
-def room(tiny_model, room_images) -> Reconstruction:
+def room(golden_model, room_images) -> Reconstruction:
     return reconstruct(
         room_images,
-        model=tiny_model,
+        model=golden_model,
         device="cpu",
         dtype="float32",
         resolution=RESOLUTION,
@@ -252,12 +245,12 @@ def write_format_zoo(folder: Path) -> dict[str, tuple[int, int]]:
     return sizes
 
 
-def test_awkward_formats_mixed_sizes_and_pointmap(tiny_model, tmp_path, caplog):
+def test_awkward_formats_mixed_sizes_and_pointmap(golden_model, tmp_path, caplog):
     sizes = write_format_zoo(tmp_path / "zoo")
     assert Image.open(tmp_path / "zoo" / "sixteen.png").mode.startswith("I")
     with caplog.at_level("WARNING", logger="vggt"):
         rec = reconstruct(
-            tmp_path / "zoo", model=tiny_model, device="cpu", dtype="float32", resolution=56, points="pointmap"
+            tmp_path / "zoo", model=golden_model, device="cpu", dtype="float32", resolution=56, points="pointmap"
         )
     assert "notes.txt" in caplog.text  # skipped and listed
     assert sorted(rec.image_names) == sorted(sizes)
@@ -283,13 +276,13 @@ def test_awkward_formats_mixed_sizes_and_pointmap(tiny_model, tmp_path, caplog):
         assert (camera.width, camera.height) == sizes[image.name]
 
 
-def test_corrupt_image_is_named(tiny_model, tmp_path):
+def test_corrupt_image_is_named(golden_model, tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()
     Image.new("RGB", (32, 24)).save(folder / "ok.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(InputError, match="broken.jpg"):
-        reconstruct(folder, model=tiny_model, device="cpu", dtype="float32", resolution=56)
+        reconstruct(folder, model=golden_model, device="cpu", dtype="float32", resolution=56)
 
 
 # ------------------------------------------------------------------------------------------------ point selection
@@ -302,11 +295,11 @@ def assert_same_cloud(actual, expected) -> None:
     np.testing.assert_array_equal(actual.observations.xy, expected.observations.xy)
 
 
-def test_select_is_the_pipeline_selection_without_the_model(room, tiny_model, room_images):
+def test_select_is_the_pipeline_selection_without_the_model(room, golden_model, room_images):
     stricter = room.select(conf_percentile=80, max_points=None)
     direct = reconstruct(
         room_images,
-        model=tiny_model,
+        model=golden_model,
         device="cpu",
         dtype="float32",
         resolution=RESOLUTION,
@@ -410,13 +403,13 @@ def test_load_names_what_is_wrong(room_out, tmp_path):
 # ------------------------------------------------------------------------------------------------ device, memory
 
 
-def test_reconstruct_rejects_bad_options(tiny_model, room_images):
+def test_reconstruct_rejects_bad_options(golden_model, room_images):
     with pytest.raises(InputError, match="points"):
-        reconstruct(room_images, model=tiny_model, points="mesh")
+        reconstruct(room_images, model=golden_model, points="mesh")
     with pytest.raises(InputError, match="conf_percentile"):
-        reconstruct(room_images, model=tiny_model, conf_percentile=100)
+        reconstruct(room_images, model=golden_model, conf_percentile=100)
     with pytest.raises(InputError, match="resolution"):
-        reconstruct(room_images, model=tiny_model, device="cpu", resolution=100)
+        reconstruct(room_images, model=golden_model, device="cpu", resolution=100)
 
 
 # ------------------------------------------------------------------------------------------------ bundle adjustment
@@ -450,7 +443,7 @@ def test_bundle_adjusted_tracks_go_into_the_colmap_model(room, tmp_path):
             np.testing.assert_allclose(image.points2D[element.point2D_idx].xy, expected, rtol=1e-4, atol=0.05)
 
 
-def test_bundle_adjustment_falls_back_when_no_track_survives(tiny_model, tmp_path, caplog):
+def test_bundle_adjustment_falls_back_when_no_track_survives(golden_model, tmp_path, caplog):
     pytest.importorskip("theseus")
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -460,7 +453,7 @@ def test_bundle_adjustment_falls_back_when_no_track_survives(tiny_model, tmp_pat
     with caplog.at_level("WARNING", logger="vggt"):
         rec = reconstruct(
             folder,
-            model=tiny_model,
+            model=golden_model,
             device="cpu",
             dtype="float32",
             resolution=56,

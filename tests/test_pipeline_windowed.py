@@ -25,32 +25,25 @@ FAST = ["--device", "cpu", "--dtype", "float32", "--resolution", str(RESOLUTION)
 
 
 @pytest.fixture(scope="module")
-def tiny_model(golden_dir):
-    from vggt.models.vggt import VGGT
-
-    return VGGT.from_pretrained(golden_dir / "tiny_state_dict.safetensors", preset="tiny")
-
-
-@pytest.fixture(scope="module")
 def kitchen(examples_dir) -> list[Path]:
     return sorted((examples_dir / "kitchen" / "images").iterdir())[:20]
 
 
-def run(tiny_model, paths, **options):
-    return vggt.reconstruct(paths, model=tiny_model, device="cpu", dtype="float32", resolution=RESOLUTION, **options)
+def run(golden_model, paths, **options):
+    return vggt.reconstruct(paths, model=golden_model, device="cpu", dtype="float32", resolution=RESOLUTION, **options)
 
 
-def test_one_window_holding_every_frame_is_the_plain_run(tiny_model, kitchen):
-    plain = run(tiny_model, kitchen[:8])
-    windowed = run(tiny_model, kitchen[:8], window=8, overlap=3)
+def test_one_window_holding_every_frame_is_the_plain_run(golden_model, kitchen):
+    plain = run(golden_model, kitchen[:8])
+    windowed = run(golden_model, kitchen[:8], window=8, overlap=3)
     assert windowed.windows is None
     np.testing.assert_array_equal(windowed.extrinsics, plain.extrinsics)
     np.testing.assert_array_equal(windowed.points, plain.points)
     np.testing.assert_array_equal(windowed.depth, plain.depth)
 
 
-def test_windows_make_one_reconstruction_in_the_first_cameras_frame(tiny_model, kitchen, tmp_path):
-    rec = run(tiny_model, kitchen, window=8, overlap=3, max_points=3000)
+def test_windows_make_one_reconstruction_in_the_first_cameras_frame(golden_model, kitchen, tmp_path):
+    rec = run(golden_model, kitchen, window=8, overlap=3, max_points=3000)
     assert rec.num_frames == 20 and "4 windows" in rec.windows and "alignment residual" in rec.summary()
     np.testing.assert_allclose(rec.extrinsics[0], np.eye(3, 4), atol=1e-5)
     assert np.isfinite(rec.extrinsics).all() and np.isfinite(rec.points).all()
@@ -96,10 +89,10 @@ def test_a_killed_windowed_run_resumes_to_the_same_output(kitchen, golden_dir, t
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
 
-def test_resume_refuses_the_windows_of_another_run(tiny_model, kitchen, tmp_path):
-    run(tiny_model, kitchen[:12], window=8, overlap=3, work_dir=tmp_path / "work")
+def test_resume_refuses_the_windows_of_another_run(golden_model, kitchen, tmp_path):
+    run(golden_model, kitchen[:12], window=8, overlap=3, work_dir=tmp_path / "work")
     with pytest.raises(vggt.errors.InputError, match="of another run"):
-        run(tiny_model, kitchen[:12], window=8, overlap=2, work_dir=tmp_path / "work", resume=True)
+        run(golden_model, kitchen[:12], window=8, overlap=2, work_dir=tmp_path / "work", resume=True)
 
 
 def test_window_options_are_checked():
@@ -133,14 +126,14 @@ def test_a_named_loop_is_linked_to_the_windows_on_its_two_sides():
 # ------------------------------------------------------------------------------------------------ intrinsics
 
 
-def test_known_intrinsics_replace_the_predicted_ones_everywhere(tiny_model, kitchen, tmp_path):
+def test_known_intrinsics_replace_the_predicted_ones_everywhere(golden_model, kitchen, tmp_path):
     from PIL import Image
 
     width, height = Image.open(kitchen[0]).size
     camera = {"width": width, "height": height, "fx": 0.8 * width, "fy": 0.8 * width, "cx": width / 2, "cy": height / 2}
     calibration = tmp_path / "intrinsics.json"
     calibration.write_text(json.dumps({"camera": camera}))
-    rec = run(tiny_model, kitchen[:3], intrinsics=calibration, max_points=500)
+    rec = run(golden_model, kitchen[:3], intrinsics=calibration, max_points=500)
     # The JSON's principal point is in OpenCV's convention, this package's (pixel centres at integers).
     expected = np.array([[camera["fx"], 0, camera["cx"]], [0, camera["fy"], camera["cy"]], [0, 0, 1]])
     for intrinsic in rec.intrinsics:
@@ -157,7 +150,7 @@ def test_known_intrinsics_replace_the_predicted_ones_everywhere(tiny_model, kitc
     np.testing.assert_allclose(saved[0]["intrinsic"], expected, rtol=1e-6)
 
 
-def test_distorted_photos_are_undistorted_before_the_model_sees_them(tiny_model, tmp_path):
+def test_distorted_photos_are_undistorted_before_the_model_sees_them(golden_model, tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(3)
@@ -168,7 +161,7 @@ def test_distorted_photos_are_undistorted_before_the_model_sees_them(tiny_model,
     camera = {"width": 80, "height": 60, "fx": 70.0, "fy": 70.0, "cx": 40.0, "cy": 30.0, "distortion": [-0.2, 0.05]}
     calibration = tmp_path / "intrinsics.json"
     calibration.write_text(json.dumps({"camera": {**camera, "model": "OPENCV", "distortion": [-0.2, 0.05, 0, 0]}}))
-    rec = run(tiny_model, folder, intrinsics=calibration, max_points=200)
+    rec = run(golden_model, folder, intrinsics=calibration, max_points=200)
     out = rec.save(tmp_path / "out")
     original = np.asarray(Image.open(folder / "0.png"))
     written = np.asarray(Image.open(out / "images" / "0.png"))
@@ -177,8 +170,8 @@ def test_distorted_photos_are_undistorted_before_the_model_sees_them(tiny_model,
 
 
 @pytest.mark.parametrize("loop_closure", [True, (1, 10)])
-def test_loop_closure_runs_one_more_pass_and_keeps_the_first_camera(tiny_model, kitchen, tmp_path, loop_closure):
-    rec = run(tiny_model, kitchen[:12], window=6, overlap=2, loop_closure=loop_closure, work_dir=tmp_path / "work")
+def test_loop_closure_runs_one_more_pass_and_keeps_the_first_camera(golden_model, kitchen, tmp_path, loop_closure):
+    rec = run(golden_model, kitchen[:12], window=6, overlap=2, loop_closure=loop_closure, work_dir=tmp_path / "work")
     assert len([p for p in (tmp_path / "work").iterdir() if p.name.startswith("window_")]) == 4  # 3 + the loop
     np.testing.assert_allclose(rec.extrinsics[0], np.eye(3, 4), atol=1e-5)
     assert np.isfinite(rec.extrinsics).all()
