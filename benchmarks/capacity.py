@@ -187,6 +187,7 @@ def projection(args: argparse.Namespace, size: tuple[int, int]) -> str:
             trunk_bytes=2 if args.trunk_bf16 else 4,
             autocast_bytes=2 if args.dtype == "bf16" and not args.trunk_bf16 else None,
             images_on_device=not args.offload,
+            discards_read_frames=args.device == "cpu",
         )
         weights, peak = estimate.weights, estimate.device_peak
         lines.append(

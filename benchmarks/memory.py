@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -121,7 +122,9 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=Path("/tmp/vggt1b_random_seed0.safetensors"))
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 24])
     parser.add_argument("--jobs", nargs="+", choices=["sweep", "kitchen"], default=["sweep", "kitchen"])
-    parser.add_argument("--repeats", type=int, default=1, help="runs per measurement (the fastest is kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per measurement (the least memory and the fastest are kept)"
+    )
     parser.add_argument("--threads", type=int, help="torch threads in each run (1: robust to a shared machine)")
     args = parser.parse_args()
     if args.child:
@@ -145,6 +148,10 @@ def main() -> None:
             full_job = {**job, "impl": impl, "weights": weights, "threads": args.threads}
             runs = [_run_child(full_job, args.reference, args.reference_path) for _ in range(args.repeats)]
             out[impl] = {key: min(r[key] for r in runs) for key in ("mb", "seconds", "cpu_seconds")}
+            out[impl]["median_mb"] = statistics.median(r["mb"] for r in runs)
+            if args.repeats > 1:
+                label = f"{job['name']} {job.get('frames', '')}".strip()
+                print(f"# {impl} {label}: MB of each run " + ", ".join(f"{r['mb']:.0f}" for r in runs), flush=True)
         return out
 
     print(f"# load average before: {os.getloadavg()[0]:.2f}; torch threads per run: {args.threads or 'default'}")
@@ -157,8 +164,10 @@ def main() -> None:
         )
         if len(args.frames) > 1:
             f0, f1 = args.frames[0], args.frames[-1]
-            slopes = {i: (results[f1][i]["mb"] - results[f0][i]["mb"]) / (f1 - f0) for i in impls}
-            print("\nMB per extra frame: " + ", ".join(f"{i} {slopes[i]:.1f}" for i in impls))
+            for stat, key in (("least", "mb"), ("median", "median_mb"))[: 1 + (args.repeats > 1)]:
+                slopes = {i: (results[f1][i][key] - results[f0][i][key]) / (f1 - f0) for i in impls}
+                line = ", ".join(f"{i} {slopes[i]:.1f}" for i in impls)
+                print(f"\nMB per extra frame ({stat} memory of {args.repeats} runs each): {line}")
     if "kitchen" in args.jobs:
         job = {"name": "kitchen", "inputs": str(inputs), "track": True}
         _print_table("4 kitchen photos (350x518) with 5 query points, every head", impls, {"kitchen": measure(job)})

@@ -46,12 +46,19 @@ def test_two_processes_match_one_on_the_golden_inputs(golden_model, golden_io):
 
 
 def test_two_processes_match_one_on_photos_with_less_memory_each(golden_model, examples_dir):
-    photos = sorted((examples_dir / "kitchen" / "images").iterdir())[:12]
-    images = load_and_preprocess_images([str(p) for p in photos])  # 12 x 3 x 350 x 518
+    photos = sorted((examples_dir / "kitchen" / "images").iterdir())[:24]
+    images = load_and_preprocess_images([str(p) for p in photos])  # 24 x 3 x 350 x 518
     queries = torch.tensor([[100.0, 120.0], [260.0, 200.0], [400.0, 300.0]])
-    one = run_sequence_parallel(golden_model, images, 1, query_points=queries, streaming=OPTIONS)
-    two = run_sequence_parallel(golden_model, images, 2, query_points=queries, streaming=OPTIONS)
+    # One frame per dense-head step: the heads' working memory, the same in every process, stays small next
+    # to what the frames themselves take.
+    options = OPTIONS.replace(frames_chunk_size=1)
+    one = run_sequence_parallel(golden_model, images, 1, query_points=queries, streaming=options)
+    two = run_sequence_parallel(golden_model, images, 2, query_points=queries, streaming=options)
     _assert_same(two.predictions, one.predictions)
-    # Each rank holds half the frames' tokens and outputs: clearly less than the single process.
+    # Each rank holds half the frames' tokens and outputs, so each peaks below the single process (the
+    # issue's criterion). Measured on 2 cores: ranks at 0.61 to 0.93 of the single process's peak. An
+    # earlier bound of 0.8 no longer holds every time: the single process's heads phase now holds the
+    # larger of its kept layers and outputs, not both, and what every process has alike (the heads'
+    # working memory, glibc's heap state) weighs more.
     single_mb = one.peak_memory_mb[0]
-    assert max(two.peak_memory_mb) < 0.8 * single_mb, (two.peak_memory_mb, single_mb)
+    assert max(two.peak_memory_mb) < single_mb, (two.peak_memory_mb, single_mb)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import mmap
+
 import pytest
 import torch
 from conftest import assert_close_golden
 
 from vggt.models.aggregator import Aggregator
 from vggt.models.streaming import StreamingOptions
+from vggt.models.streaming_forward import run_frame_heads
 from vggt.models.vggt import VGGT
+from vggt.utils import host_memory
 
 FORWARD_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf")
 
@@ -46,6 +50,28 @@ def test_streaming_aggregator_stores_every_layer_of_the_full_pass(golden_model, 
     assert patch_start_idx == 5
     for i, stored in enumerate(kept.as_list()):
         assert_close_golden(f"aggregator.layer{i}", stored, golden_io[f"aggregator.layer{i}"], tolerances)
+
+
+@torch.no_grad()
+def test_frames_the_heads_have_read_are_discarded_without_changing_a_number(
+    golden_model, golden_io, tolerances, monkeypatch
+):
+    # Every scene buffer mapped (the golden scene is far below the size at which they are), so that the
+    # dense heads' frame-by-frame discarding of the kept outputs really gives pages back.
+    monkeypatch.setattr(host_memory, "MIN_MAPPED_BYTES", 0)
+    images, queries = golden_io["input.images"], golden_io["input.query_points"]
+    options = _options(1, False)
+    kept, patch_start_idx = golden_model.aggregator.forward_streaming(images, options, range(4))
+    out = run_frame_heads(golden_model, kept, images.shape, patch_start_idx, ["depth", "point"], False, options)
+    for key in ("depth", "depth_conf", "world_points", "world_points_conf"):
+        assert_close_golden(f"forward.{key}", out[key], golden_io[f"forward.{key}"], tolerances)
+    read = kept.layers[3][1][0]  # every frame of the first sample: read by every head, so discarded
+    assert read.numel() * read.element_size() > 2 * mmap.PAGESIZE
+    assert not read.flatten()[: mmap.PAGESIZE // read.element_size()].any(), "nothing was discarded"
+    # and the whole model, so discarding, gives the golden numbers
+    full = golden_model(images, query_points=queries, streaming=options)
+    for key in FORWARD_KEYS:
+        assert_close_golden(f"forward.{key}", full[key], golden_io[f"forward.{key}"], tolerances)
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ heads, over all tokens, at a time: only `scaled_dot_product_attention` sees all 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from vggt.layers.attention import KEY, QUERY, VALUE, Attention
 from vggt.layers.block import Block
 from vggt.layers.onednn import linear
 from vggt.layers.token_merging import TokenMerging
+from vggt.utils.host_memory import scene_buffer
 
 # positions(tokens) -> RoPE positions [B, n, 2] of a slice of tokens, or None without RoPE.
 PositionsFn = Callable[[slice], Tensor | None]
@@ -25,16 +26,11 @@ PositionsFn = Callable[[slice], Tensor | None]
 KeyValueGather = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
-def chunk_slices(length: int, size: int | None, boundaries: Sequence[int] = ()) -> Iterator[slice]:
-    """Slices covering range(length) in steps of `size` (None: one slice), also split at `boundaries`."""
-    cuts = sorted(set(range(0, length, size or max(length, 1))) | {b for b in boundaries if 0 < b < length} | {0})
-    for start, end in zip(cuts, cuts[1:] + [length]):
-        if end > start:
-            yield slice(start, end)
-
-
-def _slices(length: int, size: int | None, boundaries: Sequence[int]) -> list[slice]:
-    return list(chunk_slices(length, size, boundaries))
+def chunk_slices(length: int, size: int | None) -> Iterator[slice]:
+    """Slices covering range(length) in steps of `size` (None: one slice)."""
+    step = size or max(length, 1)
+    for start in range(0, length, step):
+        yield slice(start, min(start + step, length))
 
 
 def chunked_block_forward(
@@ -47,7 +43,6 @@ def chunked_block_forward(
     *,
     kv_dtype: torch.dtype | None = None,
     gather: KeyValueGather | None = None,
-    boundaries: Sequence[int] = (),
     kv_buffers: list[Tensor] | None = None,
     merge: TokenMerging | None = None,
 ) -> Tensor:
@@ -59,14 +54,13 @@ def chunked_block_forward(
         kv_dtype: dtype to hold keys and values in (the autocast dtype, which attention would cast them to).
         gather: exchanges keys and values with other processes for sequence parallelism; the queries of
             these tokens then attend to all tokens it returns.
-        boundaries: token indices no chunk crosses (e.g. where the storage of `out` changes).
         kv_buffers: a list to keep the keys and values buffers in, reused by later calls of the same
             sizes (a caller running many blocks avoids reallocating them); empty at first.
         merge: the fast mode's token merging (None: exact attention), planned on the keys averaged over all heads.
     """
     attn = block.attn
-    token_slices = _slices(x.shape[1], tokens_chunk_size, boundaries)
-    head_groups = _slices(attn.num_heads, heads_chunk_size, ())
+    token_slices = list(chunk_slices(x.shape[1], tokens_chunk_size))
+    head_groups = list(chunk_slices(attn.num_heads, heads_chunk_size))
     rope = _RopeTables(attn, positions)
     plan = None
     if merge is not None:
@@ -162,8 +156,7 @@ def _kv_storage(
         fits = keys.dtype == dtype and keys.shape[1] >= shape[1] and keys.shape[::2] == shape[::2]
         if fits and keys.shape[3] == shape[3]:
             return keys[:, : shape[1]], values[:, : shape[1]]
-    keys = torch.empty(shape, dtype=dtype, device=device)
-    values = torch.empty(shape, dtype=dtype, device=device)
+    keys, values = (scene_buffer(shape, dtype, device) for _ in range(2))
     if kv_buffers is not None:
         kv_buffers[:] = [keys, values]
     return keys, values

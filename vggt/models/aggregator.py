@@ -15,6 +15,7 @@ from vggt.layers.token_merging import TokenMerging
 from vggt.models import progress
 from vggt.models.config import VGGTConfig
 from vggt.models.streaming import KeptOutputs, StreamingOptions, autocast_dtype
+from vggt.utils.host_memory import release_freed_host_memory, scene_buffer
 
 # ImageNet statistics the DINOv2 encoder was trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -163,7 +164,7 @@ class Aggregator(nn.Module):
         for frames in frame_slices:
             tokens = self.embed(images[:, frames].to(device, non_blocking=True), includes_first and frames.start == 0)
             if state is None:
-                state = torch.empty(B, S, *tokens.shape[2:], dtype=tokens.dtype, device=device)
+                state = scene_buffer((B, S, *tokens.shape[2:]), tokens.dtype, device)
             state[:, frames] = tokens
             del tokens
             progress.advance()
@@ -199,7 +200,7 @@ class _StreamingTrunk:
         """A token buffer of our own: a released one if any, else a new one."""
         if self.spares:
             return self.spares.pop()
-        return torch.empty(like.shape, dtype=like.dtype, device=like.device)
+        return scene_buffer(like.shape, like.dtype, like.device)
 
     def _global_positions(self, tokens: slice) -> Tensor | None:
         if self.frame_pos is None:
@@ -224,6 +225,14 @@ class _StreamingTrunk:
             part = slice(frames.start * P, frames.stop * P)
             self.kept.write(i, second, part, tokens[:, frames].flatten(1, 2))
 
+    @staticmethod
+    def _block_done(device: torch.device) -> None:
+        progress.advance()
+        if device.type == "cpu":
+            # Give back the heap pages the block's temporaries left free: glibc would keep up to 64 MiB
+            # of them resident, by an amount that depends on the scene (host_memory explains why).
+            release_freed_host_memory()
+
     def _token_merging(self, num_frames: int, tokens_per_frame: int) -> TokenMerging | None:
         """The fast mode's merging of the global blocks' tokens, None for the exact model."""
         if self.options.merge_ratio <= 0:
@@ -235,7 +244,6 @@ class _StreamingTrunk:
     def run(self, state: Tensor) -> None:
         """Run every block pair on state [B, S, P, C] (consumed), filling the kept outputs."""
         self.batch = state.shape[0]
-        boundaries = [f.start * state.shape[2] for f in self.frame_slices]
         kv_dtype = autocast_dtype(state.device)
         kv_buffers: list[Tensor] = []
         merge = self._token_merging(state.shape[1], state.shape[2])
@@ -244,7 +252,7 @@ class _StreamingTrunk:
             adopted = i in self.kept.layers and self.kept.adopts
             dest = state if owned else self._plain(state)
             self._frame_blocks(i, state, dest)
-            progress.advance()
+            self._block_done(state.device)
             if i in self.kept.layers:
                 self._store(i, False, dest)
             out = self._plain(dest)
@@ -257,11 +265,10 @@ class _StreamingTrunk:
                 self.options.heads_chunk_size,
                 kv_dtype=kv_dtype,
                 gather=self.gather,
-                boundaries=boundaries,
                 kv_buffers=kv_buffers,
                 merge=merge,
             )
-            progress.advance()
+            self._block_done(state.device)
             if i in self.kept.layers:
                 self._store(i, True, out)
             if not adopted:

@@ -29,7 +29,7 @@ class StreamingMemory:
 
     weights: int
     trunk_phase: int  # beyond the weights: kept outputs, token state, then keys and values or one token chunk
-    heads_phase: int  # beyond the weights: kept outputs, outputs, one dense-head frame chunk
+    heads_phase: int  # beyond the weights: kept outputs and outputs (or the larger), one dense-head frame chunk
     host: int  # offloaded kept outputs, outputs and images
 
     @property
@@ -56,6 +56,7 @@ def estimate_streaming_memory(
     head_bytes: int = 4,
     autocast_bytes: int | None = None,
     images_on_device: bool = True,
+    discards_read_frames: bool = False,
 ) -> StreamingMemory:
     """Peak memory of a streaming pass over `num_frames` frames of height x width, without the track head.
 
@@ -67,6 +68,8 @@ def estimate_streaming_memory(
             float32 trunk caches a low-precision copy of its weights, keeps the kept outputs, keys and values
             in that dtype, and the token state in float32.
         images_on_device: the input images live on the device (with offload they may stay on the CPU).
+        discards_read_frames: the kept outputs give back each frame chunk once the heads have read it (on the
+            CPU: `vggt.utils.host_memory`), so they shrink as the outputs grow and the larger of the two counts.
     """
     c = config
     tokens = num_frames * (c.patch_start_idx + (height // c.patch_size) * (width // c.patch_size))
@@ -88,7 +91,8 @@ def estimate_streaming_memory(
     images = num_frames * 3 * height * width * 4
     cast_copy = trunk_parameters * autocast_bytes if autocast_bytes and trunk_bytes > autocast_bytes else 0
     weights = trunk_parameters * trunk_bytes + (num_parameters - trunk_parameters) * head_bytes + cast_copy
-    on_device = 0 if options.offload else kept + outputs
+    kept_and_outputs = max(kept, outputs) if discards_read_frames else kept + outputs
+    on_device = 0 if options.offload else kept_and_outputs
     resident_images = images if images_on_device else 0
     return StreamingMemory(
         weights=weights,

@@ -1,12 +1,15 @@
 """Peak-memory probes: what one forward pass adds on top of the loaded model (benchmarks, sequence parallel).
 
 On CUDA: `torch.cuda.max_memory_allocated` above the allocation before the pass. On a Linux CPU: the
-peak resident set (VmHWM, reset through /proc/self/clear_refs) above the resident set before it;
-elsewhere the process's lifetime peak (ru_maxrss), which over-counts.
+peak resident set (VmHWM, reset through /proc/self/clear_refs) above the resident set before it,
+taken after the allocator has given its free heap pages back (what loading the model left free would
+otherwise hide part of the pass, by a different amount in every run); elsewhere the process's lifetime
+peak (ru_maxrss), which over-counts.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import resource
 import sys
 from pathlib import Path
@@ -14,6 +17,16 @@ from pathlib import Path
 import torch
 
 MIB = 1024**2
+
+
+def _release_freed_host_memory() -> None:
+    """vggt.utils.host_memory.release_freed_host_memory, loaded by path: benchmarks run this file in the
+    reference's process too, where `vggt` is the reference package."""
+    path = Path(__file__).resolve().parents[1] / "utils" / "host_memory.py"
+    spec = importlib.util.spec_from_file_location("_vggt_host_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.release_freed_host_memory()
 
 
 def _proc_status_mb(field: str) -> float | None:
@@ -42,6 +55,7 @@ def rss_mb() -> float:
 
 def reset_peak_rss() -> float:
     """Reset the peak resident set to the current one (Linux); return the current resident set in MiB."""
+    _release_freed_host_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

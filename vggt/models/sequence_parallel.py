@@ -31,6 +31,7 @@ from torch import Tensor
 from vggt.layers.onednn import onednn_linear
 from vggt.models.streaming import StreamingOptions
 from vggt.models.streaming_forward import run_heads
+from vggt.utils.host_memory import scene_buffer
 
 # Outputs with a frame axis (dim 1), split over the ranks; the rest are the same on every rank.
 FRAME_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf", "images")
@@ -82,9 +83,14 @@ class FrameGroup:
             pad_shape = list(x.shape)
             pad_shape[dim] = longest - x.shape[dim]
             padded = torch.cat([x, x.new_zeros(pad_shape)], dim=dim)
-        parts = [torch.empty_like(padded) for _ in self.counts]
-        dist.all_gather(parts, padded.contiguous(), group=self.group)
-        return torch.cat([p.narrow(dim, 0, c * per_frame) for p, c in zip(parts, self.counts)], dim=dim)
+        # Scene-sized (the keys and values of every frame): in buffers outside the CPU heap, see host_memory.
+        parts = scene_buffer((len(self.counts), *padded.shape), padded.dtype, padded.device)
+        dist.all_gather(list(parts.unbind(0)), padded.contiguous(), group=self.group)
+        shape = list(x.shape)
+        shape[dim] = self.num_frames * per_frame
+        gathered = scene_buffer(shape, x.dtype, x.device)
+        pieces = [p.narrow(dim, 0, c * per_frame) for p, c in zip(parts.unbind(0), self.counts)]
+        return torch.cat(pieces, dim=dim, out=gathered)
 
     def from_first(self, x: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         """Rank 0's x on every rank."""

@@ -9,9 +9,7 @@ at a time in the dtype and on the device a head asks for.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +18,7 @@ from torch import Tensor
 
 from vggt.layers.chunked_block import chunk_slices
 from vggt.layers.token_merging import MAX_MERGE_RATIO
+from vggt.utils.host_memory import discard, scene_buffer
 
 __all__ = ["KeptOutputs", "StreamingOptions", "autocast_dtype", "chunk_slices"]
 
@@ -28,7 +27,7 @@ __all__ = ["KeptOutputs", "StreamingOptions", "autocast_dtype", "chunk_slices"]
 AUTO_CHUNKS = {
     "cuda": (8, 32768, None, 1024),
     "mps": (4, 16384, None, 512),
-    "cpu": (1, 2048, 8, 256),
+    "cpu": (1, 1024, 4, 256),
 }
 
 
@@ -106,20 +105,6 @@ class StreamingOptions:
         return dataclasses.replace(self, **changes)
 
 
-def release_freed_host_memory() -> None:
-    """Return memory freed by the CPU allocator to the system (glibc's malloc_trim; elsewhere a no-op).
-
-    glibc keeps freed blocks below its mmap threshold (up to 32 MiB) in the heap, so buffers freed
-    by one phase of the pass would otherwise still count against the next phase's peak.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype autocast computes matrix products in on `device` right now, None where autocast is off."""
     if torch.is_autocast_enabled(device.type):
@@ -162,9 +147,7 @@ class KeptOutputs:
             if self.adopts:
                 self.layers[i] = [None, None]
             else:
-                self.layers[i] = [
-                    torch.empty(shape, dtype=dtype, device=store_device, pin_memory=pin) for _ in range(2)
-                ]
+                self.layers[i] = [scene_buffer(shape, dtype, store_device, pin_memory=pin) for _ in range(2)]
 
     def adopt(self, layer: int, second: bool, tokens: Tensor) -> None:
         """Keep the trunk's buffer `tokens` [B, S, P, C] as a half of a kept layer (the trunk no longer writes it)."""
@@ -192,6 +175,16 @@ class KeptOutputs:
         halves = self.layers[self.depth - 1]
         out[-1] = torch.cat([h[:, :, :1].to(device=device) for h in halves], dim=-1).to(dtype)
         return out
+
+    def discard_frames(self, end: int) -> None:
+        """Give back the memory of frames 0:end of every stored layer (every head has read them; see host_memory).
+
+        Only buffers of `vggt.utils.host_memory.scene_buffer` (the CPU's) shrink; the frames must not be read again.
+        """
+        for halves in self.layers.values():
+            for half in halves:
+                for sample in half:
+                    discard(sample[:end])
 
     def release(self) -> None:
         """Free the stored layers (once every head has read them)."""

@@ -19,7 +19,8 @@ from vggt.heads.track_modules.tracker import FrameShard
 from vggt.layers.chunked_block import chunk_slices
 from vggt.layers.onednn import onednn_linear
 from vggt.models import progress
-from vggt.models.streaming import KeptOutputs, StreamingOptions, release_freed_host_memory
+from vggt.models.streaming import KeptOutputs, StreamingOptions
+from vggt.utils.host_memory import release_freed_host_memory, scene_buffer
 
 if TYPE_CHECKING:
     from vggt.models.vggt import VGGT
@@ -124,7 +125,8 @@ def run_frame_heads(
 ) -> dict[str, Tensor]:
     """The per-frame heads, one frame chunk at a time: dense outputs, and the tracker's normalised feature maps.
 
-    Each chunk of the kept outputs is converted to the heads' dtype once and shared by every head.
+    Each chunk of the kept outputs is converted to the heads' dtype once and shared by every head; the
+    kept outputs are consumed (frames every head has read are discarded, see `KeptOutputs.discard_frames`).
     Outputs are preallocated ([B, S, ...]) on the device, or on the CPU (pinned on CUDA) with offload.
     """
     batch, frames, _, height, width = images_shape
@@ -134,10 +136,10 @@ def run_frame_heads(
     def store(key: str, frames_part: slice, value: Tensor) -> None:
         if key not in outputs:
             on_cpu = options.offload and device.type != "cpu"
-            outputs[key] = torch.empty(
+            outputs[key] = scene_buffer(
                 (batch, frames, *value.shape[2:]),
-                dtype=value.dtype,
-                device="cpu" if on_cpu else device,
+                value.dtype,
+                "cpu" if on_cpu else device,
                 pin_memory=on_cpu and device.type == "cuda",
             )
         outputs[key][:, frames_part].copy_(value, non_blocking=True)
@@ -158,6 +160,7 @@ def run_frame_heads(
                 store("track_fmaps", frames_part, head.tracker.normalize_fmaps(features))
                 del features
             del tokens
+            kept.discard_frames(frames_part.stop)
             progress.advance()
     return outputs
 

@@ -81,6 +81,7 @@ def estimate_inference_memory(
         trunk_bytes=weight_bytes,
         head_bytes=weight_bytes,
         autocast_bytes=torch.finfo(dtype).bits // 8 if low_precision and weight_bytes > 2 else None,
+        discards_read_frames=device_type == "cpu",
     )
     return MemoryEstimate(
         weights=memory.weights,
