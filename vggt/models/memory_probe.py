@@ -9,24 +9,27 @@ peak (ru_maxrss), which over-counts.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import resource
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 MIB = 1024**2
 
 
-def _release_freed_host_memory() -> None:
-    """vggt.utils.host_memory.release_freed_host_memory, loaded by path: benchmarks run this file in the
-    reference's process too, where `vggt` is the reference package."""
+@functools.cache
+def _host_memory() -> ModuleType:
+    """vggt/utils/host_memory.py, loaded once by path: benchmarks run this file in the reference's process
+    too, where `vggt` is the reference package."""
     path = Path(__file__).resolve().parents[1] / "utils" / "host_memory.py"
     spec = importlib.util.spec_from_file_location("_vggt_host_memory", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.release_freed_host_memory()
+    return module
 
 
 def _proc_status_mb(field: str) -> float | None:
@@ -55,7 +58,7 @@ def rss_mb() -> float:
 
 def reset_peak_rss() -> float:
     """Reset the peak resident set to the current one (Linux); return the current resident set in MiB."""
-    _release_freed_host_memory()
+    _host_memory().release_freed_host_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

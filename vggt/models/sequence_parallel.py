@@ -84,12 +84,12 @@ class FrameGroup:
             pad_shape[dim] = longest - x.shape[dim]
             padded = torch.cat([x, x.new_zeros(pad_shape)], dim=dim)
         # Scene-sized (the keys and values of every frame): in buffers outside the CPU heap, see host_memory.
-        parts = scene_buffer((len(self.counts), *padded.shape), padded.dtype, padded.device)
-        dist.all_gather(list(parts.unbind(0)), padded.contiguous(), group=self.group)
+        parts = scene_buffer((len(self.counts), *padded.shape), padded.dtype, padded.device).unbind(0)
+        dist.all_gather(list(parts), padded.contiguous(), group=self.group)
         shape = list(x.shape)
         shape[dim] = self.num_frames * per_frame
         gathered = scene_buffer(shape, x.dtype, x.device)
-        pieces = [p.narrow(dim, 0, c * per_frame) for p, c in zip(parts.unbind(0), self.counts)]
+        pieces = [p.narrow(dim, 0, c * per_frame) for p, c in zip(parts, self.counts)]
         return torch.cat(pieces, dim=dim, out=gathered)
 
     def from_first(self, x: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:

@@ -20,7 +20,7 @@ from vggt.layers.chunked_block import chunk_slices
 from vggt.layers.onednn import onednn_linear
 from vggt.models import progress
 from vggt.models.streaming import KeptOutputs, StreamingOptions
-from vggt.utils.host_memory import release_freed_host_memory, scene_buffer
+from vggt.utils.host_memory import scene_buffer
 
 if TYPE_CHECKING:
     from vggt.models.vggt import VGGT
@@ -47,9 +47,9 @@ def streaming_forward(
     with onednn_linear(device.type == "cpu"):
         # An aggregator told to keep every layer (keep_layers None, as the reference does) keeps them all.
         keep = None if model.aggregator.keep_layers is None else model.config.layers_needed(heads)
+        # (on the CPU the trunk gave back its heap's free pages after its last block; its keys, values and
+        # spare buffers are mappings of their own, unmapped as they are freed)
         kept, patch_start_idx = model.aggregator(images, keep, streaming=options)
-        if device.type == "cpu":
-            release_freed_host_memory()  # the trunk's keys, values and spare buffers, before the heads allocate
         predictions = run_heads(model, kept, images.shape, patch_start_idx, heads, query_points, options)
     if options.offload and device.type == "cuda":
         torch.cuda.synchronize(device)  # outputs were copied to pinned CPU memory asynchronously

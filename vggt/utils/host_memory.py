@@ -17,6 +17,7 @@ every head has read), before the whole buffer is freed.
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import sys
 import weakref
@@ -43,7 +44,7 @@ def scene_buffer(
     tensor, unmapped when the last view of it is freed.
     """
     device = torch.device(device)
-    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    nbytes = torch.Size(shape).numel() * dtype.itemsize
     private = getattr(mmap, "MAP_PRIVATE", None)  # absent on Windows
     if device.type != "cpu" or pin_memory or nbytes < MIN_MAPPED_BYTES or private is None:
         return torch.empty(tuple(shape), dtype=dtype, device=device, pin_memory=pin_memory)
@@ -86,9 +87,17 @@ def release_freed_host_memory() -> None:
     glibc keeps freed blocks below its mmap threshold (up to 32 MiB) in the heap, so buffers freed
     by one phase of the pass would otherwise still count against the next phase's peak.
     """
+    malloc_trim = _glibc_malloc_trim()
+    if malloc_trim is not None:
+        malloc_trim(0)
+
+
+@functools.cache
+def _glibc_malloc_trim() -> ctypes._CFuncPtr | None:
+    """glibc's malloc_trim, looked up once (the streaming pass calls it after every block); None elsewhere."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
