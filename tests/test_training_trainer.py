@@ -16,8 +16,9 @@ import torch
 from conftest import SMALL_TRAINING_RUN, TINY_TRAINING_CONFIG
 
 from training import checkpoint as ckpt
+from training.optim import warmup_cosine_schedule
 from training.train import load_config, parse_override
-from training.trainer import Trainer, warmup_cosine_schedule
+from training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,11 @@ Everything is read back with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,11 @@ from torch import Tensor, nn
 
 from training import lora
 from training.distributed import barrier
+from vggt.errors import InputError
 from vggt.models.checkpoint import WEIGHTS_NAME, save_model_dir
 from vggt.utils.files import atomic_directory, atomic_file
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIRNAME = "checkpoints"
 STEP_DIR_PATTERN = re.compile(r"^step_(\d+)$")
@@ -227,3 +232,22 @@ def load_checkpoint(
         )
     restore_rng_state(rng_states[rank])
     return training_state
+
+
+def load_first_readable(candidates: list[Path], load: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    """`load` the first checkpoint directory of `candidates` that reads back (newest first: a damaged newest
+    checkpoint, e.g. from a full disk, is reported and the next one taken); returns it and what `load` gave."""
+    for index, directory in enumerate(candidates):
+        try:
+            return directory, load(directory)
+        except Exception as err:  # truncated or damaged files raise assorted errors
+            if index + 1 < len(candidates):
+                logger.warning("checkpoint %s is damaged (%s); resuming from %s", directory, err, candidates[index + 1])
+                continue
+            raise InputError(
+                "cannot resume: checkpoint {path} is damaged ({error}){others}",
+                path=directory,
+                error=err,
+                others="" if len(candidates) == 1 else ", and so are the older ones",
+            ) from None
+    raise InputError("cannot resume: no checkpoint to resume from")

@@ -7,8 +7,11 @@ MASTER_PORT) decide. gloo serves CPU runs, NCCL GPU runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -147,3 +150,21 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def parameter_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in name order: equal fingerprints mean bitwise-equal weights."""
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_replicas(model: nn.Module, report: Path, is_main: bool) -> None:
+    """Fingerprint every rank's parameters (DDP replicas); write them to `report` and fail if they differ."""
+    everyone = all_gather_objects(parameter_fingerprint(model))
+    if is_main:
+        report.write_text(json.dumps({"fingerprints": everyone}, indent=2))
+    if len(set(everyone)) != 1:
+        raise RuntimeError(f"DDP replicas diverged: parameter fingerprints per rank {everyone}")

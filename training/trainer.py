@@ -1,5 +1,6 @@
-"""The training loop: model set-up (presets, pretrained weights, frozen modules, LoRA), AdamW with linear
-warmup and cosine decay, bf16 autocast, gradient accumulation and clipping, logging and exact resumption.
+"""The training loop: model set-up (presets, pretrained weights, heads, LoRA), bf16 autocast, gradient
+accumulation, validation, checkpoints and exact resumption. The optimizer, schedule, freezing and clipping live
+in training.optim, the logs in training.run_log, checkpoint files in training.checkpoint.
 
     trainer = Trainer(config)          # config: the dict `training.train.load_config` returns
     summary = trainer.train()
@@ -13,14 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fnmatch
-import hashlib
 import json
-import logging
-import math
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +28,8 @@ from training import lora
 from training.distributed import (
     DistributedContext,
     all_gather_metrics,
-    all_gather_objects,
     barrier,
+    check_replicas,
     rank_seed,
     seed_everything,
     setup_distributed,
@@ -42,8 +38,9 @@ from training.distributed import (
 )
 from training.interrupt import StopRequest
 from training.losses import LossConfig, build_loss
-from training.plot import CurvesWriter
-from training.validation import ValidationConfig, find_scene_dirs, validate
+from training.optim import build_optimizer, clip_gradients, freeze_parameters
+from training.run_log import RunLog
+from training.validation import validate, validation_setup
 from vggt.errors import InputError
 from vggt.models.build import build_model as load_model
 from vggt.models.checkpoint import save_model_dir
@@ -51,69 +48,13 @@ from vggt.models.config import HEAD_NAMES
 from vggt.utils.device import autocast, resolve_dtype
 from vggt.utils.files import check_writable_folder
 
-logger = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
 FINAL_MODEL_DIR = "final"
 REPLICAS_FILE = "replicas.json"
-REGEX_PREFIX = "re:"
 # Offsets that keep the seeds of different random streams apart.
 TRACK_SEED_OFFSET = 7_919
 
 
-# ------------------------------------------------------------------------------------ schedule
-
-
-def warmup_cosine_schedule(warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
-    """LR multiplier per step: linear warmup from 1/warmup to 1 over `warmup_steps`, then cosine down to `min_ratio`.
-
-    A plain function (not a callable object), so LambdaLR checkpoints keep no copy of these constants and
-    a resumed run follows its current config (e.g. a longer `max_steps`).
-    """
-    if total_steps <= 0:
-        raise ValueError(f"optim.max_steps must be positive, got {total_steps}")
-    if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"optim.warmup_steps must be in [0, max_steps={total_steps}], got {warmup_steps}")
-
-    def multiplier(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        decay_steps = max(1, total_steps - warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / decay_steps)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return multiplier
-
-
 # ---------------------------------------------------------------------------------- model set-up
-
-
-def matches_any(name: str, patterns: list[str]) -> bool:
-    """fnmatch patterns on parameter names; a pattern starting with "re:" is a regular expression (re.search)."""
-    for pattern in patterns:
-        if pattern.startswith(REGEX_PREFIX):
-            if re.search(pattern[len(REGEX_PREFIX) :], name):
-                return True
-        elif fnmatch.fnmatchcase(name, pattern):
-            return True
-    return False
-
-
-def freeze_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
-    """Stop gradients for every parameter whose name matches; returns the frozen names."""
-    if not patterns:
-        return []
-    frozen = [name for name, param in model.named_parameters() if matches_any(name, patterns)]
-    if not frozen:
-        raise ValueError(
-            f"optim.freeze patterns {patterns} match no parameter; "
-            "names look like 'aggregator.frame_blocks.0.attn.qkv.weight'"
-        )
-    for name, param in model.named_parameters():
-        if name in frozen:
-            param.requires_grad_(False)
-    return frozen
 
 
 def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
@@ -170,7 +111,7 @@ class Trainer:
             raise ValueError(f"optim.accum_steps must be >= 1, got {self.accum_steps}")
 
         self._build_model()
-        self._build_optimizer()
+        self.optimizer, self.scheduler = build_optimizer(self.model, optim_cfg)
         self.grad_clip = float(optim_cfg["grad_clip"])
         self.loss_fn = build_loss(LossConfig.from_dict(config["loss"]))
         self.autocast_dtype = resolve_dtype(self.ctx.device, config["precision"], training=True)
@@ -184,7 +125,7 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
 
-        self.validation, self.validation_scenes = _validation_setup(config)
+        self.validation, self.validation_scenes = validation_setup(config)
         log_cfg = config["logging"]
         self.log_every = int(log_cfg["log_every"])
         self.checkpoint_every = int(config["checkpoint"]["every"])
@@ -197,15 +138,7 @@ class Trainer:
                 "run_dir",
                 path=self.run_dir,
             )
-        self._writer = None
-        self._curves = CurvesWriter(self.run_dir) if self.ctx.is_main and log_cfg["curves"] else None
-        if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(_dump_yaml(config))
-            if log_cfg["tensorboard"]:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.step + 1)
+        self.run_log = RunLog(self.run_dir, log_cfg, config, self.step) if self.ctx.is_main else None
         self.show_progress = bool(log_cfg["progress"]) and self.ctx.is_main
 
     def _build_model(self) -> None:
@@ -237,24 +170,6 @@ class Trainer:
         )
         self.module = unwrap_model(self.model)
 
-    def _build_optimizer(self) -> None:
-        """AdamW over the trainable parameters, with linear warmup then cosine decay."""
-        optim_cfg = self.config["optim"]
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        if not trainable:
-            raise ValueError("every parameter is frozen: loosen optim.freeze or enable lora")
-        self.optimizer = torch.optim.AdamW(
-            trainable,
-            lr=float(optim_cfg["lr"]),
-            betas=tuple(float(b) for b in optim_cfg["betas"]),
-            eps=float(optim_cfg["eps"]),
-            weight_decay=float(optim_cfg["weight_decay"]),
-        )
-        schedule = warmup_cosine_schedule(
-            int(optim_cfg["warmup_steps"]), self.max_steps, float(optim_cfg["min_lr_ratio"])
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-
     # ------------------------------------------------------------------------------ resumption
 
     def _resume(self, resume: str | Path | bool) -> None:
@@ -268,29 +183,16 @@ class Trainer:
                 return
         else:
             candidates = [Path(resume)]
-        for index, directory in enumerate(candidates):
-            try:
-                state = ckpt.load_checkpoint(
-                    directory, self.model, self.module, self.optimizer, self.scheduler, rank=self.ctx.rank
-                )
-            except Exception as err:  # truncated or damaged files raise assorted errors
-                if index + 1 < len(candidates):
-                    logger.warning(
-                        "checkpoint %s is damaged (%s); resuming from %s", directory, err, candidates[index + 1]
-                    )
-                    continue
-                raise InputError(
-                    "cannot resume: checkpoint {path} is damaged ({error}){others}",
-                    path=directory,
-                    error=err,
-                    others="" if len(candidates) == 1 else ", and so are the older ones",
-                ) from None
-            break
+        directory, state = ckpt.load_first_readable(
+            candidates,
+            lambda path: ckpt.load_checkpoint(
+                path, self.model, self.module, self.optimizer, self.scheduler, rank=self.ctx.rank
+            ),
+        )
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
         if self.ctx.is_main:
-            _truncate_metrics(self.run_dir / METRICS_FILE, self.step)
             print(f"[train] resumed from {directory} at step {self.step}")
 
     def save_checkpoint(self) -> Path:
@@ -376,17 +278,14 @@ class Trainer:
             for name, value in {"loss": loss, **terms}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
                 counts[name] = counts.get(name, 0) + 1
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = clip_gradients(self.model, self.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         metrics = {name: sums[name] / counts[name] for name in sums}
-        metrics["grad_norm"] = float(grad_norm)
+        metrics["grad_norm"] = grad_norm
         metrics["lr"] = lr
         return metrics
 
@@ -405,10 +304,10 @@ class Trainer:
         if stop.signal is not None:
             raise stop.interruption(self.run_dir, self.step)
         if self.ctx.enabled and self.config["distributed"]["strategy"] == "ddp":
-            self._check_replicas()
+            check_replicas(self.module, self.run_dir / REPLICAS_FILE, self.ctx.is_main)
         self._export_final()
-        if self._writer is not None:
-            self._writer.close()
+        if self.run_log is not None:
+            self.run_log.close()
         barrier()
         return last
 
@@ -438,23 +337,9 @@ class Trainer:
     def _log(self, metrics: dict[str, float]) -> dict[str, Any]:
         merged = all_gather_metrics(metrics)
         record = {"step": self.step, **merged}
-        if self.ctx.is_main:
-            with open(self.run_dir / METRICS_FILE, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if self._writer is not None:
-                for name, value in merged.items():
-                    self._writer.add_scalar(name if name.startswith("val/") else f"train/{name}", value, self.step)
-            if self._curves is not None:
-                self._curves.update(force=self.step == self.max_steps)
+        if self.run_log is not None:
+            self.run_log.write(record, final=self.step == self.max_steps)
         return record
-
-    def _check_replicas(self) -> None:
-        """Fingerprint every rank's parameters; write them to `<run_dir>/replicas.json` and fail if they differ."""
-        everyone = all_gather_objects(parameter_fingerprint(self.module))
-        if self.ctx.is_main:
-            (self.run_dir / REPLICAS_FILE).write_text(json.dumps({"fingerprints": everyone}, indent=2))
-        if len(set(everyone)) != 1:
-            raise RuntimeError(f"DDP replicas diverged: parameter fingerprints per rank {everyone}")
 
     def _export_final(self) -> None:
         """`<run_dir>/final`: plain VGGT weights (adapters folded in) for `VGGT.from_pretrained`."""
@@ -462,39 +347,3 @@ class Trainer:
         if self.ctx.is_main:
             plain = lora.merged_state_dict(self.module) if lora.has_lora(self.module) else state
             save_model_dir(self.run_dir / FINAL_MODEL_DIR, plain, self.module.config)
-
-
-# ------------------------------------------------------------------------------------- helpers
-
-
-def parameter_fingerprint(model: nn.Module) -> str:
-    """SHA-256 of every parameter's bytes, in name order: equal fingerprints mean bitwise-equal weights."""
-    digest = hashlib.sha256()
-    for name, param in sorted(model.named_parameters()):
-        digest.update(name.encode())
-        digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _validation_setup(config: Mapping[str, Any]) -> tuple[ValidationConfig, list[Path]]:
-    """The `validation` section and its scene folders (none when it is off)."""
-    validation = ValidationConfig.from_dict(config.get("validation"))
-    if not validation.enabled:
-        return validation, []
-    if config["distributed"]["strategy"] == "fsdp":
-        raise ValueError("validation runs on rank 0 alone, which FSDP's sharded model cannot; use ddp or drop it")
-    return validation, find_scene_dirs(validation.scenes)
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop log lines past the checkpoint we resume from (written by the run that was interrupted)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
-def _dump_yaml(config: Mapping[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False)

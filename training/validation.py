@@ -102,3 +102,13 @@ def validate(model: nn.Module, scene_dirs: list[Path], config: ValidationConfig,
         for (group, metric), name in LOGGED_METRICS.items()
         if metric in overall.get(group, {})
     }
+
+
+def validation_setup(config: Mapping[str, Any]) -> tuple[ValidationConfig, list[Path]]:
+    """The `validation` section of a training config and its scene folders (none when it is off)."""
+    validation = ValidationConfig.from_dict(config.get("validation"))
+    if not validation.enabled:
+        return validation, []
+    if config["distributed"]["strategy"] == "fsdp":
+        raise ValueError("validation runs on rank 0 alone, which FSDP's sharded model cannot; use ddp or drop it")
+    return validation, find_scene_dirs(validation.scenes)
