@@ -1,25 +1,34 @@
-"""Training checkpoints: the model in `save_pretrained` layout plus everything needed to resume exactly.
+"""Training checkpoints on `torch.distributed.checkpoint` (DCP): every process writes and reads only its shard.
 
 One checkpoint is one directory `<run_dir>/checkpoints/step_<N>/` holding
 
-- `config.json` + `model.safetensors`: plain VGGT weights (LoRA adapters folded in) that
-  `VGGT.from_pretrained(dir)` loads;
-- `trainable.safetensors` (LoRA runs only): the adapter weights, which cannot be recovered from merged weights;
-- `training_state.pt`: optimizer, scheduler, step, data-sampler position and the run's config;
-- `rng_state.pt`: python, numpy and torch RNG states of every rank.
+- `shards/`: model and optimizer state in DCP's layout (`.metadata` plus one `__<rank>_0.distcp` file per
+  writing process). Under FSDP each rank writes its own shards; under DDP the replicated tensors are written
+  once, spread over the ranks. DCP re-shards on load, so a run resumes on any number of processes;
+- `model_config.json`: the model's VGGTConfig, so `export_checkpoint` can rebuild it without the run's config;
+- `training_state.pt`: scheduler, step, data-sampler position, process count, frames per step and the run's
+  config (small; rank 0 writes it);
+- `rng_state.pt`: python, numpy and torch RNG states of every rank;
+- with `checkpoint.plain_weights` (the default): `config.json` + `model.safetensors`, plain VGGT weights
+  (LoRA adapters folded in) that `VGGT.from_pretrained(dir)` loads. Rank 0 gathers the model for them; large
+  runs turn this off and use `export_checkpoint` (`vggt train --export`) when they need plain weights.
 
-The directory is written under a temporary name and renamed into place (`vggt.utils.files.atomic_directory`),
-so a run killed while saving leaves either the previous checkpoint or the new one, never half of one.
-Everything is read back with `torch.load(weights_only=True)`.
+Rank 0 stages the directory under a temporary name (`vggt.utils.files.atomic_directory`), every rank writes
+its shards into it, and rank 0 renames it into place, so a run killed while saving leaves either the previous
+checkpoint or the new one, never half of one. Every rank must see the same file system (one disk, or a shared
+one across nodes). Nothing is unpickled: `torch.load(weights_only=True)` and DCP's tensor files only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import random
 import re
 import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +38,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from training import lora
-from training.distributed import barrier
+from training.distributed import barrier, broadcast_object
+from training.optim import fill_missing_adamw_state
 from vggt.errors import InputError
-from vggt.models.checkpoint import WEIGHTS_NAME, save_model_dir
-from vggt.utils.files import atomic_directory, atomic_file
+from vggt.models.checkpoint import config_to_json, save_model_dir
+from vggt.utils.files import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +50,8 @@ CHECKPOINTS_DIRNAME = "checkpoints"
 STEP_DIR_PATTERN = re.compile(r"^step_(\d+)$")
 TRAINING_STATE_NAME = "training_state.pt"
 RNG_STATE_NAME = "rng_state.pt"
-TRAINABLE_NAME = "trainable.safetensors"
+SHARDS_DIRNAME = "shards"
+MODEL_CONFIG_NAME = "model_config.json"
 
 
 # ------------------------------------------------------------------------------------------ RNG
@@ -98,33 +109,6 @@ def full_model_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return get_model_state_dict(model, options=options)
 
 
-def full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_optimizer_state_dict(model, optimizer, options=options)
-
-
-def load_full_state(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    model_state: dict[str, Tensor],
-    optimizer_state: dict[str, Any] | None,
-    strict: bool = True,
-) -> None:
-    """Load full (unsharded) model and optimizer states into a plain, DDP or FSDP model on every rank."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
-
-    options = StateDictOptions(full_state_dict=True, strict=strict)
-    set_model_state_dict(model, model_state, options=options)
-    if optimizer is not None and optimizer_state is not None:
-        set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
-
-
 # ---------------------------------------------------------------------------------- save / load
 
 
@@ -150,6 +134,34 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """Silence DCP's note that a run without a process group saves and loads in one process (it is meant)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """{"model": ..., "optim": ...} as this rank holds them (DTensor shards under FSDP), for DCP to save or fill.
+
+    Every trainable parameter gets optimizer state first (training.optim.fill_missing_adamw_state): DCP and
+    `set_state_dict` expect one entry per parameter, also for those that never received a gradient.
+    """
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    fill_missing_adamw_state(optimizer)
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optim": optimizer_state}
+
+
+def _staging_directory(final: Path, stack: contextlib.ExitStack, is_main: bool) -> Path:
+    """Rank 0 opens the atomic staging folder for `final` (renamed into place when `stack` closes); every rank
+    learns its path."""
+    staging = stack.enter_context(atomic_directory(final, overwrite=True)) if is_main else None
+    return Path(broadcast_object(str(staging) if is_main else None))
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -160,37 +172,39 @@ def save_checkpoint(
     extra_state: dict[str, Any],
     keep_last: int | None = None,
     is_main: bool = True,
+    plain_weights: bool = True,
 ) -> Path:
     """Write a complete checkpoint for `step` atomically; every rank must call this (collectives inside).
 
     Args:
         model: the model as trained (possibly DDP- or FSDP-wrapped).
         unwrapped_model: the VGGT module inside (for its config and LoRA layers).
-        extra_state: small picklable-free values to restore (step counters, sampler position, config).
+        extra_state: small values to restore (step counters, sampler position, config), no tensors needed.
         keep_last: delete older checkpoints beyond this many (None keeps all).
+        plain_weights: also write `config.json` + `model.safetensors` (rank 0 gathers the whole model).
     """
-    final = checkpoint_dir(run_dir, step)
-    model_state = full_model_state_dict(model)
-    optimizer_state = full_optimizer_state_dict(model, optimizer)
-    rng_states = _gather_rng_states()
-    if is_main:
-        with atomic_directory(final, overwrite=True) as staging:
-            if lora.has_lora(unwrapped_model):
-                from safetensors.torch import save_file
+    import torch.distributed.checkpoint as dcp
 
-                plain = lora.merged_state_dict(unwrapped_model)
-                trainable = {k: v for k, v in model_state.items() if lora.is_adapter_parameter(k)}
-                with atomic_file(staging / TRAINABLE_NAME) as path:  # (with the usual file mode)
-                    save_file({k: v.contiguous() for k, v in trainable.items()}, str(path))
-            else:
-                plain = model_state
-            save_model_dir(staging, plain, unwrapped_model.config)
-            training_state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
-            torch.save({**training_state, **extra_state}, staging / TRAINING_STATE_NAME)
+    final = checkpoint_dir(run_dir, step)
+    state = _sharded_state(model, optimizer)
+    rng_states = _gather_rng_states()
+    plain = full_model_state_dict(model) if plain_weights else None
+    with contextlib.ExitStack() as stack:
+        staging = _staging_directory(final, stack, is_main)
+        with _single_process_quiet():
+            dcp.save(state, checkpoint_id=staging / SHARDS_DIRNAME, no_dist=not dist.is_initialized())
+        barrier()  # every shard is on disk before rank 0 renames the folder into place
+        if is_main:
+            config = unwrapped_model.config
+            if plain is not None:
+                save_model_dir(staging, lora.plain_state_dict(unwrapped_model, plain), config)
+            (staging / MODEL_CONFIG_NAME).write_text(json.dumps(config_to_json(config), indent=2, sort_keys=True))
             torch.save(rng_states, staging / RNG_STATE_NAME)
-        if keep_last is not None and keep_last > 0:
-            for _, old in list_checkpoints(run_dir)[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+            training_state = {"step": step, "scheduler": scheduler.state_dict(), **extra_state}
+            torch.save(training_state, staging / TRAINING_STATE_NAME)
+    if is_main and keep_last is not None and keep_last > 0:
+        for _, old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
 
@@ -198,40 +212,68 @@ def save_checkpoint(
 def load_checkpoint(
     directory: str | Path,
     model: nn.Module,
-    unwrapped_model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     rank: int = 0,
 ) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and this rank's RNG state; returns the training state dict."""
-    from vggt.models.checkpoint import read_state_dict
+    """Restore model, optimizer, scheduler and this rank's RNG state; returns the training state dict.
+
+    Each rank reads only the shards it holds; a checkpoint written by another number of processes is re-sharded
+    (ranks beyond the writer's count keep their own seeded RNG state).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
 
     directory = Path(directory)
     state_path = directory / TRAINING_STATE_NAME
     if not state_path.is_file():
         raise FileNotFoundError(f"{directory} is not a complete training checkpoint: {TRAINING_STATE_NAME} is missing")
-    training_state = torch.load(state_path, map_location="cpu", weights_only=True)
-    with_lora = lora.has_lora(unwrapped_model)
-    if with_lora:
-        from safetensors.torch import load_file
-
-        # The base weights are the run's initial weights (LoRA never changes them); only adapters move.
-        model_state = load_file(str(directory / TRAINABLE_NAME))
-        known = {name for name, _ in unwrapped_model.named_parameters()}
-        unknown = sorted(set(model_state) - known)
-        if unknown:
-            raise ValueError(f"{directory / TRAINABLE_NAME}: adapters {unknown[:5]} do not exist in this model")
-    else:
-        model_state = read_state_dict(directory / WEIGHTS_NAME)
-    load_full_state(model, optimizer, model_state, training_state["optimizer"], strict=not with_lora)
-    scheduler.load_state_dict(training_state["scheduler"])
-    rng_states = torch.load(directory / RNG_STATE_NAME, map_location="cpu", weights_only=True)
-    if rank >= len(rng_states):
-        raise ValueError(
-            f"{directory} was written by {len(rng_states)} processes; resume with the same number of processes"
+    if not (directory / SHARDS_DIRNAME).is_dir():
+        raise FileNotFoundError(
+            f"{directory} has no {SHARDS_DIRNAME}/: a checkpoint of a vggt before sharded checkpoints; resume it with "
+            "that version, or start a new run from its weights with model.pretrained"
         )
-    restore_rng_state(rng_states[rank])
+    training_state = torch.load(state_path, map_location="cpu", weights_only=True)
+    rng_states = torch.load(directory / RNG_STATE_NAME, map_location="cpu", weights_only=True)
+    state = _sharded_state(model, optimizer)
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=directory / SHARDS_DIRNAME, no_dist=not dist.is_initialized())
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    scheduler.load_state_dict(training_state["scheduler"])
+    if rank < len(rng_states):
+        restore_rng_state(rng_states[rank])
     return training_state
+
+
+def export_checkpoint(source: str | Path, out: str | Path) -> Path:
+    """Consolidate a checkpoint (or the newest one of a run folder) into a plain model folder, in one process.
+
+    Returns `out`, holding `config.json` + `model.safetensors` for `VGGT.from_pretrained` (LoRA folded in).
+    """
+    import torch.distributed.checkpoint as dcp
+
+    from vggt.models.checkpoint import config_from_json
+    from vggt.models.vggt import VGGT
+
+    source = Path(source)
+    directory = latest_checkpoint(source) if (source / CHECKPOINTS_DIRNAME).is_dir() else source
+    if directory is None or not (directory / SHARDS_DIRNAME).is_dir():
+        raise InputError(
+            "{path} is neither a training checkpoint (with {shards}/) nor a run folder with checkpoints; "
+            "pass <run_dir> or <run_dir>/checkpoints/step_<N>",
+            path=source,
+            shards=SHARDS_DIRNAME,
+        )
+    config_path = directory / MODEL_CONFIG_NAME
+    model = VGGT(config_from_json(json.loads(config_path.read_text()), str(config_path)))
+    lora_cfg = torch.load(directory / TRAINING_STATE_NAME, map_location="cpu", weights_only=True)["config"]["lora"]
+    if lora_cfg["enabled"]:
+        lora.apply_lora(model, int(lora_cfg["rank"]), float(lora_cfg["alpha"]), 0.0, lora_cfg["target_modules"])
+    state = {"model": model.state_dict()}
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=directory / SHARDS_DIRNAME, no_dist=True)
+    model.load_state_dict(state["model"])
+    return save_model_dir(out, lora.plain_state_dict(model, model.state_dict()), model.config)
 
 
 def load_first_readable(candidates: list[Path], load: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
@@ -251,3 +293,23 @@ def load_first_readable(candidates: list[Path], load: Callable[[Path], dict[str,
                 others="" if len(candidates) == 1 else ", and so are the older ones",
             ) from None
     raise InputError("cannot resume: no checkpoint to resume from")
+
+
+def accumulation_keeping_batch(
+    saved_frames_per_step: int | None, frames_per_gpu: int, world_size: int, accum_steps: int, directory: Path
+) -> int:
+    """The `accum_steps` that keeps a resumed run's global batch (frames per optimizer step) at the checkpoint's
+    when the number of processes changed; raises InputError saying what would work when none does."""
+    if saved_frames_per_step is None or frames_per_gpu * world_size * accum_steps == saved_frames_per_step:
+        return accum_steps
+    per_micro_step = frames_per_gpu * world_size
+    if saved_frames_per_step % per_micro_step == 0:
+        return saved_frames_per_step // per_micro_step
+    raise InputError(
+        "checkpoint {path} trained with {saved} frames per step, which {world} processes of data.frames_per_gpu="
+        "{frames} cannot reach with any optim.accum_steps; use processes x frames_per_gpu that divides {saved}",
+        path=directory,
+        saved=saved_frames_per_step,
+        world=world_size,
+        frames=frames_per_gpu,
+    )

@@ -61,7 +61,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "expected_world_size": None,  # the recipe's process count; a different one only triggers a warning
     },
     "logging": {"log_every": 10, "tensorboard": True, "progress": True, "curves": True},  # curves: curves.png
-    "checkpoint": {"every": 1000, "keep_last": 3},
+    # plain_weights: each checkpoint also holds config.json + model.safetensors (rank 0 gathers the model)
+    "checkpoint": {"every": 1000, "keep_last": 3, "plain_weights": True},
     "validation": {  # held-out scene folders evaluated every `every` steps (training.validation)
         "scenes": None,
         "every": 500,

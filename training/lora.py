@@ -83,6 +83,11 @@ def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return merged
 
 
+def plain_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`state` (the state dict of `model`) under plain VGGT keys: the adapters folded in when `model` has any."""
+    return merged_state_dict(model) if has_lora(model) else state
+
+
 @torch.no_grad()
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold the adapters into the base weights and put the plain layers back, in place."""

@@ -94,3 +94,34 @@ def clip_gradients(model: nn.Module, max_norm: float) -> float:
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
         grad_norm = grad_norm.full_tensor()
     return float(grad_norm)
+
+
+@torch.no_grad()
+def fill_missing_adamw_state(optimizer: torch.optim.Optimizer) -> int:
+    """Give every trainable parameter that has no optimizer state yet the state AdamW would create at its first
+    gradient (step 0, zero moments); returns how many were filled.
+
+    A parameter that never received a gradient (an output no loss reads, such as the tracker's confidence, or a
+    head a camera-only batch never reaches) has no state, and a checkpoint without it cannot be loaded into an
+    optimizer that expects one per parameter. The filled state is exactly what AdamW would start from, so
+    training continues bitwise as if nothing was filled.
+    """
+    if not isinstance(optimizer, torch.optim.AdamW):
+        raise TypeError(f"fill_missing_adamw_state expects torch.optim.AdamW, got {type(optimizer).__name__}")
+    step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    filled = 0
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if not param.requires_grad or optimizer.state.get(param):
+                continue
+            on_device = group.get("capturable") or group.get("fused")
+            state = {
+                "step": torch.zeros((), dtype=step_dtype, device=param.device if on_device else "cpu"),
+                "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
+            }
+            if group.get("amsgrad"):
+                state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            optimizer.state[param] = state
+            filled += 1
+    return filled

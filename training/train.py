@@ -3,6 +3,7 @@
     python -m training.train --config configs/tiny_synthetic.yaml run_dir=runs/demo optim.max_steps=50
     torchrun --nproc_per_node=8 -m training.train --config configs/finetune_custom.yaml
     python -m training.train --config configs/tiny_synthetic.yaml --resume      # continue the latest checkpoint
+    python -m training.train --export runs/demo runs/demo_model   # newest checkpoint -> VGGT.from_pretrained folder
 
 The configuration (YAML plus `dotted.key=value` overrides) is described in `training.config`.
 """
@@ -23,9 +24,16 @@ __all__ = ["DEFAULT_CONFIG", "add_arguments", "load_config", "main", "parse_over
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The arguments of `vggt train` and `python -m training.train`."""
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/tiny_synthetic.yaml")
+    parser.add_argument("--config", help="YAML config, e.g. configs/tiny_synthetic.yaml (required to train)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run_dir")
     parser.add_argument("--resume-from", type=Path, default=None, help="continue from this checkpoint directory")
+    parser.add_argument(
+        "--export",
+        nargs=2,
+        type=Path,
+        metavar=("SOURCE", "OUT"),
+        help="write the newest checkpoint of run folder SOURCE (or checkpoint folder SOURCE) as a model folder OUT",
+    )
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     return parser
 
@@ -34,6 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from training.distributed import cleanup_distributed
     from training.trainer import Trainer
 
+    if args.export:
+        from training.checkpoint import export_checkpoint
+
+        print(f"[train] exported {export_checkpoint(*args.export)}")
+        return 0
+    if args.config is None:
+        raise InputError("pass --config FILE to train (or --export SOURCE OUT to export a checkpoint)")
     try:
         config = load_config(args.config, args.overrides)
         trainer = Trainer(config, resume=args.resume_from or args.resume)

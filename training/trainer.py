@@ -116,11 +116,11 @@ class Trainer:
         self.loss_fn = build_loss(LossConfig.from_dict(config["loss"]))
         self.autocast_dtype = resolve_dtype(self.ctx.device, config["precision"], training=True)
 
-        from training.data import build_train_loader
+        from training.data import DataConfig, build_train_loader
 
-        self.loader = build_train_loader(
-            config["data"], rank=self.ctx.rank, world_size=self.ctx.world_size, seed=self.seed
-        )
+        data_cfg = DataConfig.from_dict(config["data"])
+        self.frames_per_gpu = data_cfg.frames_per_gpu
+        self.loader = build_train_loader(data_cfg, rank=self.ctx.rank, world_size=self.ctx.world_size, seed=self.seed)
         self.step = 0
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
@@ -185,21 +185,29 @@ class Trainer:
             candidates = [Path(resume)]
         directory, state = ckpt.load_first_readable(
             candidates,
-            lambda path: ckpt.load_checkpoint(
-                path, self.model, self.module, self.optimizer, self.scheduler, rank=self.ctx.rank
-            ),
+            lambda path: ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler, rank=self.ctx.rank),
         )
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
+        saved_world = int(state["world_size"])
+        if saved_world != self.ctx.world_size:
+            saved_frames = int(state.get("frames_per_step", 0)) or None
+            self.accum_steps = ckpt.accumulation_keeping_batch(
+                saved_frames, self.frames_per_gpu, self.ctx.world_size, self.accum_steps, directory
+            )
+            # The sampler shards each step's batch by process count: continue from the next epoch's start.
+            self.epoch, self.batches_in_epoch = self.epoch + 1, 0
         if self.ctx.is_main:
-            print(f"[train] resumed from {directory} at step {self.step}")
+            note = "" if saved_world == self.ctx.world_size else f" (from {saved_world} processes)"
+            print(f"[train] resumed from {directory} at step {self.step}{note}, accum_steps={self.accum_steps}")
 
     def save_checkpoint(self) -> Path:
         extra = {
             "epoch": self.epoch,
             "batches_in_epoch": self.batches_in_epoch,
             "world_size": self.ctx.world_size,
+            "frames_per_step": self.frames_per_gpu * self.ctx.world_size * self.accum_steps,
             "config": json.loads(json.dumps(self.config)),
         }
         return ckpt.save_checkpoint(
@@ -212,6 +220,7 @@ class Trainer:
             extra,
             keep_last=self.keep_last,
             is_main=self.ctx.is_main,
+            plain_weights=bool(self.config["checkpoint"]["plain_weights"]),
         )
 
     # ------------------------------------------------------------------------------------- data
@@ -345,5 +354,6 @@ class Trainer:
         """`<run_dir>/final`: plain VGGT weights (adapters folded in) for `VGGT.from_pretrained`."""
         state = ckpt.full_model_state_dict(self.model)
         if self.ctx.is_main:
-            plain = lora.merged_state_dict(self.module) if lora.has_lora(self.module) else state
-            save_model_dir(self.run_dir / FINAL_MODEL_DIR, plain, self.module.config)
+            save_model_dir(
+                self.run_dir / FINAL_MODEL_DIR, lora.plain_state_dict(self.module, state), self.module.config
+            )
