@@ -88,10 +88,16 @@ def test_non_images_skipped_and_output_not_overwritten(tmp_path, capsys):
     assert "not empty" in err and "--overwrite" in err
     assert (out / "mine.txt").read_text() == "keep me"
 
-    assert main(base + ["--overwrite"]) == 0
+    assert main(base + ["-q", "--overwrite"]) == 2  # not an earlier output of ours: never deleted
+    err = capsys.readouterr().err
+    assert "not an earlier output of vggt" in err and "mine.txt" in err, err
+    assert (out / "mine.txt").read_text() == "keep me"
+
+    (out / "mine.txt").unlink()
+    assert main(base) == 0
+    assert main(base + ["--overwrite"]) == 0  # an earlier output is replaced
     err = capsys.readouterr().err
     assert "notes.txt" in err and "data.csv" in err  # skipped and listed
-    assert not (out / "mine.txt").exists()
     assert sorted(p.name for p in (out / "images").iterdir()) == ["photo0.png", "photo1.png"]
 
 

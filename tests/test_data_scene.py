@@ -197,6 +197,16 @@ MALFORMED = {
         "x.png",
     ),
     "invalid json": (lambda f: (f / "cameras.json").write_text("{"), "cameras.json", "not valid JSON"),
+    "file name climbing out": (
+        lambda f: _edit_cameras(f, _set(0, "file_name", "../../victim.png")),
+        "victim.png",
+        "must be a path inside images/",
+    ),
+    "file name with a backslash": (
+        lambda f: _edit_cameras(f, _set(0, "file_name", "..\\victim.png")),
+        "victim.png",
+        "must be a path inside images/",
+    ),
 }
 
 

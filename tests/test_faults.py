@@ -435,3 +435,38 @@ def test_checkpoints_are_saved_with_the_usual_file_mode(tmp_path):
     VGGT.from_preset("tiny").save_pretrained(tmp_path / "model")
     for path in (tmp_path / "model").iterdir():
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+# --------------------------------------------------------------------------------------------- hostile use
+
+
+def test_overwrite_never_deletes_the_runs_own_inputs(tmp_path, photos):
+    """`--out out/ckin --checkpoint out/ckin/model --intrinsics out/ckin/calib.json --overwrite`: refused."""
+    from vggt.utils.files import OUTPUT_MARKER
+
+    out = tmp_path / "out" / "ckin"
+    (out / "model").mkdir(parents=True)
+    (out / OUTPUT_MARKER).write_text("an earlier output")
+    (out / "calib.json").write_text("{}")
+    for flags in (["--checkpoint", str(out / "model")], ["--intrinsics", str(out / "calib.json")]):
+        result = run_vggt(["reconstruct", str(photos), "--out", str(out), *flags, "--overwrite", *FAST], tmp_path)
+        assert result.returncode == 2
+        assert "holds the input" in error_line(result)
+    assert (out / "model").is_dir() and (out / "calib.json").read_text() == "{}"
+
+
+def test_a_second_run_to_the_same_output_is_refused_in_one_line(tmp_path, photos):
+    from test_utils_files import HOLD_LOCK
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "out")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_vggt(["reconstruct", str(photos), "--out", "out", "--preset", "tiny", *FAST], tmp_path)
+        assert result.returncode == 2
+        assert f"being written by another vggt run (process {holder.pid})" in error_line(result)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "out").exists()

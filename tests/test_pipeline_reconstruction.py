@@ -190,9 +190,14 @@ def test_save_refuses_non_empty_output_and_overwrite_replaces(room, tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(InputError, match="not empty"):
         room.save(out)
+    with pytest.raises(InputError, match=r"not an earlier output of vggt .*would delete what it holds \(keep.txt\)"):
+        room.save(out, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    room.save(out)
+    (out / "points.ply").unlink()
     room.save(out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "points.ply").is_file()
+    assert (out / "points.ply").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -206,7 +211,9 @@ def test_failure_midway_leaves_nothing_half_written(room, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
     existing = tmp_path / "existing"
-    existing.mkdir()
+    monkeypatch.undo()
+    room.save(existing)
+    monkeypatch.setattr(Reconstruction, "to_glb", fail)
     (existing / "old.txt").write_text("old")
     with pytest.raises(RuntimeError, match="disk full"):
         room.save(existing, overwrite=True)

@@ -7,6 +7,7 @@ its name. torch is imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import os
@@ -32,6 +33,7 @@ from vggt.pipeline.options import (
     ReconstructOptions,
 )
 from vggt.utils.files import check_output_folder
+from vggt.utils.locks import output_lock
 
 OUTPUTS_HELP = """\
 outputs in DIR:
@@ -176,6 +178,11 @@ def options_from_args(args: argparse.Namespace) -> ReconstructOptions:
     return ReconstructOptions(**chosen, ba_options=ba_options, work_dir=work_dir, progress=not args.quiet)
 
 
+def local_files(*values: str | os.PathLike | None) -> list[Path]:
+    """The values that name existing files or folders (a checkpoint may be a Hub id instead)."""
+    return [Path(value) for value in values if value is not None and Path(value).exists()]
+
+
 def check_export_dependencies() -> None:
     """The writers need pycolmap, trimesh and OpenCV: say so before the model runs, not after."""
     missing = [name for name in EXPORT_MODULES if importlib.util.find_spec(name) is None]
@@ -194,14 +201,18 @@ def run(args: argparse.Namespace) -> int:
     check_export_dependencies()
     from vggt.pipeline.api import reconstruct
 
-    check_output_folder(args.out, args.overwrite, args.inputs)
+    # Everything the run reads must survive it: --overwrite never deletes an input.
+    check_output_folder(args.out, args.overwrite, [*args.inputs, *local_files(options.checkpoint, options.intrinsics)])
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
-    reconstruction = reconstruct(inputs, options=options)
-    if reconstruction is None:  # a torchrun rank other than 0: rank 0 writes the outputs
-        return 0
-    reconstruction.save(args.out, overwrite=args.overwrite, progress=options.progress)
-    if options.work_dir is not None:
-        shutil.rmtree(options.work_dir, ignore_errors=True)
+    # The windows beside the output are the run's too: one run at a time per output (torchrun ranks share it).
+    lock = output_lock(args.out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with lock:
+        reconstruction = reconstruct(inputs, options=options)
+        if reconstruction is None:  # a torchrun rank other than 0: rank 0 writes the outputs
+            return 0
+        reconstruction.save(args.out, overwrite=args.overwrite, progress=options.progress)
+        if options.work_dir is not None:
+            shutil.rmtree(options.work_dir, ignore_errors=True)
     if not args.quiet:
         seconds = time.perf_counter() - start
         print(f"vggt reconstruct: {reconstruction.summary(args.out, seconds)}")

@@ -35,6 +35,7 @@ from vggt.utils.cameras import COLMAP_PIXEL_CENTER
 from vggt.utils.commands import run_main
 from vggt.utils.images import image_size_upright
 from vggt.utils.optional import import_pycolmap
+from vggt.utils.paths import check_file_name, confined_path
 
 # COLMAP camera models whose first parameters are pinhole focal lengths and principal point.
 SUPPORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
@@ -49,6 +50,18 @@ def _cam_from_world(image) -> np.ndarray:
     pose = image.cam_from_world
     pose = pose() if callable(pose) else pose  # a method since pycolmap 3.12, a property before
     return np.asarray(pose.matrix(), dtype=np.float64)
+
+
+def _image_name(image) -> str:
+    """The image's name; pycolmap cannot decode a name that is not UTF-8, which is refused in one line."""
+    try:
+        return image.name
+    except UnicodeDecodeError:
+        raise InputError(
+            "COLMAP image {id} has a name that is not UTF-8; rename the file and the model's entry (e.g. with "
+            "convmv) so that every output can keep the name",
+            id=image.image_id,
+        ) from None
 
 
 def _is_registered(image) -> bool:
@@ -107,8 +120,8 @@ def read_colmap_depth(path: Path) -> np.ndarray:
 
 def _find_depth(depth_dir: Path, image_name: str) -> Path | None:
     stem = str(Path(image_name).with_suffix(""))
-    candidates = [depth_dir / (stem + ".npy"), depth_dir / (image_name + ".npy")]
-    candidates += [depth_dir / (image_name + suffix) for suffix in COLMAP_DEPTH_SUFFIXES]
+    names = [stem + ".npy", image_name + ".npy", *(image_name + suffix for suffix in COLMAP_DEPTH_SUFFIXES)]
+    candidates = [confined_path(depth_dir, name, "depth map of COLMAP image") for name in names]
     return next((c for c in candidates if c.is_file()), None)
 
 
@@ -132,8 +145,8 @@ def import_colmap(
         raise InputError("COLMAP sparse model folder {path} does not exist", path=sparse_dir)
     if not images_dir.is_dir():
         raise InputError("images folder {path} does not exist", path=images_dir)
-    reconstruction = pycolmap.Reconstruction(str(sparse_dir))
-    images = sorted((image for image in reconstruction.images.values() if _is_registered(image)), key=lambda i: i.name)
+    reconstruction = _read_model(pycolmap, sparse_dir)
+    images = sorted((image for image in reconstruction.images.values() if _is_registered(image)), key=_image_name)
     if not images:
         raise InputError("COLMAP model {path} has no registered images", path=sparse_dir)
     skipped = len(reconstruction.images) - len(images)
@@ -152,6 +165,20 @@ def import_colmap(
             _read_depth_map(Path(depth_dir), name, size) for name, size in zip(scene.image_names, scene.image_hw)
         ]
     return write_scene(out_dir, scene, overwrite=overwrite)
+
+
+def _read_model(pycolmap, sparse_dir: Path):
+    """The pycolmap Reconstruction in `sparse_dir`; a model pycolmap cannot parse is one InputError."""
+    try:
+        return pycolmap.Reconstruction(str(sparse_dir))
+    except (RuntimeError, ValueError, OSError) as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise InputError(
+            "COLMAP model {path} cannot be read ({reason}); pass a folder with cameras, images and points3D "
+            "(.bin or .txt) as COLMAP writes them",
+            path=sparse_dir,
+            reason=reason,
+        ) from None
 
 
 def _warn_about_distortion(reconstruction) -> None:
@@ -175,7 +202,9 @@ def _scene_of(reconstruction, images: list, sparse_dir: Path, images_dir: Path, 
     image_paths, intrinsics, extrinsics, sizes = [], [], [], []
     for image in images:
         camera = reconstruction.cameras[image.camera_id]
-        path = images_dir / image.name
+        # The name comes from the model's file: it must stay inside images_dir (read) and images/ (written).
+        path = confined_path(images_dir, image.name, "COLMAP image name")
+        check_file_name(path, "COLMAP image")
         if not path.is_file():
             raise InputError("COLMAP image {name!r} is not in {folder}", name=image.name, folder=images_dir)
         width, height = image_size_upright(path)

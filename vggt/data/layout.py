@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from vggt.errors import SceneFormatError
+from vggt.errors import InputError, SceneFormatError
 from vggt.utils.cameras import Cameras
+from vggt.utils.paths import confined_path
 
 CAMERAS_FILE = "cameras.json"
 IMAGES_DIR = "images"
@@ -181,8 +182,11 @@ def _entry(scene: str, path: Path, index: int, entry: object) -> tuple[str, np.n
     if missing:
         raise scene_error(scene, where, "missing keys {missing}", missing=missing)
     file_name = entry["file_name"]
-    if not isinstance(file_name, str) or PurePosixPath(file_name).is_absolute() or ".." in file_name.split("/"):
-        raise scene_error(scene, where, "file_name must be a path inside images/, got {name!r}", name=file_name)
+    try:
+        confined_path(path.parent / IMAGES_DIR, file_name)
+    except InputError:
+        problem = "file_name must be a path inside images/, got {name!r}"
+        raise scene_error(scene, where, problem, name=file_name) from None
     where = f"{path} ({file_name})"
     width, height = entry["width"], entry["height"]
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):

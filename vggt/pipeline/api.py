@@ -113,7 +113,8 @@ def predict_and_assemble(
     if opts.windowed and len(paths) > opts.window:
         model = build_model(opts.checkpoint, opts.preset, device=inference.device) if model is None else model
         resolution = opts.resolution or model.config.default_resolution
-        windows = predict_windowed(model, paths, opts, inference, resolution, model_name(model, opts), known)
+        name = model_name(model, opts)
+        windows = predict_windowed(model, paths, opts, inference, resolution, name, known, collected.video)
         predictions, transforms, images = windows.predictions, windows.transforms, None
         masked = 0
     else:

@@ -36,7 +36,7 @@ from vggt.export.ply import write_ply
 from vggt.pipeline.inference import Predictions, finite_or_zero
 from vggt.pipeline.options import POINT_SOURCES
 from vggt.pipeline.points import PointCloud, PointSelection, dense_cloud, depth_at_original_resolution
-from vggt.pipeline.saved import cloud_arrays, read_reconstruction
+from vggt.pipeline.saved import cloud_arrays, read_reconstruction, transform_arrays
 from vggt.pipeline.verify import verify_reconstruction
 from vggt.utils.cameras import Cameras
 from vggt.utils.files import atomic_directory, check_output_folder
@@ -268,8 +268,7 @@ class Reconstruction:
             path,
             **arrays,
             image_names=np.array(self.image_names),
-            image_wh=self.image_wh,
-            input_from_original=np.stack([t.matrix() for t in self.transforms]),
+            **transform_arrays(self.transforms),
             **cloud_arrays(self.selection, self.points_source, self.model_intrinsics, self.sparse, self.seconds),
         )
         return path

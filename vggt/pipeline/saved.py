@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,10 @@ from vggt.pipeline.inference import Predictions
 from vggt.pipeline.points import PointCloud, PointSelection, dense_cloud
 from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_input
 
-REQUIRED_KEYS = ("images", "image_names", "image_wh", "input_from_original")
+# The preprocessing of each photo: its size [S, 2] (width, height) and input_from_original [S, 3, 3] (model-input
+# pixel = matrix @ original pixel); the input size is that of `images`. Windows on disk store the same.
+TRANSFORM_KEYS = ("image_wh", "input_from_original")
+REQUIRED_KEYS = ("images", "image_names", *TRANSFORM_KEYS)
 SPARSE_KEYS = ("sparse_points", "sparse_colors", "sparse_point_index", "sparse_image_index", "sparse_xy")
 NO_POINT_LIMIT = 0  # `max_points` as saved when the cloud had no limit
 
@@ -79,7 +83,15 @@ def read_predictions(directory: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def rebuild_transforms(arrays: dict[str, np.ndarray]) -> list[PreprocessTransform]:
+def transform_arrays(transforms: Sequence[PreprocessTransform]) -> dict[str, np.ndarray]:
+    """The TRANSFORM_KEYS arrays of `transforms` (what `rebuild_transforms` reads back exactly)."""
+    return {
+        "image_wh": np.array([t.original_size for t in transforms], dtype=np.int64).reshape(-1, 2),
+        "input_from_original": np.stack([t.matrix() for t in transforms]),
+    }
+
+
+def rebuild_transforms(arrays: Mapping[str, np.ndarray]) -> list[PreprocessTransform]:
     """The preprocessing of each photo from `input_from_original` [S, 3, 3], `image_wh` [S, 2] and the input size."""
     input_h, input_w = arrays["images"].shape[-2:]
     return [

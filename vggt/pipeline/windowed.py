@@ -29,10 +29,13 @@ from vggt.errors import InputError
 from vggt.pipeline.calibration import apply_known_intrinsics
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference
 from vggt.pipeline.inputs import load_input_images
-from vggt.utils.files import atomic_directory
+from vggt.pipeline.resume import manifest_changes, windows_manifest
+from vggt.pipeline.saved import TRANSFORM_KEYS, rebuild_transforms, transform_arrays
+from vggt.utils.files import atomic_directory, atomic_file
 from vggt.utils.geometry import depth_map_to_world_points
 from vggt.utils.images import image_size_upright
 from vggt.utils.load_fn import PreprocessTransform, input_size
+from vggt.utils.locks import output_lock
 from vggt.utils.pose_enc import extri_intri_to_pose_encoding
 from vggt.utils.pose_graph import SimilarityEdge, chain_similarities, optimize_pose_graph
 from vggt.utils.similarity import Similarity
@@ -43,7 +46,6 @@ logger = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
 WINDOW_DIR = "window_{:05d}"
 MERGED_DIR = "merged"
-TRANSFORMS_FILE = "transforms.npz"
 # The arrays of a window, as Predictions fields; those a model does not predict are absent.
 ARRAY_FIELDS = (
     "images",
@@ -92,24 +94,34 @@ class WindowPlan:
 
 
 class WindowStore:
-    """Per-window predictions in `folder/window_<k>/` (one .npy per array, memory-mapped when read back), written
-    atomically so that a window folder on disk is a complete one. `manifest` (inputs and options) is kept in
-    `folder/manifest.json`: resuming with other inputs or options is refused."""
+    """Per-window predictions in `folder/window_<k>/` (one .npy per array, memory-mapped when read back, and the
+    frames' preprocessing as predictions.npz stores it: `vggt.pipeline.saved.transform_arrays`), written
+    atomically so that a window folder on disk is a complete one. `manifest` (what the windows depend on:
+    `vggt.pipeline.resume`) is kept in `folder/manifest.json`, written atomically: resuming with other inputs or
+    options is refused naming what changed. Without `resume`, only a folder of ours (with a manifest) or an empty
+    one is cleared."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any], resume: bool) -> None:
         self.folder = Path(folder)
         manifest_path = self.folder / MANIFEST_FILE
         if manifest_path.is_file() and resume:
-            if json.loads(manifest_path.read_text()) != manifest:
+            changes = manifest_changes(_read_manifest(manifest_path), manifest)
+            if changes:
                 raise InputError(
-                    "the windows in {folder} are of another run (other inputs or options); drop {resume=True} to "
-                    "start over",
+                    "the windows in {folder} are of another run ({changes} changed); drop {resume=True} to start over",
                     folder=self.folder,
+                    changes=", ".join(changes),
                 )
-        elif self.folder.exists():
+        elif manifest_path.is_file() or (self.folder.is_dir() and not any(self.folder.iterdir())):
             shutil.rmtree(self.folder)
+        elif self.folder.exists():
+            raise InputError(
+                "{work_dir} {folder} holds files but no windows of a vggt run; choose an empty or new folder",
+                folder=self.folder,
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
-        manifest_path.write_text(json.dumps(manifest, indent=1))
+        with atomic_file(manifest_path) as staging:
+            staging.write_text(json.dumps(manifest, indent=1))
 
     def path(self, index: int) -> Path:
         return self.folder / WINDOW_DIR.format(index)
@@ -119,41 +131,29 @@ class WindowStore:
 
     def save(self, index: int, predictions: Predictions, transforms: Sequence[PreprocessTransform]) -> None:
         with atomic_directory(self.path(index), overwrite=True) as staging:
-            for name in ARRAY_FIELDS:
-                value = getattr(predictions, name)
+            arrays = {name: getattr(predictions, name) for name in ARRAY_FIELDS}
+            for name, value in {**arrays, **transform_arrays(transforms)}.items():
                 if value is not None:
                     np.save(staging / f"{name}.npy", value)
-            save_transforms(staging / TRANSFORMS_FILE, transforms)
 
     def load(self, index: int) -> tuple[Predictions, list[PreprocessTransform]]:
         folder = self.path(index)
         arrays = {
             name: np.load(folder / f"{name}.npy", mmap_mode="r")
-            for name in ARRAY_FIELDS
+            for name in (*ARRAY_FIELDS, *TRANSFORM_KEYS)
             if (folder / f"{name}.npy").is_file()
         }
-        return Predictions(**arrays), load_transforms(folder / TRANSFORMS_FILE)
+        transforms = rebuild_transforms(arrays)
+        return Predictions(**{name: arrays[name] for name in ARRAY_FIELDS if name in arrays}), transforms
 
 
-def save_transforms(path: Path, transforms: Sequence[PreprocessTransform]) -> None:
-    np.savez(
-        path,
-        original_size=np.array([t.original_size for t in transforms]),
-        input_size=np.array([t.input_size for t in transforms]),
-        scale=np.array([t.scale for t in transforms]),
-        offset=np.array([t.offset for t in transforms]),
-    )
-
-
-def load_transforms(path: Path) -> list[PreprocessTransform]:
-    with np.load(path) as data:
-        rows = zip(data["original_size"], data["input_size"], data["scale"], data["offset"])
-        return [
-            PreprocessTransform(
-                tuple(int(v) for v in o), tuple(int(v) for v in i), tuple(map(float, s)), tuple(map(float, f))
-            )
-            for o, i, s, f in rows
-        ]
+def _read_manifest(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(
+            "{path} cannot be read ({error}); drop {resume=True} to start over", path=path, error=error
+        ) from None
 
 
 @dataclass
@@ -306,21 +306,6 @@ def _frame_in_world(predictions: Predictions, j: int, node: Similarity) -> dict[
     return values
 
 
-def manifest(paths: Sequence[Path], opts: Any, resolution: int, model_name: str) -> dict[str, Any]:
-    """What a window store's content depends on: a resumed run must have the same."""
-    return {
-        "images": [str(Path(p).resolve()) for p in paths],
-        "model": model_name,
-        "mode": opts.mode,
-        "resolution": resolution,
-        "window": opts.window,
-        "overlap": opts.overlap,
-        "loop_closure": opts.loop_closure if isinstance(opts.loop_closure, bool) else list(opts.loop_closure),
-        "dtype": str(opts.dtype),
-        "intrinsics": None if opts.intrinsics is None else str(opts.intrinsics),
-    }
-
-
 def predict_windowed(
     model: torch.nn.Module,
     paths: Sequence[Path],
@@ -329,17 +314,20 @@ def predict_windowed(
     resolution: int,
     model_name: str,
     known: KnownIntrinsics | None = None,
+    video: Path | None = None,
 ) -> WindowedResult:
     """Predictions for all frames of `paths`, one forward pass per window of `opts` (ReconstructOptions: window,
-    overlap, loop_closure, work_dir, resume), aligned into the first camera's frame."""
+    overlap, loop_closure, work_dir, resume), aligned into the first camera's frame. `video`: the file the frames
+    were sampled from (what a resumed run must match instead of the frames' temporary folder)."""
     work = Path(opts.work_dir) if opts.work_dir is not None else None
     holder = None
     if work is None:
         holder = tempfile.TemporaryDirectory(prefix="vggt-windows-")
         work = Path(holder.name)
     plan = WindowPlan.build(len(paths), opts.window, opts.overlap, opts.loop_closure)
-    store = WindowStore(work, manifest(paths, opts, resolution, model_name), resume=opts.resume)
-    run_windows(model, paths, plan, store, opts.mode, resolution, inference, model_name, known)
-    nodes, residuals, inliers = align_windows(store, plan)
-    predictions, transforms = merge_windows(store, plan, nodes, len(paths))
+    with output_lock(work):  # one run at a time per work folder
+        store = WindowStore(work, windows_manifest(paths, opts, resolution, model_name, video), resume=opts.resume)
+        run_windows(model, paths, plan, store, opts.mode, resolution, inference, model_name, known)
+        nodes, residuals, inliers = align_windows(store, plan)
+        predictions, transforms = merge_windows(store, plan, nodes, len(paths))
     return WindowedResult(predictions, transforms, nodes, residuals, inliers, holder or work)

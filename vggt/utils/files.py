@@ -5,6 +5,11 @@ block succeeds; `atomic_file(target)` does the same for one file. The staging pa
 the final rename is atomic: readers see the old output or the new one, never half of one. A failure (or Ctrl-C)
 removes the staging folder and leaves `target` as it was. Every writer of folders (reconstructions, scene
 folders, training checkpoints) and of checkpoint files goes through these two.
+
+Every folder `atomic_directory` writes carries a marker file (`OUTPUT_MARKER`); `overwrite` replaces only a folder
+that has it, an earlier output of ours, never a folder of the user's. A writer holds the output's lock
+(`vggt.utils.locks`) while it writes, and removes the staging folders that dead processes left anywhere in the
+same parent folder.
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from vggt.errors import InputError
+from vggt.utils.locks import output_lock
 
 logger = logging.getLogger(__name__)
 
 # Staging names: `.<target>.tmp-<pid>-<random>`; the process id tells which process a leftover belongs to.
 STAGING_MARKER = ".tmp-"
 RETIRED_MARKER = ".old-"
+# The file that says a folder is an output of ours (what `overwrite` may replace).
+OUTPUT_MARKER = ".vggt-output"
+OUTPUT_MARKER_TEXT = "written by vggt; `--overwrite` replaces only folders holding this file\n"
+_LEFTOVER = re.compile(rf"^\.(.+)({re.escape(STAGING_MARKER)}|{re.escape(RETIRED_MARKER)})(\d+)-[0-9a-f]{{8}}$")
 
 
 def staging_path(target: Path, marker: str = STAGING_MARKER) -> Path:
@@ -44,22 +54,23 @@ def _process_is_alive(pid: int) -> bool:
 
 
 def remove_stale_staging(target: Path) -> list[Path]:
-    """Delete the staging folders that dead processes (killed, or lost power) left beside `target`.
+    """Delete the staging folders that dead processes (killed, or lost power) left beside `target`, whatever
+    output they were for (any later run in the same parent folder cleans up).
 
-    A swapped-out previous output (`.old-`) of a dead process is put back at `target` when `target` is missing
+    A swapped-out previous output (`.old-`) of a dead process is put back where it was when that place is empty
     (the process died between the two renames of `replace_with`). Returns what was removed.
     """
     if not target.parent.is_dir():
         return []
-    pattern = re.compile(rf"^\.{re.escape(target.name)}({re.escape(STAGING_MARKER)}|{re.escape(RETIRED_MARKER)})(\d+)-")
     removed = []
     for entry in sorted(target.parent.iterdir()):
-        match = pattern.match(entry.name)
-        if match is None or _process_is_alive(int(match.group(2))):
+        match = _LEFTOVER.match(entry.name)
+        if match is None or _process_is_alive(int(match.group(3))):
             continue
-        if match.group(1) == RETIRED_MARKER and not target.exists():
-            logger.warning("restoring %s from %s, left by an interrupted run", target, entry.name)
-            os.replace(entry, target)
+        original = target.parent / match.group(1)
+        if match.group(2) == RETIRED_MARKER and not original.exists():
+            logger.warning("restoring %s from %s, left by an interrupted run", original, entry.name)
+            os.replace(entry, original)
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -67,7 +78,7 @@ def remove_stale_staging(target: Path) -> list[Path]:
             entry.unlink(missing_ok=True)
         removed.append(entry)
     if removed:
-        logger.info("removed %d staging folder(s) of interrupted runs beside %s", len(removed), target)
+        logger.info("removed %d staging folder(s) of interrupted runs in %s", len(removed), target.parent)
     return removed
 
 
@@ -91,6 +102,30 @@ def replace_with(staging: Path, target: Path) -> None:
 
 def is_non_empty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
+
+
+def check_replaceable(directory: Path, overwrite: bool) -> None:
+    """Raise InputError unless `directory` may become a new output: absent, empty, or with `overwrite` an earlier
+    output of ours (it holds OUTPUT_MARKER). A refusal says what replacing it would have deleted."""
+    if directory.exists() and not directory.is_dir():
+        raise InputError("output {path} exists and is not a folder", path=directory)
+    if not is_non_empty_dir(directory):
+        return
+    if not overwrite:
+        raise InputError(
+            "output folder {path} is not empty; pass {overwrite=True} to replace it, or choose another",
+            path=directory,
+        )
+    if not (directory / OUTPUT_MARKER).is_file():
+        entries = sorted(p.name for p in directory.iterdir())
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise InputError(
+            "output folder {path} is not an earlier output of vggt (it has no {marker}); {overwrite=True} would "
+            "delete what it holds ({entries}): delete it yourself or choose another folder",
+            path=directory,
+            marker=OUTPUT_MARKER,
+            entries=shown,
+        )
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -121,11 +156,12 @@ def check_writable_folder(folder: Path, for_output: Path) -> None:
 
 
 def check_output_folder(
-    directory: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()
+    directory: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike | None] = ()
 ) -> None:
     """Refuse, before any work, an output folder that cannot be written as a whole: a file; a non-empty folder
-    without `overwrite`; the current folder or one of its ancestors; one holding (or being) an input; one whose
-    parent is not writable. Stale staging folders of dead runs beside it are removed first."""
+    without `overwrite`, or with it one that is not an earlier output of ours; the current folder or one of its
+    ancestors; one holding (or being) an input (photos, checkpoint, intrinsics...; None entries are skipped); one
+    whose parent is not writable. Stale staging folders of dead runs beside it are removed first."""
     directory = Path(directory)
     resolved = directory.resolve()
     cwd = Path.cwd().resolve()
@@ -136,6 +172,8 @@ def check_output_folder(
             path=directory,
         )
     for source in inputs:
+        if source is None:
+            continue
         source = Path(source).resolve()
         if source == resolved or resolved in source.parents:
             raise InputError(
@@ -144,38 +182,32 @@ def check_output_folder(
                 source=source,
             )
     remove_stale_staging(directory)
-    if directory.exists() and not directory.is_dir():
-        raise InputError("output {path} exists and is not a folder", path=directory)
-    if is_non_empty_dir(directory) and not overwrite:
-        raise InputError(
-            "output folder {path} is not empty; pass {overwrite=True} to replace it, or choose another", path=directory
-        )
+    check_replaceable(directory, overwrite)
     check_writable_folder(directory.parent, directory)
 
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder; on success it replaces `target`, on any failure it is removed.
+    """Yield an empty staging folder (but for OUTPUT_MARKER); on success it replaces `target`, on any failure it
+    is removed. The output's lock is held throughout.
 
-    Raises InputError when `target` is a file, or a non-empty folder and not `overwrite`.
+    Raises InputError when `target` is a file, a non-empty folder and not `overwrite`, a non-empty folder that is
+    not an earlier output of ours, or locked by another process.
     """
     target = Path(target)
-    remove_stale_staging(target)
-    if target.exists() and not target.is_dir():
-        raise InputError("output {path} exists and is not a folder", path=target)
-    if is_non_empty_dir(target) and not overwrite:
-        raise InputError(
-            "output folder {path} is not empty; pass {overwrite=True} to replace it, or choose another", path=target
-        )
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_path(target)
-    staging.mkdir()
-    try:
-        yield staging
-        replace_with(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with output_lock(target):
+        remove_stale_staging(target)
+        check_replaceable(target, overwrite)
+        staging = staging_path(target)
+        staging.mkdir()
+        try:
+            (staging / OUTPUT_MARKER).write_text(OUTPUT_MARKER_TEXT)
+            yield staging
+            replace_with(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def default_file_mode() -> int:
