@@ -15,7 +15,9 @@ VGGT1B_LAYOUT = SHARED / "reference" / "vggt1b_state_dict.tsv"
 
 
 def make_camera_head(cfg: VGGTConfig) -> CameraHead:
-    return CameraHead(cfg.head_dim_in, cfg.camera_trunk_depth, cfg.camera_num_heads, cfg.camera_mlp_ratio)
+    return CameraHead(
+        cfg.head_dim_in, cfg.camera_trunk_depth, num_heads=cfg.camera_num_heads, mlp_ratio=cfg.camera_mlp_ratio
+    )
 
 
 def make_dense_head(cfg: VGGTConfig, kind: str) -> DPTHead:

@@ -38,7 +38,7 @@ def test_reference_constructor_keywords():
     assert model.track_head is None and model.point_head is None
     assert model.depth_head is not None and model.camera_head is not None
     assert not any(k.startswith(("track_head.", "point_head.")) for k in model.state_dict())
-    with pytest.raises(TypeError, match="unexpected keywords"):
+    with pytest.raises(TypeError, match="unexpected keyword"):
         VGGT(image_size=518)
 
 

@@ -13,6 +13,7 @@ from vggt.utils.geometry import (
     as_homogeneous,
     camera_to_world_points,
     closed_form_inverse_se3,
+    depth_map_to_camera_points,
     depth_map_to_world_points,
     depth_to_world_coords_points,
     pixel_grid,
@@ -129,12 +130,17 @@ def test_pose_encoding_round_trip() -> None:
     intrinsics[..., 0, 0], intrinsics[..., 1, 1] = focal[..., 0], focal[..., 1]
     intrinsics[..., 0, 2], intrinsics[..., 1, 2], intrinsics[..., 2, 2] = width / 2, height / 2, 1.0
 
+    # The reference's dtypes: the encoding is float32 whatever the inputs, decoded intrinsics are float32 and
+    # decoded extrinsics keep the encoding's dtype.
     encoding = extri_intri_to_pose_encoding(extrinsics, intrinsics, (height, width))
-    assert encoding.shape == (2, 5, 9) and encoding.dtype == torch.float64
-    torch.testing.assert_close(encoding[..., 7], 2 * torch.atan(height / 2 / focal[..., 1]))
+    assert encoding.shape == (2, 5, 9) and encoding.dtype == torch.float32
+    torch.testing.assert_close(encoding[..., 7], (2 * torch.atan(height / 2 / focal[..., 1])).float())
     decoded_extrinsics, decoded_intrinsics = pose_encoding_to_extri_intri(encoding, (height, width))
-    torch.testing.assert_close(decoded_extrinsics, extrinsics)
-    torch.testing.assert_close(decoded_intrinsics, intrinsics)
+    assert decoded_extrinsics.dtype == decoded_intrinsics.dtype == torch.float32
+    torch.testing.assert_close(decoded_extrinsics, extrinsics.float())
+    torch.testing.assert_close(decoded_intrinsics, intrinsics.float())
+    decoded_extrinsics, decoded_intrinsics = pose_encoding_to_extri_intri(encoding.double(), (height, width))
+    assert decoded_extrinsics.dtype == torch.float64 and decoded_intrinsics.dtype == torch.float32
 
     only_extrinsics, none = pose_encoding_to_extri_intri(encoding, build_intrinsics=False)
     assert none is None and only_extrinsics.shape == (2, 5, 3, 4)
@@ -190,9 +196,13 @@ def test_unproject_then_project_returns_the_pixel_grid() -> None:
     torch.testing.assert_close(pixels, grid)
     torch.testing.assert_close(projected_depth, depth.reshape(frames, -1))
 
-    # The numpy drop-in agrees with the batched torch path, with or without the trailing depth channel.
+    # The numpy drop-in computes as the reference does (float32 camera points moved to the world in float64, a
+    # float64 result), with or without the trailing depth channel.
     numpy_points = unproject_depth_map_to_point_map(depth[..., None].numpy(), extrinsics.numpy(), intrinsics.numpy())
-    np.testing.assert_allclose(numpy_points, points_world.numpy(), atol=1e-12)
+    assert numpy_points.dtype == np.float64
+    points_cam32 = depth_map_to_camera_points(depth, intrinsics).float().double()
+    expected = camera_to_world_points(points_cam32.reshape(frames, -1, 3), extrinsics).reshape(points_world.shape)
+    np.testing.assert_allclose(numpy_points, expected.numpy(), atol=1e-12)
     np.testing.assert_allclose(
         unproject_depth_map_to_point_map(depth.float(), extrinsics.float(), intrinsics.float()),
         points_world.numpy(),

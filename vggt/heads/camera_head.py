@@ -32,13 +32,13 @@ class CameraHead(nn.Module):
         self,
         dim_in: int = 2048,
         trunk_depth: int = 4,
+        pose_encoding_type: str = "absT_quaR_FoV",
         num_heads: int = 16,
         mlp_ratio: float = 4.0,
         init_values: float | None = 0.01,
         trans_act: str = "linear",
         quat_act: str = "linear",
         fl_act: str = "relu",
-        pose_encoding_type: str = "absT_quaR_FoV",
     ) -> None:
         super().__init__()
         if pose_encoding_type not in POSE_ENCODING_DIMS:

@@ -13,7 +13,7 @@ from vggt.layers import Block, DinoVisionTransformer, RotaryPositionEmbedding2D,
 from vggt.layers.chunked_block import KeyValueGather, chunk_slices, chunked_block_forward
 from vggt.layers.token_merging import TokenMerging
 from vggt.models import progress
-from vggt.models.config import VGGTConfig
+from vggt.models.config import VGGTConfig, aggregator_config
 from vggt.models.streaming import KeptOutputs, StreamingOptions, autocast_dtype
 from vggt.utils.host_memory import release_freed_host_memory, scene_buffer
 
@@ -39,9 +39,37 @@ class Aggregator(nn.Module):
     outputs, [B, S, P, 2 * C], as the heads expect.
     """
 
-    def __init__(self, config: VGGTConfig) -> None:
+    def __init__(
+        self,
+        img_size: int | VGGTConfig = 518,
+        patch_size: int = 14,
+        embed_dim: int = 1024,
+        depth: int = 24,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        num_register_tokens: int = 4,
+        block_fn: type[nn.Module] = Block,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        ffn_bias: bool = True,
+        patch_embed: str = "dinov2_vitl14_reg",
+        aa_order: Sequence[str] = ("frame", "global"),
+        aa_block_size: int = 1,
+        qk_norm: bool = True,
+        rope_freq: float = 100,
+        init_values: float = 0.01,
+    ) -> None:
+        """`Aggregator(config)` as VGGT builds it, or the reference's arguments (see `config.aggregator_config`)."""
         super().__init__()
-        c = config
+        if isinstance(img_size, VGGTConfig):
+            c = img_size
+        else:
+            unsupported = dict(block_fn=block_fn is not Block, qkv_bias=not qkv_bias, proj_bias=not proj_bias)
+            unsupported["ffn_bias"] = not ffn_bias
+            c = aggregator_config(
+                img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, num_register_tokens, patch_embed,
+                aa_order, aa_block_size, qk_norm, rope_freq, init_values, unsupported,
+            )  # fmt: skip
         self.patch_size = c.patch_size
         self.depth = c.depth
         self.patch_start_idx = c.patch_start_idx

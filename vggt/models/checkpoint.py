@@ -9,6 +9,7 @@ there) with one message that names the problem and the way out.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -18,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vggt.errors import CheckpointError, CheckpointNotFoundError
-from vggt.models.config import REFERENCE_KWARGS, VGGTConfig, get_preset
+from vggt.errors import CheckpointError, CheckpointNotFoundError, InputError
+from vggt.models.config import HEAD_NAMES, REFERENCE_KWARGS, VGGTConfig, get_preset
 from vggt.utils.files import atomic_file
 
 CONFIG_NAME = "config.json"
@@ -225,7 +226,15 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
         raise CheckpointError(
             "{source} does not match the model: {parts}; " + advice, source=source, parts="; ".join(parts)
         )
+    _check_shapes(state, expected, source)
+
+
+def _check_shapes(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a CheckpointError at the first tensor of `state` whose shape or kind differs from `expected`'s."""
+    advice = "pass the matching {config} or {preset} (e.g. {preset=tiny}), or check that this is a VGGT checkpoint"
     for key, tensor in expected.items():
+        if key not in state:
+            continue
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(
                 "{source}: tensor {key} has shape {shape}, the model expects {expected}; " + advice,
@@ -247,21 +256,73 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
 # ---------------------------------------------------------------------------------------- loading
 
 
+def apply_model_kwargs(config: VGGTConfig, model_kwargs: Mapping[str, Any], source: str) -> VGGTConfig:
+    """The checkpoint's config with the reference constructor's keywords applied, as the Hub mixin passes them.
+
+    Switching a head off (`enable_track=False`) is applied; a size that differs from the checkpoint's, or a head
+    the checkpoint lacks, contradicts it and is refused.
+    """
+    unknown = sorted(set(model_kwargs) - set(REFERENCE_KWARGS))
+    if unknown:
+        raise InputError(
+            "from_pretrained got unknown keywords {unknown}; it takes {accepted}, config, preset, device, dtype, "
+            "map_location, strict and the Hub's download options",
+            unknown=", ".join(unknown),
+            accepted=", ".join(REFERENCE_KWARGS),
+        )
+    contradictions = [
+        f"{name}={value!r} (checkpoint: {getattr(config, name)!r})"
+        for name, value in model_kwargs.items()
+        if value != getattr(config, name) and not (name.startswith("enable_") and value is False)
+    ]
+    if contradictions:
+        raise CheckpointError(
+            "{source}: {contradictions} contradicts the checkpoint; leave these keywords out, or pass a matching "
+            "checkpoint",
+            source=source,
+            contradictions=", ".join(contradictions),
+        )
+    return dataclasses.replace(config, **model_kwargs)
+
+
+def _without_disabled_heads(state: dict[str, torch.Tensor], config: VGGTConfig) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors less those of the heads `config` switches off."""
+    dropped = tuple(f"{name}_head." for name in HEAD_NAMES if not getattr(config, f"enable_{name}"))
+    return {k: v for k, v in state.items() if not k.startswith(dropped)} if dropped else state
+
+
+def _resolve_device(device: str | torch.device | None, map_location: str | torch.device | None) -> torch.device:
+    if device is not None and map_location is not None and torch.device(device) != torch.device(map_location):
+        raise InputError(
+            "device={device} and map_location={map_location} disagree; pass one of them",
+            device=device,
+            map_location=map_location,
+        )
+    return torch.device(device if device is not None else (map_location or "cpu"))
+
+
 def load_pretrained(
     cls: type[nn.Module],
     name_or_path: str | Path,
     *,
     config: VGGTConfig | None = None,
     preset: str | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    map_location: str | torch.device | None = None,
+    strict: bool = True,
+    model_kwargs: Mapping[str, Any] | None = None,
     **hub_kwargs: Any,
 ) -> nn.Module:
-    """A `cls(config)` model (VGGT) holding the checkpoint's weights, in eval mode on `device`.
+    """A `cls(config=...)` model (VGGT) holding the checkpoint's weights, in eval mode on `device`.
 
-    The architecture comes from `config`, else `preset`, else the checkpoint's `config.json`, else VGGT-1B.
+    The architecture comes from `config`, else `preset`, else the checkpoint's `config.json`, else VGGT-1B, with
+    `model_kwargs` (the reference constructor's keywords) applied (`apply_model_kwargs`). `map_location` is
+    where the model goes (`device` is its other name). `strict=False` loads what matches and keeps the freshly
+    initialised tensors for the rest; shapes must still agree.
     """
     weights_path, config_path = resolve_checkpoint(name_or_path, **hub_kwargs)
+    target = _resolve_device(device, map_location)
     if config is None:
         if preset is not None:
             config = get_preset(preset)
@@ -269,19 +330,26 @@ def load_pretrained(
             config = _read_config_file(config_path)
         else:
             config = VGGTConfig()
-    state = read_state_dict(weights_path)
+    config = apply_model_kwargs(config, model_kwargs or {}, str(weights_path))
+    state = _without_disabled_heads(read_state_dict(weights_path), config)
 
-    # Build without allocating or initialising parameters, then adopt the checkpoint's tensors.
-    with torch.device("meta"):
-        model = cls(config)
-    check_state_dict(model, state, str(weights_path))
-    model.load_state_dict(state, strict=True, assign=True)
+    if strict:
+        # Build without allocating or initialising parameters, then adopt the checkpoint's tensors.
+        with torch.device("meta"):
+            model = cls(config=config)
+        check_state_dict(model, state, str(weights_path))
+        model.load_state_dict(state, strict=True, assign=True)
+    else:
+        model = cls(config=config)
+        expected = model.state_dict()
+        _check_shapes({k: v for k, v in state.items() if k in expected}, expected, str(weights_path))
+        model.load_state_dict(state, strict=False)
     leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftover:
         raise CheckpointError(
             "internal error: tensors {names} were not materialised by the checkpoint", names=_few(leftover)
         )
-    model.to(device=device, dtype=dtype or torch.float32)
+    model.to(device=target, dtype=dtype or torch.float32)
     model.eval()
     return model
 

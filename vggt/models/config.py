@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,15 +15,16 @@ DEFAULT_CHECKPOINT = "facebook/VGGT-1B"
 HEAD_NAMES = ("camera", "depth", "point", "track")
 # Keywords of the reference constructor, kept so that `VGGT(img_size=..., enable_track=False)` works and the
 # reference's config.json reads.
-REFERENCE_KWARGS = (
-    "img_size",
-    "patch_size",
-    "embed_dim",
-    "enable_camera",
-    "enable_point",
-    "enable_depth",
-    "enable_track",
-)
+REFERENCE_DEFAULTS: dict[str, Any] = {
+    "img_size": 518,
+    "patch_size": 14,
+    "embed_dim": 1024,
+    "enable_camera": True,
+    "enable_point": True,
+    "enable_depth": True,
+    "enable_track": True,
+}
+REFERENCE_KWARGS = tuple(REFERENCE_DEFAULTS)
 
 
 @dataclass
@@ -173,3 +174,84 @@ def get_preset(name: str) -> VGGTConfig:
     if name not in PRESETS:
         raise InputError("Unknown preset {name!r}; choose one of {choices}", name=name, choices=sorted(PRESETS))
     return dataclasses.replace(PRESETS[name], extra=dict(PRESETS[name].extra))
+
+
+def config_from_reference_arguments(reference: dict[str, Any], config: VGGTConfig | None) -> VGGTConfig:
+    """The config of `VGGT(...)`: the reference's arguments alone, or over `config` where they differ from the
+    reference's defaults. A config passed in the first position (`VGGT(config)`) arrives as `img_size`."""
+    if isinstance(reference.get("img_size"), VGGTConfig):
+        if config is not None:
+            raise TypeError("VGGT() got a config twice: positionally and as config=")
+        config = reference.pop("img_size")
+    if config is None:
+        return VGGTConfig(**reference)
+    changed = {k: v for k, v in reference.items() if v != REFERENCE_DEFAULTS[k]}
+    return dataclasses.replace(config, **changed)
+
+
+# The reference Aggregator's `patch_embed` names: the DINOv2 backbones with registers it can build, as
+# (embed_dim, depth, num_heads) of the patch encoder.
+DINOV2_PATCH_EMBEDS = {
+    "dinov2_vits14_reg": (384, 12, 6),
+    "dinov2_vitb14_reg": (768, 12, 12),
+    "dinov2_vitl14_reg": (1024, 24, 16),
+}
+
+
+def aggregator_config(
+    img_size: int = 518,
+    patch_size: int = 14,
+    embed_dim: int = 1024,
+    depth: int = 24,
+    num_heads: int = 16,
+    mlp_ratio: float = 4.0,
+    num_register_tokens: int = 4,
+    patch_embed: str = "dinov2_vitl14_reg",
+    aa_order: Sequence[str] = ("frame", "global"),
+    aa_block_size: int = 1,
+    qk_norm: bool = True,
+    rope_freq: float = 100,
+    init_values: float = 0.01,
+    unsupported: dict[str, bool] | None = None,
+) -> VGGTConfig:
+    """The VGGTConfig of the reference's `Aggregator(...)` arguments; arguments it cannot honour are refused.
+
+    `unsupported` maps the names of other reference arguments to whether they were given a value this
+    implementation does not build (a custom `block_fn`, biases switched off).
+    """
+    refused = sorted(name for name, given in (unsupported or {}).items() if given)
+    if tuple(aa_order) != ("frame", "global") or aa_block_size != 1:
+        refused.append("aa_order/aa_block_size")
+    if patch_embed not in DINOV2_PATCH_EMBEDS:
+        refused.append(f"patch_embed={patch_embed!r}")
+    if refused:
+        raise InputError(
+            "Aggregator cannot build {refused}: it implements alternating frame/global blocks of size 1 with "
+            "biases and a DINOv2 patch encoder ({choices}); leave those arguments at their defaults",
+            refused=", ".join(refused),
+            choices=", ".join(DINOV2_PATCH_EMBEDS),
+        )
+    backbone_dim, backbone_depth, backbone_heads = DINOV2_PATCH_EMBEDS[patch_embed]
+    if backbone_dim != embed_dim:
+        raise InputError(
+            "patch_embed={patch_embed} makes {backbone_dim}-wide tokens but embed_dim is {embed_dim}; pass "
+            "matching values",
+            patch_embed=patch_embed,
+            backbone_dim=backbone_dim,
+            embed_dim=embed_dim,
+        )
+    return VGGTConfig(
+        img_size=img_size,
+        patch_size=patch_size,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        num_register_tokens=num_register_tokens,
+        patch_embed_depth=backbone_depth,
+        patch_embed_num_heads=backbone_heads,
+        qk_norm=qk_norm,
+        rope_freq=rope_freq,
+        layerscale=init_values,
+        dpt_layers=tuple(min(i, depth - 1) for i in (4, 11, 17, 23)),
+    )

@@ -15,7 +15,7 @@ from vggt.heads.camera_head import CameraHead
 from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
-from vggt.models.config import REFERENCE_KWARGS, VGGTConfig, get_preset
+from vggt.models.config import VGGTConfig, config_from_reference_arguments, get_preset
 from vggt.models.streaming import StreamingOptions
 from vggt.models.streaming_forward import streaming_forward
 
@@ -34,14 +34,34 @@ class VGGT(
     released checkpoint; `VGGT.from_preset("tiny")` builds a small random model.
     """
 
-    def __init__(self, config: VGGTConfig | None = None, **reference_kwargs: Any) -> None:
+    def __init__(
+        self,
+        img_size: int | VGGTConfig = 518,
+        patch_size: int = 14,
+        embed_dim: int = 1024,
+        enable_camera: bool = True,
+        enable_point: bool = True,
+        enable_depth: bool = True,
+        enable_track: bool = True,
+        *,
+        config: VGGTConfig | None = None,
+    ) -> None:
+        """The reference's constructor (`VGGT()`, `VGGT(518)`, `VGGT(enable_track=False)`), or ours with a config.
+
+        `VGGT(config)` / `VGGT(config=config)` builds any architecture; next to a config, a reference argument
+        changes its field only where it differs from the reference's default (`VGGT(config, enable_track=False)`).
+        """
         super().__init__()
-        unknown = sorted(set(reference_kwargs) - set(REFERENCE_KWARGS))
-        if unknown:
-            raise TypeError(
-                f"VGGT() got unexpected keywords {unknown}; accepted: config, {', '.join(REFERENCE_KWARGS)}"
-            )
-        config = dataclasses.replace(config if config is not None else VGGTConfig(), **reference_kwargs)
+        reference = dict(
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            enable_camera=enable_camera,
+            enable_point=enable_point,
+            enable_depth=enable_depth,
+            enable_track=enable_track,
+        )
+        config = config_from_reference_arguments(reference, config)
         self.config = config
         c = config
 
@@ -106,19 +126,27 @@ class VGGT(
         *,
         config: VGGTConfig | None = None,
         preset: str | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        map_location: str | torch.device | None = None,
+        strict: bool = True,
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         force_download: bool = False,
         local_files_only: bool = False,
         token: str | bool | None = None,
-        **kwargs: Any,
+        proxies: dict | None = None,
+        resume_download: bool | None = None,
+        **model_kwargs: Any,
     ) -> VGGT:
         """Load weights from a Hub repo id, a `save_pretrained` directory, a `.safetensors` or a `.pt`/`.pth` file.
 
-        The architecture comes from `config`, else `preset`, else the checkpoint's `config.json`,
-        else VGGT-1B. Loading is strict: every tensor must be present with the right shape.
+        The architecture comes from `config`, else `preset`, else the checkpoint's `config.json`, else VGGT-1B.
+        Keywords of the reference constructor (`enable_track=False`, ...) apply to it as in the Hub mixin; one
+        that contradicts the checkpoint (another `embed_dim`) or is unknown is refused. `map_location` (or
+        `device`) is where the model goes. Loading is strict unless `strict=False`, which keeps freshly
+        initialised tensors for keys the checkpoint lacks (the mixin's default is False; ours is True).
+        `proxies` and `resume_download` are accepted for the mixin's signature and have no effect.
         """
         from vggt.models import checkpoint as ckpt
 
@@ -129,6 +157,9 @@ class VGGT(
             preset=preset,
             device=device,
             dtype=dtype,
+            map_location=map_location,
+            strict=strict,
+            model_kwargs=model_kwargs,
             revision=revision,
             cache_dir=cache_dir,
             force_download=force_download,

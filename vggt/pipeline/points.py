@@ -12,7 +12,7 @@ import numpy as np
 from vggt.errors import InputError
 from vggt.export.colmap import Observations
 from vggt.pipeline.options import DEFAULT_CONF_PERCENTILE, DEFAULT_MAX_POINTS
-from vggt.utils.geometry import pixel_grid, unproject_depth_map_to_point_map
+from vggt.utils.geometry import depth_map_to_world_points, pixel_grid
 from vggt.utils.load_fn import PreprocessTransform
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ def dense_cloud(
 
         def world_points(chunk: slice) -> np.ndarray:
             depth = np.asarray(predictions.depth[chunk])
-            return unproject_depth_map_to_point_map(depth, extrinsics[chunk], model_intrinsics[chunk])
+            return depth_map_to_world_points(depth, extrinsics[chunk], model_intrinsics[chunk])
 
         confidence = predictions.depth_conf
     else:

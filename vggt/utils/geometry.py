@@ -18,6 +18,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from vggt.utils.distortion import distortion_offsets, iterative_undistortion
+
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 # Depth magnitudes below this are treated as this when dividing by z.
@@ -87,7 +89,8 @@ def closed_form_inverse_se3(se3: Array, R: Array | None = None, T: Array | None 
         T: optional [..., 3, 1] translation part.
 
     Returns:
-        [..., 4, 4] inverses, same type, dtype and device as `se3`.
+        [..., 4, 4] inverses, same type as `se3`: torch keeps its dtype and device, numpy is float64 (as the
+        reference).
     """
     if tuple(se3.shape[-2:]) not in ((3, 4), (4, 4)):
         raise ValueError(f"se3 must have shape [..., 3, 4] or [..., 4, 4], got {tuple(se3.shape)}")
@@ -95,7 +98,7 @@ def closed_form_inverse_se3(se3: Array, R: Array | None = None, T: Array | None 
     translation = se3[..., :3, 3:] if T is None else T
     if isinstance(se3, np.ndarray):
         rotation_t = np.swapaxes(rotation, -1, -2)
-        inverse = np.zeros(se3.shape[:-2] + (4, 4), dtype=se3.dtype)
+        inverse = np.zeros(se3.shape[:-2] + (4, 4), dtype=np.float64)
         inverse[..., :3, :3] = rotation_t
         inverse[..., :3, 3:] = -rotation_t @ translation
     else:
@@ -144,24 +147,17 @@ def camera_to_world_points(points_cam: Array, extrinsics: Array) -> Array:
 
 
 def apply_radial_distortion(points_normalized: Array, radial: Array) -> Array:
-    """Radial lens distortion of normalised image points, as COLMAP's SIMPLE_RADIAL (k1) and RADIAL (k1, k2).
+    """Lens distortion of normalised image points, in COLMAP's SIMPLE_RADIAL, RADIAL or OPENCV model.
 
     Args:
         points_normalized: [..., N, 2] points `(x / z, y / z)`.
-        radial: [..., K] coefficients, K = 1 or 2.
+        radial: [..., K] coefficients, K = 1, 2 or 4 (see `vggt.utils.distortion`).
 
     Returns:
-        [..., N, 2] distorted points `p (1 + k1 r^2 + k2 r^4)`.
+        [..., N, 2] distorted points, e.g. `p (1 + k1 r^2 + k2 r^4)` for K = 2.
     """
     (points, coefficients), is_numpy = _to_torch(points_normalized, radial)
-    if coefficients.shape[-1] not in (1, 2):
-        raise ValueError(f"radial distortion takes 1 or 2 coefficients, got shape {tuple(coefficients.shape)}")
-    r2 = (points * points).sum(dim=-1, keepdim=True)  # [..., N, 1]
-    k1 = coefficients[..., None, 0:1]
-    factor = 1 + k1 * r2
-    if coefficients.shape[-1] == 2:
-        factor = factor + coefficients[..., None, 1:2] * r2 * r2
-    distorted = points * factor
+    distorted = points + distortion_offsets(points, coefficients)
     return _back(distorted, is_numpy, _float_dtype(points_normalized, radial) if is_numpy else None)
 
 
@@ -312,7 +308,10 @@ def depth_map_to_world_points(depth: Array, extrinsics: Array, intrinsics: Array
 
 
 def unproject_depth_map_to_point_map(depth_map: Array, extrinsics_cam: Array, intrinsics_cam: Array) -> np.ndarray:
-    """World point maps of a sequence of depth maps, as a numpy array (accepts numpy or torch).
+    """World point maps of a sequence of depth maps as the reference computes them (accepts numpy or torch).
+
+    Camera points are formed in float32 and moved to the world in float64, so the result is float64 like the
+    reference's; `depth_map_to_world_points` is the dtype-preserving equivalent.
 
     Args:
         depth_map: [S, H, W, 1] or [S, H, W].
@@ -320,7 +319,7 @@ def unproject_depth_map_to_point_map(depth_map: Array, extrinsics_cam: Array, in
         intrinsics_cam: [S, 3, 3].
 
     Returns:
-        [S, H, W, 3] numpy world points.
+        [S, H, W, 3] float64 numpy world points.
     """
     depth, extrinsics, intrinsics = (_to_numpy(a) for a in (depth_map, extrinsics_cam, intrinsics_cam))
     if depth.ndim == 4 and depth.shape[-1] == 1:
@@ -330,7 +329,7 @@ def unproject_depth_map_to_point_map(depth_map: Array, extrinsics_cam: Array, in
             f"expected depth [S, H, W(, 1)], extrinsics [S, 3, 4], intrinsics [S, 3, 3]; got "
             f"{depth_map.shape}, {extrinsics_cam.shape}, {intrinsics_cam.shape}"
         )
-    return depth_map_to_world_points(depth, extrinsics, intrinsics)
+    return np.stack([depth_to_world_coords_points(*frame)[0] for frame in zip(depth, extrinsics, intrinsics)])
 
 
 def depth_to_cam_coords_points(depth_map: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
@@ -341,8 +340,77 @@ def depth_to_cam_coords_points(depth_map: np.ndarray, intrinsic: np.ndarray) -> 
 def depth_to_world_coords_points(
     depth_map: np.ndarray, extrinsic: np.ndarray, intrinsic: np.ndarray, eps: float = _MIN_DEPTH
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[H, W] depth map to world points [H, W, 3], camera points [H, W, 3] and valid mask [H, W] (depth > eps)."""
+    """[H, W] depth map to world points [H, W, 3] (float64), float32 camera points [H, W, 3] and valid mask [H, W]
+    (depth > eps), as the reference returns them."""
     depth_map = np.asarray(depth_map)
     points_cam = depth_to_cam_coords_points(depth_map, intrinsic)
-    points_world = camera_to_world_points(points_cam.reshape(-1, 3), np.asarray(extrinsic)).reshape(points_cam.shape)
-    return points_world, points_cam, depth_map > eps
+    extrinsic = np.asarray(extrinsic, dtype=np.float64)
+    points_world = camera_to_world_points(points_cam.reshape(-1, 3).astype(np.float64), extrinsic)
+    return points_world.reshape(points_cam.shape), points_cam, depth_map > eps
+
+
+# --- the reference's batched projection helpers (torch, its layouts) ------------------------------------------------
+
+
+def project_world_points_to_camera_points_batch(
+    world_points: torch.Tensor, cam_extrinsics: torch.Tensor
+) -> torch.Tensor:
+    """Move point maps into their cameras.
+
+    Args:
+        world_points: [B, S, H, W, 3] world points.
+        cam_extrinsics: [B, S, 3, 4] camera-from-world.
+
+    Returns:
+        [B, S, H, W, 3] camera points.
+    """
+    points = world_points.flatten(2, 3)  # [B, S, H*W, 3]
+    moved = world_to_camera_points(points, cam_extrinsics)
+    return moved.reshape(world_points.shape)
+
+
+def img_from_cam(
+    cam_intrinsics: torch.Tensor,
+    cam_points: torch.Tensor,
+    distortion_params: torch.Tensor | None = None,
+    default: float = 0.0,
+) -> torch.Tensor:
+    """Pixels of camera points, in the reference's layout.
+
+    Args:
+        cam_intrinsics: [B, 3, 3].
+        cam_points: [B, 3, N] camera-space points (columns).
+        distortion_params: optional [B, K] coefficients, K = 1, 2 or 4.
+        default: the value NaNs (points at z = 0) are replaced with.
+
+    Returns:
+        [B, N, 2] pixel coordinates.
+    """
+    points = cam_points.transpose(1, 2)
+    normalized = points[..., :2] / points[..., 2:3]
+    if distortion_params is not None:
+        normalized = normalized + distortion_offsets(normalized, distortion_params)
+    homogeneous = torch.cat((normalized, torch.ones_like(normalized[..., :1])), dim=-1)
+    pixels = (homogeneous @ cam_intrinsics.transpose(1, 2))[..., :2]
+    return torch.nan_to_num(pixels, nan=default)
+
+
+def cam_from_img(
+    pred_tracks: torch.Tensor, intrinsics: torch.Tensor, extra_params: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Normalised image coordinates of pixels (inverse of `img_from_cam` up to depth).
+
+    Args:
+        pred_tracks: [B, N, 2] pixel coordinates.
+        intrinsics: [B, 3, 3] zero-skew intrinsics.
+        extra_params: optional [B, K] distortion coefficients, removed by `iterative_undistortion`.
+
+    Returns:
+        [B, N, 2] normalised (undistorted) coordinates `(x / z, y / z)`.
+    """
+    principal_point = intrinsics[:, None, :2, 2]
+    focal = torch.diagonal(intrinsics[:, :2, :2], dim1=-2, dim2=-1)[:, None, :]
+    normalized = (pred_tracks - principal_point) / focal
+    if extra_params is not None:
+        normalized = iterative_undistortion(extra_params, normalized)
+    return normalized

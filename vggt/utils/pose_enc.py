@@ -33,7 +33,7 @@ def extri_intri_to_pose_encoding(
         pose_encoding_type: only "absT_quaR_FoV".
 
     Returns:
-        [..., 9] pose encoding, same dtype as `extrinsics`.
+        [..., 9] float32 pose encoding (the reference's dtype, whatever the inputs').
     """
     _check_type(pose_encoding_type)
     height, width = _check_image_size(image_size_hw)
@@ -47,7 +47,7 @@ def extri_intri_to_pose_encoding(
     fov_h = fov_from_focal(intrinsics[..., 1, 1], height)
     fov_w = fov_from_focal(intrinsics[..., 0, 0], width)
     fov = torch.stack((fov_h, fov_w), dim=-1).to(translation.dtype)
-    return torch.cat((translation, quaternion, fov), dim=-1)
+    return torch.cat((translation, quaternion, fov), dim=-1).float()
 
 
 def pose_encoding_to_extri_intri(
@@ -65,7 +65,8 @@ def pose_encoding_to_extri_intri(
         build_intrinsics: also return intrinsics (principal point at the image centre).
 
     Returns:
-        extrinsics [..., 3, 4] camera-from-world, and intrinsics [..., 3, 3] (None if not `build_intrinsics`).
+        extrinsics [..., 3, 4] camera-from-world in the encoding's dtype, and float32 intrinsics [..., 3, 3] (None if
+        not `build_intrinsics`), the reference's dtypes.
     """
     _check_type(pose_encoding_type)
     if pose_encoding.shape[-1] != POSE_ENCODING_DIM:
@@ -77,7 +78,7 @@ def pose_encoding_to_extri_intri(
         return extrinsics, None
 
     height, width = _check_image_size(image_size_hw)
-    intrinsics = pose_encoding.new_zeros(pose_encoding.shape[:-1] + (3, 3))
+    intrinsics = pose_encoding.new_zeros(pose_encoding.shape[:-1] + (3, 3), dtype=torch.float32)
     intrinsics[..., 0, 0] = focal_from_fov(pose_encoding[..., 8], width)
     intrinsics[..., 1, 1] = focal_from_fov(pose_encoding[..., 7], height)
     intrinsics[..., 0, 2] = width / 2
