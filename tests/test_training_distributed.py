@@ -76,3 +76,79 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, st
     initial = build_model(load_config(TINY_TRAINING_CONFIG, COMMON)["model"]).state_dict()
     moved = max((one[name] - initial[name]).abs().max().item() for name in one)
     assert moved > 10 * PARAMETER_ATOL
+
+
+# ------------------------------------------------------------------------------------------ resumption
+
+# A constant learning rate (min_lr_ratio=1): a run stopped at max_steps=2 and resumed with max_steps=4 follows
+# the same schedule as one run of 4 steps.
+RESUME_RUN = [*SMALL_TRAINING_RUN, "optim.lr=1e-3", "optim.min_lr_ratio=1.0", "data.frames_per_gpu=2"]
+
+
+def torchrun(run_dir: Path, *overrides: str, nodes: int = 1, resume: bool = False) -> None:
+    """Train with 2 processes: one node of 2, or `nodes=2` "nodes" of 1 on 127.0.0.1 (c10d rendezvous)."""
+    train = ["-m", "training.train", "--config", str(TINY_TRAINING_CONFIG), *RESUME_RUN, f"run_dir={run_dir}"]
+    train += [*overrides, *(["--resume"] if resume else [])]
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc_per_node={2 // nodes}"]
+    if nodes == 1:
+        launcher += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    else:
+        launcher += ["--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{free_port()}", "--rdzv_id=vggt-test"]
+    processes = [
+        subprocess.Popen([*launcher, *train], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(nodes)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "final" / "model.safetensors"))
+
+
+def assert_bitwise_equal(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> None:
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs after resuming"
+
+
+@pytest.fixture(scope="module")
+def straight_ddp_run(tmp_path_factory) -> Path:
+    """4 steps with 2 processes, uninterrupted."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    torchrun(run_dir, "optim.max_steps=4")
+    return run_dir
+
+
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_two_processes_resume_exactly(tmp_path, strategy, straight_ddp_run):
+    straight = straight_ddp_run
+    if strategy == "fsdp":
+        straight = tmp_path / "straight"
+        torchrun(straight, "optim.max_steps=4", "distributed.strategy=fsdp")
+    resumed = tmp_path / "resumed"
+    torchrun(resumed, "optim.max_steps=2", f"distributed.strategy={strategy}")
+    torchrun(resumed, "optim.max_steps=4", f"distributed.strategy={strategy}", resume=True)
+    assert_bitwise_equal(final_weights(straight), final_weights(resumed))
+    assert losses(resumed) == losses(straight)
+
+
+def test_two_nodes_on_one_host_resume_exactly(tmp_path, straight_ddp_run):
+    run_dir = tmp_path / "two_nodes"
+    torchrun(run_dir, "optim.max_steps=2", nodes=2)
+    torchrun(run_dir, "optim.max_steps=4", nodes=2, resume=True)
+    assert_bitwise_equal(final_weights(straight_ddp_run), final_weights(run_dir))
+    assert losses(run_dir) == losses(straight_ddp_run)
+
+
+def test_two_process_checkpoint_resumes_on_one_process_with_the_same_global_batch(tmp_path, straight_ddp_run):
+    from training.checkpoint import list_checkpoints
+
+    steps = {step: directory for step, directory in list_checkpoints(straight_ddp_run)}
+    config = load_config(TINY_TRAINING_CONFIG, [*RESUME_RUN, f"run_dir={tmp_path}", "optim.max_steps=5"])
+    resumed = Trainer(config, resume=steps[4])
+    assert resumed.step == 4 and resumed.accum_steps == 2  # 2 processes x 2 frames -> 1 process x 2 frames x 2
+    assert_bitwise_equal(final_weights(straight_ddp_run), resumed.module.state_dict())
+    resumed.train()
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [5]
