@@ -485,3 +485,16 @@ def test_a_checkpoint_config_of_hostile_sizes_is_one_line_at_once(tmp_path, phot
         assert result.returncode == 2 and time.monotonic() - start < 60
         line = error_line(result)
         assert f"model config {key} must be" in line and "--resolution" not in line, line
+
+
+@pytest.mark.parametrize("resolution", ["14000", "140000"])
+def test_a_huge_resolution_is_refused_before_any_photo_is_decoded(tmp_path, photos, resolution):
+    """`--resolution 140000` on the tiny preset was killed by the kernel at 23.9 GB; now the estimate comes first."""
+    start = time.monotonic()
+    args = ["reconstruct", str(photos), "--out", "out", "--preset", "tiny", "--device", "cpu", "-q"]
+    result = run_vggt([*args, "--resolution", resolution], tmp_path, timeout=120)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert "not enough memory on cpu" in line and "lower --resolution" in line, line
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "out").exists()
