@@ -470,3 +470,31 @@ def test_a_second_run_to_the_same_output_is_refused_in_one_line(tmp_path, photos
         holder.kill()
         holder.wait()
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_config_of_hostile_sizes_is_one_line_at_once(tmp_path, photos):
+    """`depth: 100000000` used to hang building blocks; `img_size: -518` blamed a --resolution never passed."""
+    for key, value in (("depth", 100_000_000), ("img_size", -518), ("num_heads", 0)):
+        checkpoint = tmp_path / f"bad_{key}"
+        checkpoint.mkdir()
+        (checkpoint / "config.json").write_text(json.dumps({"model_type": "vggt", key: value}))
+        (checkpoint / "model.safetensors").write_bytes(b"")
+        start = time.monotonic()
+        args = ["reconstruct", str(photos), "--out", "out", "--checkpoint", str(checkpoint), "--device", "cpu", "-q"]
+        result = run_vggt(args, tmp_path, timeout=60)
+        assert result.returncode == 2 and time.monotonic() - start < 60
+        line = error_line(result)
+        assert f"model config {key} must be" in line and "--resolution" not in line, line
+
+
+@pytest.mark.parametrize("resolution", ["14000", "140000"])
+def test_a_huge_resolution_is_refused_before_any_photo_is_decoded(tmp_path, photos, resolution):
+    """`--resolution 140000` on the tiny preset was killed by the kernel at 23.9 GB; now the estimate comes first."""
+    start = time.monotonic()
+    args = ["reconstruct", str(photos), "--out", "out", "--preset", "tiny", "--device", "cpu", "-q"]
+    result = run_vggt([*args, "--resolution", resolution], tmp_path, timeout=120)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert "not enough memory on cpu" in line and "lower --resolution" in line, line
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "out").exists()

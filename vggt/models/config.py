@@ -92,14 +92,39 @@ class VGGTConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_config_values(self)
         self.dpt_out_channels = tuple(self.dpt_out_channels)
         self.dpt_layers = tuple(self.dpt_layers)
-        if self.embed_dim % self.num_heads or self.embed_dim % self.patch_embed_num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} must be divisible by the number of attention heads")
-        if self.train_resolution is not None and self.train_resolution < 1:
-            raise ValueError(f"train_resolution must be positive (pixels) or None, got {self.train_resolution}")
+        divisible = [
+            ("embed_dim", self.embed_dim, ("num_heads", "patch_embed_num_heads"), 4),
+            ("2 * embed_dim", 2 * self.embed_dim, ("camera_num_heads",), 1),
+            ("track_hidden_size", self.track_hidden_size, ("track_updateformer_num_heads",), 1),
+            ("track_features", self.track_features, (), 4),
+        ]
+        for key, value, heads, multiple in divisible:
+            if value % multiple or any(value % getattr(self, head) for head in heads):
+                raise InputError(
+                    "model config {key} ({value}) must be divisible by {heads}",
+                    key=key,
+                    value=value,
+                    heads=" and ".join((*heads, *(["4"] if multiple > 1 else []))),
+                )
         if len(self.dpt_layers) != 4 or max(self.dpt_layers) >= self.depth:
-            raise ValueError(f"dpt_layers {self.dpt_layers} must name 4 aggregator blocks below depth {self.depth}")
+            raise InputError(
+                "model config dpt_layers {layers} must name 4 aggregator blocks below depth {depth}",
+                layers=self.dpt_layers,
+                depth=self.depth,
+            )
+        parameters = approximate_parameters(self)
+        if parameters > MAX_PARAMETERS:
+            raise InputError(
+                "model config sizes (embed_dim {width}, depth {depth}, ...) make about {count:.3g} parameters, more "
+                "than the {limit:.3g} any VGGT checkpoint has; check the configuration",
+                width=self.embed_dim,
+                depth=self.depth,
+                count=float(parameters),
+                limit=float(MAX_PARAMETERS),
+            )
 
     @property
     def default_resolution(self) -> int:
@@ -143,6 +168,75 @@ class VGGTConfig:
         if unknown:
             raise ValueError(f"Unknown VGGT config keys {unknown}; known keys are {sorted(known)}")
         return cls(**d)
+
+
+# Bounds on the values of a configuration (it may come from a checkpoint's config.json): every size is checked
+# before anything is allocated, so that a hostile or broken file is one line naming the key, not an overflow, a
+# division by zero or hours of building a model that cannot fit.
+MAX_SIZE = 1 << 16  # any width, count or image size
+MAX_DEPTH = 1024  # any number of blocks or iterations
+MAX_RATIO = 64.0  # MLP ratios
+MAX_PARAMETERS = 20 * 10**9  # VGGT-1B has 1.3e9
+NON_NEGATIVE_SIZES = ("num_register_tokens", "track_corr_radius")
+DEPTHS = ("patch_embed_depth", "depth", "camera_trunk_depth", "camera_iterations", "track_iterations",
+          "track_updateformer_depth", "track_corr_levels")  # fmt: skip
+SIZES = ("img_size", "patch_size", "embed_dim", "patch_embed_num_heads", "num_heads", "camera_num_heads",
+         "dpt_features", "track_features", "track_stride", "track_hidden_size", "track_updateformer_num_heads",
+         "track_num_virtual_tracks")  # fmt: skip
+RATIOS = ("patch_embed_mlp_ratio", "mlp_ratio", "camera_mlp_ratio")
+FINITE = ("patch_embed_layerscale", "layerscale", "rope_freq")
+
+
+def _check_int(key: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(
+            "model config {key} must be an integer in [{low}, {high}], got {value!r}",
+            key=key,
+            low=low,
+            high=high,
+            value=value,
+        )
+
+
+def check_config_values(config: VGGTConfig) -> None:
+    """Raise InputError naming the first key of `config` whose value is of the wrong type or out of bounds."""
+    for key in SIZES:
+        _check_int(key, getattr(config, key), 1, MAX_SIZE)
+    for key in NON_NEGATIVE_SIZES:
+        _check_int(key, getattr(config, key), 0, MAX_SIZE)
+    for key in DEPTHS:
+        _check_int(key, getattr(config, key), 1, MAX_DEPTH)
+    for key in ("train_resolution", "frames_chunk_size"):
+        if getattr(config, key) is not None:
+            _check_int(key, getattr(config, key), 1, MAX_SIZE)
+    for key in RATIOS + FINITE:
+        value = getattr(config, key)
+        high = MAX_RATIO if key in RATIOS else 1e12
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+            raise InputError(
+                "model config {key} must be a number in (0, {high:g}], got {value!r}", key=key, high=high, value=value
+            )
+    for key in ("dpt_out_channels", "dpt_layers"):
+        values = getattr(config, key)
+        if not isinstance(values, (list, tuple)) or len(values) != 4:
+            raise InputError("model config {key} must be 4 integers, got {value!r}", key=key, value=values)
+        for value in values:
+            _check_int(key, value, 0 if key == "dpt_layers" else 1, MAX_SIZE)
+    for name in HEAD_NAMES:
+        if not isinstance(getattr(config, f"enable_{name}"), bool):
+            raise InputError("model config enable_{name} must be true or false", name=name)
+
+
+def approximate_parameters(config: VGGTConfig) -> int:
+    """The model's parameter count to within a small factor (attention and MLP weights of every block, the
+    patch encoder's position grid, the dense heads), in exact integers."""
+    width, dense = config.embed_dim, config.dpt_features
+    encoder = config.patch_embed_depth * (4 + 2 * config.patch_embed_mlp_ratio) * width**2
+    grid = (config.img_size // config.patch_size + 1) ** 2 * width
+    aggregator = 2 * config.depth * (4 + 2 * config.mlp_ratio) * width**2
+    camera = config.camera_trunk_depth * (4 + 2 * config.camera_mlp_ratio) * (2 * width) ** 2
+    heads = sum(2 * width * c + 9 * c * dense for c in config.dpt_out_channels) * 2 + 9 * dense**2 * 8
+    return int(encoder + grid + aggregator + camera + heads)
 
 
 PRESETS: dict[str, VGGTConfig] = {

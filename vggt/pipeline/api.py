@@ -27,12 +27,13 @@ from vggt.models.config import DEFAULT_CHECKPOINT, VGGTConfig, get_preset
 from vggt.pipeline.calibration import apply_known_intrinsics, known_intrinsics
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference, streaming_for
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
+from vggt.pipeline.memory import check_memory, estimate_inference_memory
 from vggt.pipeline.options import ReconstructOptions
 from vggt.pipeline.parallel import join_torchrun
 from vggt.pipeline.points import PointSelection, dense_cloud, tracked_points
 from vggt.pipeline.reconstruction import Reconstruction
 from vggt.pipeline.refine import refine_cameras, require_bundle_adjustment
-from vggt.pipeline.windowed import WindowPlan, predict_windowed
+from vggt.pipeline.windowed import WindowPlan, common_input_size, predict_windowed
 from vggt.utils.cameras import Cameras
 from vggt.utils.device import resolve_device, resolve_dtype
 from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_original
@@ -83,6 +84,8 @@ def reconstruct(
     collected = collect_inputs(inputs, fps=opts.fps, max_frames=opts.max_frames, progress=opts.progress)
     try:
         check_inputs(opts, collected)
+        if opts.memory_check:
+            check_input_memory(opts, collected, inference, config)
         known = None
         if opts.intrinsics is not None:
             known, collected = known_intrinsics(opts.intrinsics, collected)
@@ -167,6 +170,26 @@ def check_inputs(opts: ReconstructOptions, collected: CollectedInputs) -> None:
         )
     if opts.windowed:
         WindowPlan.build(len(collected.image_paths), opts.window, opts.overlap, opts.loop_closure)  # its checks
+
+
+def check_input_memory(
+    opts: ReconstructOptions, collected: CollectedInputs, inference: InferenceOptions, config: VGGTConfig
+) -> None:
+    """The memory check of the largest forward pass, from the photos' headers, before any photo is decoded (a
+    large `resolution` must not exhaust the memory while the photos are loaded)."""
+    paths = collected.image_paths
+    width, height = common_input_size(paths, opts.mode, opts.resolution or config.default_resolution, config.patch_size)
+    frames = -(-min(len(paths), opts.window or len(paths)) // opts.processes)
+    estimate = estimate_inference_memory(
+        config,
+        frames,
+        height,
+        width,
+        dtype=inference.dtype,
+        device_type=inference.device.type,
+        streaming=inference.streaming_options(config),
+    )
+    check_memory(estimate, inference.device, frames, height, width)
 
 
 def model_name(model: torch.nn.Module, opts: ReconstructOptions) -> str:

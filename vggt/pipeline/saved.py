@@ -12,6 +12,7 @@ from cameras.json (`vggt.data.layout.read_cameras_json`), the photos from images
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vggt.data.layout import CAMERAS_FILE, IMAGES_DIR, PREDICTIONS_FILE, read_cameras_json, scene_error
 from vggt.errors import InputError
 from vggt.export.colmap import Observations
 from vggt.pipeline.inference import Predictions
+from vggt.pipeline.memory import GIB, available_memory
 from vggt.pipeline.points import PointCloud, PointSelection, dense_cloud
 from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_input
 
@@ -33,6 +36,10 @@ TRANSFORM_KEYS = ("image_wh", "input_from_original")
 REQUIRED_KEYS = ("images", "image_names", *TRANSFORM_KEYS)
 SPARSE_KEYS = ("sparse_points", "sparse_colors", "sparse_point_index", "sparse_image_index", "sparse_xy")
 NO_POINT_LIMIT = 0  # `max_points` as saved when the cloud had no limit
+# No array of predictions.npz holds more than this many bytes per byte of `images` (uint8 [S, 3, H, W]): the
+# float32 point map is 4, sparse points at most one per pixel; arrays of a few kilobytes are always allowed.
+MAX_BYTES_PER_IMAGE_BYTE = 16
+SMALL_ARRAY_BYTES = 1 << 20
 
 
 def cloud_arrays(
@@ -61,6 +68,44 @@ def cloud_arrays(
     return arrays
 
 
+def member_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of every array of an .npz, read from the headers alone (no array is decompressed)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    headers = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in readers:
+                    raise ValueError(f"{info.filename} has .npy format version {version}")
+                shape, _, dtype = readers[version](member)
+            headers[info.filename.removesuffix(".npy")] = (tuple(int(n) for n in shape), dtype)
+    return headers
+
+
+def check_member_sizes(path: Path) -> None:
+    """Refuse, before anything is allocated, a predictions.npz whose arrays declare more bytes than the memory
+    left, or an array far larger than its photos could give (MAX_BYTES_PER_IMAGE_BYTE times `images`)."""
+    headers = member_headers(path)
+    if not headers:
+        return
+    sizes = {key: math.prod(shape) * dtype.itemsize for key, (shape, dtype) in headers.items()}
+    largest = max(sizes, key=sizes.get)
+    free = available_memory(torch.device("cpu"))
+    too_large = sizes[largest] > MAX_BYTES_PER_IMAGE_BYTE * sizes.get("images", 0) + SMALL_ARRAY_BYTES
+    if too_large or (free is not None and sum(sizes.values()) > free):
+        raise InputError(
+            "{path} declares {total:.2f} GiB of arrays ({key}: {shape} {dtype}), more than the memory free ({free}) "
+            "or its photos could give: not a predictions.npz written by vggt reconstruct",
+            path=path,
+            total=sum(sizes.values()) / GIB,
+            key=largest,
+            shape=headers[largest][0],
+            dtype=headers[largest][1],
+            free="unknown" if free is None else f"{free / GIB:.1f} GiB",
+        )
+
+
 def read_predictions(directory: Path) -> dict[str, np.ndarray]:
     """Every array of `directory/predictions.npz` (InputError when absent, SceneFormatError when unreadable)."""
     path = directory / PREDICTIONS_FILE
@@ -73,6 +118,7 @@ def read_predictions(directory: Path) -> dict[str, np.ndarray]:
             file=PREDICTIONS_FILE,
         )
     try:
+        check_member_sizes(path)
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
