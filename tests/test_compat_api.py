@@ -129,3 +129,22 @@ def test_from_pretrained_strict_false_keeps_initialised_tensors(tiny_checkpoint,
     loaded = VGGT.from_pretrained(tmp_path / "partial", strict=False)
     torch.testing.assert_close(loaded.depth_head.state_dict(), model.depth_head.state_dict())
     assert loaded.camera_head is not None and not loaded.camera_head.empty_pose_tokens.is_meta
+
+
+def test_exif_orientation_can_be_ignored_like_the_reference(tmp_path) -> None:
+    from PIL import Image
+
+    from vggt.utils.load_fn import load_and_preprocess_images, load_and_preprocess_images_square
+
+    photo = Image.new("RGB", (140, 70), (200, 10, 10))  # stored landscape
+    exif = photo.getexif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees: portrait
+    path = tmp_path / "portrait.jpg"
+    photo.save(path, exif=exif)
+    upright = load_and_preprocess_images([path])
+    stored = load_and_preprocess_images([path], exif_orientation=False)
+    assert upright.shape[-2:] == (518, 518) and stored.shape[-2] < stored.shape[-1] == 518  # portrait is cropped
+    assert stored.dtype == torch.float32
+    _, coords_upright = load_and_preprocess_images_square([path], 56)
+    _, coords_stored = load_and_preprocess_images_square([path], 56, exif_orientation=False)
+    assert coords_upright[0, 4:].tolist() == [70, 140] and coords_stored[0, 4:].tolist() == [140, 70]

@@ -36,10 +36,11 @@ class ImageReadError(InputError):
     """An image file could not be read; the message names the file and the reason."""
 
 
-def read_image_rgb(path: str | os.PathLike) -> Image.Image:
+def read_image_rgb(path: str | os.PathLike, exif_orientation: bool = True) -> Image.Image:
     """Read one image file as an upright 8-bit RGB PIL image.
 
-    - applies the EXIF orientation tag (so width and height are those of the image as displayed);
+    - applies the EXIF orientation tag (so width and height are those of the image as displayed), unless
+      `exif_orientation` is False (the reference package's loaders keep the stored orientation);
     - alpha (RGBA, LA, PA, palette or RGB with a transparent colour) is composited on white;
     - palette, grayscale, bilevel and CMYK images are converted to RGB;
     - 16-bit and 32-bit integer grayscale (`I;16*`, `I`) is rescaled from the 16-bit range to 8 bits, not clipped.
@@ -55,7 +56,7 @@ def read_image_rgb(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as opened:
             opened.load()  # decode now: truncated or corrupt data fails here, not later
-            image = _upright(opened, path)
+            image = _upright(opened, path) if exif_orientation else opened.copy()
     except PermissionError:
         raise ImageReadError(
             "cannot read image {path}: permission denied; make it readable (chmod) or remove it", path=path

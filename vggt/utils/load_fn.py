@@ -96,11 +96,13 @@ def load_images(
     target_size: int = DEFAULT_TARGET_SIZE,
     patch_size: int = PATCH_SIZE,
     pad_to: tuple[int, int] | None = None,
+    exif_orientation: bool = True,
 ) -> LoadedImages:
     """Read and preprocess photos for VGGT (see the module docstring), keeping how to map results back.
 
     `pad_to` (width, height), at least every image's `input_size`, pads every image (white, centred) to that size,
-    so that batches loaded separately share one shape.
+    so that batches loaded separately share one shape. `exif_orientation=False` reads the pixels as stored, as the
+    reference package's loaders do (a portrait photo from a phone may then come out sideways).
 
     Raises:
         ValueError: no paths, unknown mode, bad target size, or a file that cannot be read (message names it).
@@ -117,7 +119,7 @@ def load_images(
 
     images, transforms = [], []
     for path in paths:
-        photo = read_image_rgb(path)
+        photo = read_image_rgb(path, exif_orientation=exif_orientation)
         if mode == "square":
             image, transform = _square(photo, target_size)
         else:
@@ -135,24 +137,34 @@ def load_images(
 
 
 def load_and_preprocess_images(
-    image_path_list: Sequence[str | os.PathLike], mode: Literal["crop", "pad"] = "crop"
+    image_path_list: Sequence[str | os.PathLike],
+    mode: Literal["crop", "pad"] = "crop",
+    *,
+    exif_orientation: bool = True,
 ) -> torch.Tensor:
-    """VGGT's reference loader: [N, 3, H, W] RGB in [0, 1] (see `load_images` for the original sizes)."""
+    """VGGT's reference loader: [N, 3, H, W] float32 RGB in [0, 1] (see `load_images` for the original sizes).
+
+    `exif_orientation=False` gives the reference's exact tensors (it ignores the EXIF orientation tag).
+    """
     if mode not in ("crop", "pad"):
         raise ValueError(f"mode must be 'crop' or 'pad', got {mode!r}")
-    return load_images(image_path_list, mode=mode).images
+    return load_images(image_path_list, mode=mode, exif_orientation=exif_orientation).images
 
 
 def load_and_preprocess_images_square(
-    image_path_list: Sequence[str | os.PathLike], target_size: int = DEFAULT_SQUARE_TARGET_SIZE
+    image_path_list: Sequence[str | os.PathLike],
+    target_size: int = DEFAULT_SQUARE_TARGET_SIZE,
+    *,
+    exif_orientation: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad each photo to a square (black) and resize it to `target_size`.
+    """Pad each photo to a square (black) and resize it to `target_size` (`exif_orientation` as in
+    `load_and_preprocess_images`).
 
     Returns:
         images [N, 3, T, T], and [N, 6] float `(x1, y1, x2, y2, width, height)`: the photo's box in the square
         image (pixel-edge coordinates) and its original size.
     """
-    loaded = load_images(image_path_list, mode="square", target_size=target_size)
+    loaded = load_images(image_path_list, mode="square", target_size=target_size, exif_orientation=exif_orientation)
     coords = []
     for transform in loaded.transforms:
         width, height = transform.original_size

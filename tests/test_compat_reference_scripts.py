@@ -1,0 +1,113 @@
+"""The reference package's own user-facing scripts (../shared/reference/scripts, unmodified) run on this package.
+
+Each script runs as a user on an offline CPU machine would run it:
+- it downloads VGGT-1B with `torch.hub.load_state_dict_from_url`; the test places random VGGT-1B weights (bfloat16,
+  to halve the file) in the torch hub cache under `TORCH_HOME`, where that call finds them without a network;
+- it calls `torch.cuda.get_device_capability()` unconditionally; a `sitecustomize.py` the test puts first on
+  PYTHONPATH answers it on CPU (the script itself is not touched);
+- `HF_HUB_OFFLINE=1` and a private `HF_HOME` keep every Hub lookup local.
+The scripts only run on the full VGGT-1B (they call `VGGT()`), so each mode runs once, on two small photos.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SITECUSTOMIZE = """\
+# A CPU answer to torch.cuda.get_device_capability(), which the reference scripts call unconditionally.
+import torch
+
+torch.cuda.get_device_capability = lambda device=None: (8, 0)
+"""
+# Seconds one script may take on two shared CPU cores (VGGT-1B forward on two 518x518 frames).
+SCRIPT_TIMEOUT = 900
+
+
+@pytest.fixture(scope="module")
+def scripts_dir(shared_dir: Path) -> Path:
+    folder = shared_dir / "reference" / "scripts"
+    if not (folder / "demo_colmap.py").is_file():
+        pytest.skip(f"{folder} has no reference scripts")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def user_machine(tmp_path_factory) -> dict[str, str]:
+    """Environment of an offline CPU machine whose torch hub cache holds (random) VGGT-1B weights."""
+    from vggt.models.vggt import VGGT
+
+    root = tmp_path_factory.mktemp("user")
+    checkpoints = root / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in VGGT().state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape in shapes.items():
+        # Small random weights keep the 24 + 24 blocks finite; norms start at one as a trained model's roughly do.
+        ones = key.endswith("weight") and ("norm" in key or key.endswith(".gamma")) and len(shape) == 1
+        tensor = torch.empty(shape, dtype=torch.bfloat16)
+        state[key] = tensor.fill_(1.0) if ones else tensor.normal_(0.0, 0.02, generator=generator)
+    torch.save(state, checkpoints / "model.pt")
+    del state
+    site = root / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    worktree = Path(__file__).resolve().parents[1]
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), str(worktree)]),
+        "PYTHONDONTWRITEBYTECODE": "1",  # the scripts' folder is read-only material
+        "TORCH_HOME": str(root / "torch"),
+        "HF_HOME": str(root / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+
+
+def _scene(tmp_path: Path, examples_dir: Path, count: int = 2) -> Path:
+    images = tmp_path / "scene" / "images"
+    images.mkdir(parents=True)
+    for photo in sorted((examples_dir / "kitchen" / "images").iterdir())[:count]:
+        shutil.copy(photo, images / photo.name)
+    return images.parent
+
+
+def _run(script: Path, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(script), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{script.name} {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def test_demo_colmap_feed_forward_writes_a_colmap_model(scripts_dir, user_machine, examples_dir, tmp_path):
+    import pycolmap
+    from PIL import Image
+
+    scene = _scene(tmp_path, examples_dir)
+    # --conf_thres_value 0: random weights give confidences near 2, below the default threshold of 5.
+    _run(scripts_dir / "demo_colmap.py", ["--scene_dir", str(scene), "--conf_thres_value", "0"], user_machine, tmp_path)
+
+    model = pycolmap.Reconstruction(str(scene / "sparse"))
+    names = sorted(p.name for p in (scene / "images").iterdir())
+    assert sorted(image.name for image in model.images.values()) == names
+    for image in model.images.values():
+        camera = model.cameras[image.camera_id]
+        width, height = Image.open(scene / "images" / image.name).size
+        assert (camera.width, camera.height) == (width, height)  # rescaled to the original photo
+        assert camera.model.name == "PINHOLE"
+        np.testing.assert_allclose(camera.params[2:], (width / 2, height / 2))
+        assert image.num_points3D > 0
+    # 2 frames of 518 x 518 pixels, all above a zero threshold: the script's cap of 100000 points.
+    assert model.num_points3D() == 100000
+    assert (scene / "sparse" / "points.ply").stat().st_size > 100000 * 15

@@ -1,0 +1,6 @@
+"""The reference package's `vggt.dependency`: the VGGSfM tracker, `predict_tracks`, `np_to_pycolmap`, projection and
+distortion helpers, under the reference's module names for scripts written against it (e.g. its `demo_colmap.py`).
+
+Modules are imported on use: `track_predict` needs torch only, `np_to_pycolmap` needs pycolmap (the `export`
+extra) and the keypoint extractors need the `keypoints` extra.
+"""
