@@ -227,8 +227,8 @@ def drawn_pixels(screenshot: Path) -> int:
 
 def synthetic_reconstruction(folder: Path, num_frames: int = 5, height: int = 48, width: int = 64, **export):
     """A `Reconstruction` of a rendered synthetic scene (vggt.data.synthetic) with its exact depth and cameras, as
-    if the model had predicted them at the photos' own size (confidence 1 + depth, NaN where no surface): the photos are written into
-    `folder`, `export` sets `ExportOptions` fields."""
+    if the model had predicted them at the photos' own size (confidence 1 + depth, NaN where no surface): the
+    photos are written into `folder`, `export` sets `ExportOptions` fields."""
     import numpy as np
     from PIL import Image
 
