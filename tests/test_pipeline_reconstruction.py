@@ -22,6 +22,7 @@ from vggt.pipeline import (
     reconstruct,
     tracked_points,
 )
+from vggt.utils.cameras import Cameras
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 
 pycolmap = pytest.importorskip("pycolmap")
@@ -376,6 +377,22 @@ def test_save_then_load_gives_the_same_reconstruction(room, room_out, tmp_path):
 
     chosen = room.select(points="pointmap", frames=[0, 5], mask_white_background=True, max_points=None)
     assert_same_reconstruction(Reconstruction.load(chosen.save(tmp_path / "chosen")), chosen)
+
+
+def test_predictions_npz_says_which_cameras_cameras_json_holds(room, tmp_path):
+    """`extrinsic` / `intrinsic` stay the feed-forward cameras; `model_extrinsic` / `model_intrinsic` are those of
+    cameras.json (on the model grid), refined ones included (here: moved as bundle adjustment would move them)."""
+    moved = room.extrinsics.copy()
+    moved[1:, :, 3] += 0.25
+    cameras = Cameras(room.image_names, moved, room.cameras.intrinsics, room.image_wh)
+    refined = dataclasses.replace(room, cameras=cameras)
+    out = refined.save(tmp_path / "refined")
+    predictions = np.load(out / "predictions.npz")
+    written = np.array([camera["extrinsic"] for camera in json.loads((out / "cameras.json").read_text())["images"]])
+    np.testing.assert_allclose(predictions["model_extrinsic"], written, atol=1e-6)
+    np.testing.assert_allclose(predictions["extrinsic"], room.predictions.extrinsics)
+    assert not np.allclose(predictions["extrinsic"], written, atol=1e-3)
+    np.testing.assert_allclose(predictions["model_intrinsic"], room.model_intrinsics)
 
 
 def test_bundle_adjusted_points_are_read_back(room, tmp_path):

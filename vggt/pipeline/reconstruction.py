@@ -343,7 +343,8 @@ class Reconstruction:
         """predictions.npz: the raw feed-forward outputs, their decoded cameras at the model resolution
         (`extrinsic`, `intrinsic`), the model input `images` (uint8 [S, 3, H, W]), the image names, the photos'
         sizes `image_wh` [S, 2] (width, height) and `input_from_original` [S, 3, 3], the preprocessing of each
-        photo (model-input pixel = matrix @ original pixel), and what `load` needs to rebuild the cloud
+        photo (model-input pixel = matrix @ original pixel), the cameras of cameras.json on the model grid
+        (`model_extrinsic`, `model_intrinsic`: bundle-adjusted after --ba) and what `load` needs to rebuild the cloud
         (`vggt.pipeline.saved`)."""
         path = Path(path)
         arrays = {key: finite_or_zero(value) for key, value in self.predictions.arrays().items()}
@@ -353,7 +354,14 @@ class Reconstruction:
             image_names=np.array(self.image_names),
             image_wh=self.image_wh,
             input_from_original=np.stack([t.matrix() for t in self.transforms]),
-            **cloud_arrays(self.selection, self.points_source, self.model_intrinsics, self.sparse, self.seconds),
+            **cloud_arrays(
+                self.selection,
+                self.points_source,
+                self.model_intrinsics,
+                self.sparse,
+                self.seconds,
+                self.extrinsics,
+            ),
         )
         return path
 
