@@ -17,8 +17,8 @@ import time
 import torch
 
 from vggt.ba import bundle_adjust
-from vggt.ba.reference import pycolmap_bundle_adjust
-from vggt.ba.synthetic import make_scene, mean_reprojection_error, perturb, relative_rotation_errors
+from vggt.ba.ceres import pycolmap_bundle_adjust
+from vggt.ba.testing import make_scene, mean_reprojection_error, perturb, relative_rotation_errors
 
 WARMUP_FRAMES, WARMUP_POINTS = 3, 10
 

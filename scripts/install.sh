@@ -4,6 +4,7 @@
 #   bash scripts/install.sh          # the package: model, reconstruction and exports, training
 #   bash scripts/install.sh all      # the same plus bundle adjustment (Theseus), the web apps (`demo`: Gradio,
 #                                    # viser) and the test tools, with Debian's Chromium for the browser tests
+#                                    # and Debian's COLMAP for the tests that hand our models to COLMAP
 #
 # torch is pinned to the CPU build these machines carry on disk; on a GPU machine install the
 # CUDA torch you want first and this script keeps it.
@@ -26,5 +27,6 @@ if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,dev"; fi
 if [ "${1:-}" = "all" ]; then
     bash scripts/install_theseus.sh
     bash scripts/install_chromium.sh
+    bash scripts/install_colmap.sh
 fi
 "$PYTHON" -c "import torch, vggt; print('vggt', vggt.__version__, 'with torch', torch.__version__)"

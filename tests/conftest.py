@@ -223,3 +223,48 @@ def drawn_pixels(screenshot: Path) -> int:
     middle = pixels[height // 5 : -height // 5, width // 5 : -width // 5].reshape(-1, 3)
     colors, counts = np.unique(middle, axis=0, return_counts=True)
     return int((middle != colors[counts.argmax()]).any(-1).sum())
+
+
+def synthetic_reconstruction(folder: Path, num_frames: int = 5, height: int = 48, width: int = 64, **export):
+    """A `Reconstruction` of a rendered synthetic scene (vggt.data.synthetic) with its exact depth and cameras, as
+    if the model had predicted them at the photos' own size (confidence 1 + depth, NaN where no surface): the
+    photos are written into `folder`, `export` sets `ExportOptions` fields."""
+    import numpy as np
+    from PIL import Image
+
+    from vggt.data.synthetic import generate_scene
+    from vggt.pipeline import Reconstruction
+    from vggt.pipeline.inference import Predictions
+    from vggt.pipeline.options import ExportOptions
+    from vggt.pipeline.points import PointSelection, dense_cloud
+    from vggt.utils.cameras import Cameras
+    from vggt.utils.load_fn import PreprocessTransform
+
+    scene = generate_scene(num_frames=num_frames, height=height, width=width, seed=3)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, image in zip(scene.image_names, scene.images):
+        Image.fromarray(image).save(folder / name)
+        paths.append(folder / name)
+    depth = scene.depths.astype(np.float32)
+    predictions = Predictions(
+        images=scene.images.transpose(0, 3, 1, 2).copy(),
+        extrinsics=scene.extrinsics.astype(np.float32),
+        intrinsics=scene.intrinsics.astype(np.float32),
+        depth=depth,
+        depth_conf=np.where(depth > 0, 1.0 + depth, np.nan).astype(np.float32),  # no surface (sky): no point
+    )
+    transforms = [PreprocessTransform((width, height), (width, height), (1.0, 1.0), (0.0, 0.0))] * num_frames
+    selection = PointSelection(conf_percentile=0.0, max_points=None)
+    extrinsics, intrinsics = predictions.extrinsics, predictions.intrinsics
+    cameras = Cameras(scene.image_names, extrinsics, intrinsics, np.tile([width, height], (num_frames, 1)))
+    return Reconstruction(
+        cameras=cameras,
+        image_paths=paths,
+        model_intrinsics=intrinsics,
+        predictions=predictions,
+        transforms=transforms,
+        cloud=dense_cloud(predictions, extrinsics, intrinsics, transforms, "depth", selection),
+        selection=selection,
+        export=ExportOptions(**export),
+    )

@@ -9,7 +9,7 @@ import torch
 from test_ba_solver import _noise_floor, needs_theseus
 
 from vggt.ba import bundle_adjust
-from vggt.ba.synthetic import make_scene, mean_reprojection_error, perturb, relative_rotation_errors
+from vggt.ba.testing import make_scene, mean_reprojection_error, perturb, relative_rotation_errors
 from vggt.utils.geometry import project_points
 
 # Per-frame calibrations, as read from a file: focal lengths and principal points differ from frame to frame.

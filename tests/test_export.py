@@ -179,16 +179,27 @@ def test_glb_scene_without_points_still_has_cameras(scene):
 def test_depth_maps_and_previews(tmp_path):
     depth = np.stack([np.linspace(1.0, 5.0, 12, dtype=np.float32).reshape(3, 4)] * 2)
     depth[1, 0, 0] = np.nan
-    write_depth_maps(tmp_path, ["x.jpg", "y.png"], depth[..., None])
-    loaded = np.load(tmp_path / "x.npy")
+    write_depth_maps(tmp_path / "depth", ["x.jpg", "y.png"], depth[..., None], tmp_path / "preview", factors=(2,))
+    loaded = np.load(tmp_path / "depth" / "x.npy")
     assert loaded.dtype == np.float32
     np.testing.assert_array_equal(loaded, depth[0])
 
     from PIL import Image
 
-    preview = np.asarray(Image.open(tmp_path / "y.png"))
+    preview = np.asarray(Image.open(tmp_path / "preview" / "y.png"))
     assert preview.shape == (3, 4, 3)
     np.testing.assert_array_equal(preview[0, 0], [0, 0, 0])  # invalid depth is black
+    # 16-bit PNG, value x 1e-3 = depth, 0 where there is none; nearest samples at half size (floored: 2 x 1).
+    png = np.asarray(Image.open(tmp_path / "depth" / "y.png"))
+    assert png.dtype == np.uint16 and png[0, 0] == 0
+    np.testing.assert_allclose(png[0, 1:] * 1e-3, depth[1, 0, 1:], atol=5e-4 + 1e-7)
+    half = np.asarray(Image.open(tmp_path / "depth_2" / "x.png"))
+    assert half.shape == (1, 2)
+    np.testing.assert_array_equal(half, png_of(depth[0])[[1]][:, [1, 3]])  # the pixels under the centres
+
+
+def png_of(depth):
+    return np.round(depth / 1e-3).astype(np.uint16)
 
 
 def test_colorize_depth_near_is_warm_far_is_cool():

@@ -22,6 +22,7 @@ from vggt.pipeline import (
     reconstruct,
     tracked_points,
 )
+from vggt.utils.cameras import Cameras
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 
 pycolmap = pytest.importorskip("pycolmap")
@@ -81,7 +82,7 @@ def test_outputs_layout(room_out, room_images):
 def test_colmap_model_reads_back_with_original_resolution(room_out, room, room_images):
     model = pycolmap.Reconstruction(str(room_out / "sparse" / "0"))
     assert model.num_reg_images() == 8
-    assert model.num_points3D() == room.num_points
+    assert 0 < model.num_points3D() == len(room.colmap_cloud.points) <= room.num_points
     depth_h, depth_w = room.depth.shape[1:]
     for image in model.images.values():
         width, height = Image.open(room_images / image.name).size
@@ -98,9 +99,12 @@ def test_colmap_model_reads_back_with_original_resolution(room_out, room, room_i
         assert abs(cx - width / 2) < 0.01 * width and abs(cy - height / 2) < 0.01 * height
         np.testing.assert_allclose(image.cam_from_world().matrix(), room.extrinsics[i], atol=1e-5)
 
-    # Each point projects onto the pixel it was unprojected from, in original-photo coordinates.
+    # Each point is seen at least twice, with its mean reprojection error, and projects onto the pixel it was
+    # unprojected from (the first of its track), in original-photo coordinates.
     for point_id, point in list(model.points3D.items())[:200]:
-        (element,) = point.track.elements
+        assert point.track.length() >= 2 and point.error >= 0
+        assert any(np.allclose(point.xyz, p, atol=1e-5) for p in room.points)
+        element = point.track.elements[0]
         image = model.images[element.image_id]
         camera = model.cameras[image.camera_id]
         fx, fy, cx, cy = camera.params
@@ -165,8 +169,13 @@ def test_depth_files(room_out, room_images):
     depth = np.load(room_out / "depth" / "no_overlap_3.npy")
     assert depth.dtype == np.float32 and depth.shape == (960, 1280)
     assert (depth > 0).all()
-    preview = Image.open(room_out / "depth" / "no_overlap_3.png")
+    preview = Image.open(room_out / "depth_preview" / "no_overlap_3.png")
     assert preview.mode == "RGB" and preview.size == (1280, 960)
+    # depth/<stem>.png is what nerfstudio's COLMAP dataparser (1.1.5, depths_path=depth) opens for no_overlap_3.jpg
+    # and reads as get_depth_image_from_path does: cv2.IMREAD_ANYDEPTH, times depth_unit_scale_factor 1e-3.
+    png = cv2.imread(str(room_out / "depth" / Path("no_overlap_3.jpg").with_suffix(".png")), cv2.IMREAD_ANYDEPTH)
+    assert png.dtype == np.uint16 and png.shape == depth.shape
+    np.testing.assert_allclose(png.astype(np.float64) * 1e-3, depth, atol=5e-4 + 1e-7)
 
 
 def test_output_reads_back_as_a_scene_folder(room_out, room):
@@ -375,6 +384,22 @@ def test_save_then_load_gives_the_same_reconstruction(room, room_out, tmp_path):
 
     chosen = room.select(points="pointmap", frames=[0, 5], mask_white_background=True, max_points=None)
     assert_same_reconstruction(Reconstruction.load(chosen.save(tmp_path / "chosen")), chosen)
+
+
+def test_predictions_npz_says_which_cameras_cameras_json_holds(room, tmp_path):
+    """`extrinsic` / `intrinsic` stay the feed-forward cameras; `model_extrinsic` / `model_intrinsic` are those of
+    cameras.json (on the model grid), refined ones included (here: moved as bundle adjustment would move them)."""
+    moved = room.extrinsics.copy()
+    moved[1:, :, 3] += 0.25
+    cameras = Cameras(room.image_names, moved, room.cameras.intrinsics, room.image_wh)
+    refined = dataclasses.replace(room, cameras=cameras)
+    out = refined.save(tmp_path / "refined")
+    predictions = np.load(out / "predictions.npz")
+    written = np.array([camera["extrinsic"] for camera in json.loads((out / "cameras.json").read_text())["images"]])
+    np.testing.assert_allclose(predictions["model_extrinsic"], written, atol=1e-6)
+    np.testing.assert_allclose(predictions["extrinsic"], room.predictions.extrinsics)
+    assert not np.allclose(predictions["extrinsic"], written, atol=1e-3)
+    np.testing.assert_allclose(predictions["model_intrinsic"], room.model_intrinsics)
 
 
 def test_bundle_adjusted_points_are_read_back(room, tmp_path):

@@ -5,7 +5,10 @@ where texture is poor) and tracks them with the model's track head (`predict_tra
 `heads=("track",)`, the reference frame moved first since queries live in the first frame) -> `observation_mask`
 keeps visible, confident observations inside the image -> `initial_points` from the predicted depth (or DLT
 triangulation) -> `consistent_observations` drops those the feed-forward cameras reproject badly, and tracks
-left too short -> `bundle_adjust`.
+left too short -> `registered_frames` keeps the frames with enough observations (the others keep their
+feed-forward cameras: a partial registration) -> `bundle_adjust` (Theseus) or `ceres_bundle_adjust` (pycolmap).
+When fewer than two frames can be registered, the feed-forward cameras come back with `refined` False: the
+caller decides what to say (nothing here warns).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from vggt.ba.ceres import ceres_bundle_adjust
 from vggt.ba.solver import DEFAULT_INLIER_THRESHOLD, BundleAdjustmentResult, bundle_adjust
 from vggt.ba.triangulation import triangulate_tracks
 from vggt.utils.cameras import COLMAP_PIXEL_CENTER
@@ -34,6 +39,9 @@ DEFAULT_CONF_THRESHOLD = 0.2
 DEFAULT_MAX_REPROJ_ERROR = 8.0
 DEFAULT_MIN_TRACK_LENGTH = 3
 INIT_METHODS = ("depth", "triangulate")
+BACKENDS = ("theseus", "ceres")
+# A frame with fewer observations than this is not registered: its six pose parameters would be barely constrained.
+MIN_FRAME_OBSERVATIONS = 8
 
 
 @dataclass
@@ -41,7 +49,8 @@ class BARefinement:
     """Cameras and tracked points after the post-step (the feed-forward cameras when `refined` is False).
 
     extrinsics [S, 3, 4] camera-from-world, intrinsics [S, 3, 3], points3d [N, 3], tracks [S, N, 2] pixels,
-    observation_mask [S, N] (observations kept: inliers of the final BA), ba_result (None when not refined).
+    observation_mask [S, N] (observations kept: inliers of the final BA), ba_result (None when not refined),
+    registered [S] bool: the frames bundle adjustment refined (the others keep their feed-forward cameras).
     """
 
     extrinsics: torch.Tensor
@@ -51,6 +60,12 @@ class BARefinement:
     observation_mask: torch.Tensor
     refined: bool
     ba_result: BundleAdjustmentResult | None = None
+    registered: torch.Tensor | None = None
+
+    @property
+    def num_registered(self) -> int:
+        """How many frames bundle adjustment refined (0 when it did not run)."""
+        return 0 if self.registered is None or not self.refined else int(self.registered.sum())
 
     def point_observations(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per 3D point, its observations: (frame indices [k] int, pixels [k, 2]), e.g. for a COLMAP export."""
@@ -136,14 +151,17 @@ def gather_tracks(
     num_reference_frames: int,
     query_points_per_frame: int,
     world_points: torch.Tensor | None = None,
+    progress: bool = False,
 ) -> GatheredTracks:
     """Query points on each reference frame of `images` [S, 3, H, W], tracked through all frames (on the CPU).
 
     world_points: [S, H, W, 3] point map of the predicted depth, read at the query pixels (None: no depth).
+    progress: a tqdm bar over the reference frames.
     """
     frames, _, height, width = images.shape
     all_tracks, all_vis, all_conf, all_points = [], [], [], []
-    for reference in reference_frame_indices(frames, num_reference_frames):
+    references = reference_frame_indices(frames, num_reference_frames)
+    for reference in tqdm(references, desc="tracking", unit="frame", disable=not progress):
         queries = torch.from_numpy(query_points_for_frame(images[reference], query_points_per_frame)).float()
         tracks, vis, conf = predict_tracks(model, images, queries, reference)
         tracks, vis, conf = tracks.cpu(), vis.cpu(), conf.cpu()
@@ -199,6 +217,11 @@ def consistent_observations(
     error = torch.linalg.norm(pixels - tracks, dim=-1)
     mask = mask & (error < max_reproj_error) & (depth_in_cams > 0) & valid[None]
     return mask, mask.sum(0) >= max(2, min_track_length)
+
+
+def registered_frames(mask: torch.Tensor, min_observations: int = MIN_FRAME_OBSERVATIONS) -> torch.Tensor:
+    """[S] bool: the frames with at least `min_observations` observations in `mask` [S, N]."""
+    return mask.sum(dim=1) >= min_observations
 
 
 def feed_forward_cameras(
@@ -260,6 +283,9 @@ def refine_with_ba(
     refine_focal: bool = True,
     max_iterations: int = 100,
     inlier_threshold: float = DEFAULT_INLIER_THRESHOLD,
+    backend: str = "theseus",
+    intrinsics: torch.Tensor | None = None,
+    progress: bool = False,
 ) -> BARefinement:
     """Bundle-adjust VGGT's feed-forward cameras on its own tracks.
 
@@ -269,47 +295,58 @@ def refine_with_ba(
         predictions: the model's output on `images`: `pose_enc` (or decoded `extrinsic` and `intrinsic`), and
             `depth` for init="depth".
         init: initial 3D points from the predicted "depth" at the query pixel, or "triangulate" (DLT).
-        The other arguments set the query points, the track filters and `bundle_adjust`.
+        backend: "theseus" (`bundle_adjust`, differentiable) or "ceres" (`ceres_bundle_adjust`, pycolmap).
+        intrinsics: [S, 3, 3] to start from instead of the decoded ones (e.g. fitted to a camera model).
+        progress: tqdm bars for the tracking and the solve.
+        The other arguments set the query points, the track filters and the solver.
 
     Returns:
-        BARefinement; with a warning and the feed-forward cameras when no track survives the filters.
+        BARefinement: the frames with enough tracks refined (`registered`), the others as predicted; `refined`
+        False and the feed-forward cameras when fewer than two frames could be registered.
     """
     if init not in INIT_METHODS:
         raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     images = _single_scene(images)
     image_size = tuple(images.shape[-2:])
-    extrinsics, intrinsics = feed_forward_cameras(predictions, image_size, len(images))
+    extrinsics, decoded_intrinsics = feed_forward_cameras(predictions, image_size, len(images))
+    if intrinsics is None:
+        intrinsics = decoded_intrinsics
+    else:
+        intrinsics = torch.as_tensor(intrinsics).detach().float().cpu().reshape(len(images), 3, 3)
     world_points = depth_world_points(predictions, extrinsics, intrinsics, image_size) if init == "depth" else None
 
-    gathered = gather_tracks(model, images, num_reference_frames, query_points_per_frame, world_points)
+    gathered = gather_tracks(model, images, num_reference_frames, query_points_per_frame, world_points, progress)
     mask = observation_mask(gathered, image_size, vis_threshold, conf_threshold)
     points, valid = initial_points(init, gathered, extrinsics, intrinsics, mask)
     mask, keep = consistent_observations(
         points, valid, gathered.tracks, mask, extrinsics, intrinsics, max_reproj_error, min_track_length
     )
     tracks, mask, points = gathered.tracks[:, keep], mask[:, keep], points[keep]
-    if not keep.any():
-        warnings.warn(
-            "bundle adjustment skipped: no track survived the visibility / confidence / reprojection filters; "
-            "keeping the feed-forward cameras (loosen vis_threshold, conf_threshold or max_reproj_error)",
-            stacklevel=2,
-        )
-        return BARefinement(extrinsics, intrinsics, points, tracks, mask, refined=False)
+    registered = registered_frames(mask)
+    mask = mask & registered[:, None]
+    mask = mask & (mask.sum(0) >= 2)[None]
+    if int(registered.sum()) < 2 or not mask.any():
+        return BARefinement(extrinsics, intrinsics, points, tracks, mask, refined=False, registered=registered)
 
-    result = bundle_adjust(
-        extrinsics,
-        intrinsics,
-        points,
-        tracks,
-        mask,
-        image_size=image_size,
-        loss=loss,
-        loss_scale=loss_scale,
-        shared_focal=shared_focal,
-        refine_focal=refine_focal,
-        max_iterations=max_iterations,
-        inlier_threshold=inlier_threshold,
-    )
+    solve = bundle_adjust if backend == "theseus" else ceres_bundle_adjust
+    with tqdm(total=1, desc=f"bundle adjustment ({backend})", unit="solve", disable=not progress) as bar:
+        result = solve(
+            extrinsics,
+            intrinsics,
+            points,
+            tracks,
+            mask,
+            image_size=image_size,
+            loss=loss,
+            loss_scale=loss_scale,
+            shared_focal=shared_focal,
+            refine_focal=refine_focal,
+            max_iterations=max_iterations,
+            inlier_threshold=inlier_threshold,
+        )
+        bar.update(1)
     return BARefinement(
         result.extrinsics,
         result.intrinsics,
@@ -318,4 +355,5 @@ def refine_with_ba(
         result.inlier_mask,
         refined=True,
         ba_result=result,
+        registered=registered,
     )

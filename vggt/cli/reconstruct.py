@@ -25,7 +25,9 @@ from vggt.cli.args import (
     positive_int,
 )
 from vggt.errors import DependencyError
+from vggt.export.colmap import CAMERA_MODELS, DEFAULT_CAMERA_MODEL
 from vggt.pipeline.options import (
+    BA_BACKENDS,
     DEFAULT_CONF_PERCENTILE,
     DEFAULT_MAX_POINTS,
     POINT_SOURCES,
@@ -37,13 +39,16 @@ from vggt.utils.locks import output_lock
 
 OUTPUTS_HELP = """\
 outputs in DIR:
-  sparse/0/{cameras,images,points3D}.bin  COLMAP model (PINHOLE cameras at each photo's original size)
-  images/                                 the input photos, named as given (gsplat/nerfstudio can train on DIR)
+  sparse/0/{cameras,images,points3D}.bin  COLMAP model: cameras at each photo's original size, points with
+                                          multi-view tracks (colmap bundle_adjuster refines it)
+  images/, images_2/, images_4/, images_8/ the input photos, named as given, and downscaled copies
   points.ply                              the point cloud (binary, xyz + rgb)
   scene.glb                               points and one camera frustum per image, for 3D viewers
-  depth/<name>.npy, depth/<name>.png      float32 depth at the photo's resolution, and a colour preview
-  cameras.json                            per image: file name, size, 3x4 extrinsic, 3x3 intrinsic
+  depth/<name>.npy, depth/<name>.png      float32 depth at the photo's resolution, and 16-bit PNG (value x 1e-3)
+  depth_preview/<name>.png                colour previews of the depth
+  cameras.json, transforms.json           cameras: ours (OpenCV axes) and nerfstudio's (OpenGL axes)
   predictions.npz                         the raw model outputs
+  (all outputs are up to an unknown scale: the first camera is the world frame)
 
 exit codes: 0 success, 2 bad input or usage, 1 anything else, 130 interrupted, 143 terminated
 """
@@ -105,8 +110,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_bundle_adjustment_arguments(parser)
     add_sequence_arguments(parser)
+    add_output_arguments(parser)
     add_message_arguments(parser)
     return parser
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--camera-model, --shared-camera / --no-shared-camera, --no-colmap-points, --masks, --no-downscaled-images."""
+    group = parser.add_argument_group("output folder")
+    group.add_argument(
+        "--camera-model",
+        choices=CAMERA_MODELS,
+        default=DEFAULT_CAMERA_MODEL,
+        help=f"COLMAP camera model of every output (default {DEFAULT_CAMERA_MODEL}; SIMPLE_PINHOLE: one focal length)",
+    )
+    group.add_argument(
+        "--shared-camera",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one camera for all frames (default: yes for a video, no for photos)",
+    )
+    group.add_argument(
+        "--no-colmap-points",
+        dest="colmap_points",
+        action="store_false",
+        help="COLMAP model with cameras and images only (for colmap point_triangulator or MVS)",
+    )
+    group.add_argument(
+        "--masks", action="store_true", help="write masks/ (0 = low-confidence or background pixel, 255 = kept)"
+    )
+    group.add_argument(
+        "--no-downscaled-images",
+        dest="downscaled_images",
+        action="store_false",
+        help="skip images_2/, images_4/, images_8/ (and depth_N/, masks_N/), the copies trainers read",
+    )
 
 
 def add_sequence_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +205,12 @@ def add_bundle_adjustment_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ba-conf-threshold", dest="conf_threshold", type=float, default=None, help="min confidence")
     group.add_argument(
         "--ba-max-reproj-error", dest="max_reproj_error", type=float, default=None, help="max pixel error"
+    )
+    group.add_argument(
+        "--ba-backend",
+        choices=BA_BACKENDS,
+        default="theseus",
+        help="theseus (differentiable, the ba extra; default) or ceres (COLMAP's bundle adjuster through pycolmap)",
     )
 
 

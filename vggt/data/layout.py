@@ -35,6 +35,8 @@ SPARSE_DIR = Path("sparse") / "0"
 PLY_FILE = "points.ply"
 GLB_FILE = "scene.glb"
 PREDICTIONS_FILE = "predictions.npz"
+DEPTH_PREVIEW_DIR = "depth_preview"  # colour previews of depth/, apart so that no reader takes them for depth
+TRANSFORMS_FILE = "transforms.json"  # nerfstudio's cameras (vggt.export.trainer)
 
 CAMERA_CONVENTION = (
     "OpenCV: x right, y down, z forward; extrinsic [R | t] maps world to camera (x_cam = R x_world + t); "

@@ -1,4 +1,5 @@
-"""Depth maps as float32 .npy files and colour previews (.png)."""
+"""Depth maps as float32 .npy files, 16-bit PNGs in nerfstudio's convention (`vggt.export.trainer`), and colour
+previews in a folder of their own (so that no reader mistakes a preview for depth)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from vggt.data.layout import depth_file_stems
+from vggt.export.trainer import depth_to_png16, write_png, write_scaled_maps
 from vggt.utils.optional import import_cv2
 
 # Inverse depth is scaled between these percentiles of each map, so a few outliers do not wash out the preview.
@@ -34,8 +35,16 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def write_depth_maps(depth_dir: str | Path, image_names: Sequence[str], depths: Iterable[np.ndarray]) -> list[Path]:
-    """Write `depth_dir/<stem>.npy` (float32 [H, W]) and a `<stem>.png` preview for each image.
+def write_depth_maps(
+    depth_dir: str | Path,
+    image_names: Sequence[str],
+    depths: Iterable[np.ndarray],
+    preview_dir: str | Path | None = None,
+    factors: Sequence[int] = (),
+) -> list[Path]:
+    """Write `depth_dir/<stem>.npy` (float32 [H, W]) and `<stem>.png` (16-bit, value x 1e-3 = depth, 0 = none) for
+    each image, `preview_dir/<stem>.png` colour previews (None: no previews), and `<depth_dir>_<f>/<stem>.png`
+    copies at 1 / f for each of `factors` (nearest samples).
 
     `depths` yields one [H, W] (or [H, W, 1]) map per image; the maps may differ in size.
     """
@@ -49,6 +58,8 @@ def write_depth_maps(depth_dir: str | Path, image_names: Sequence[str], depths: 
         if depth_map.ndim != 2:
             raise ValueError(f"each depth map must be [H, W], got {depth_map.shape} for {stem}")
         np.save(depth_dir / f"{stem}.npy", depth_map)
-        Image.fromarray(colorize_depth(depth_map)).save(depth_dir / f"{stem}.png")
+        write_scaled_maps(depth_dir.parent, depth_dir.name, f"{stem}.png", depth_to_png16(depth_map), factors)
+        if preview_dir is not None:
+            write_png(Path(preview_dir) / f"{stem}.png", colorize_depth(depth_map))
         paths.append(depth_dir / f"{stem}.npy")
     return paths

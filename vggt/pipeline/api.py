@@ -22,13 +22,14 @@ import torch
 from vggt.data.intrinsics import KnownIntrinsics
 from vggt.data.layout import unique_file_names
 from vggt.errors import InputError
+from vggt.export.colmap import conform_intrinsics
 from vggt.models.build import build_model
 from vggt.models.config import DEFAULT_CHECKPOINT, VGGTConfig, get_preset
 from vggt.pipeline.calibration import apply_known_intrinsics, known_intrinsics
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference, streaming_for
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
 from vggt.pipeline.memory import check_memory, estimate_inference_memory
-from vggt.pipeline.options import ReconstructOptions
+from vggt.pipeline.options import ExportOptions, ReconstructOptions
 from vggt.pipeline.parallel import join_torchrun
 from vggt.pipeline.points import PointSelection, dense_cloud, tracked_points
 from vggt.pipeline.reconstruction import Reconstruction
@@ -138,7 +139,8 @@ def predict_and_assemble(
     predictions.require("pose_enc", "depth")
     if opts.points == "pointmap":
         predictions.require("world_points")
-    reconstruction = assemble(model, images, list(paths), transforms, predictions, opts, inference, known)
+    export = opts.export_options(is_video=collected.video is not None)
+    reconstruction = assemble(model, images, list(paths), transforms, predictions, opts, inference, known, export)
     reconstruction.masked_pixels = masked
     reconstruction.windows = None if windows is None else windows.summary()
     reconstruction._work_dir = None if windows is None else windows.work_dir
@@ -155,7 +157,7 @@ def check_options(opts: ReconstructOptions, config: VGGTConfig) -> None:
             value=resolution,
         )
     if opts.bundle_adjust:
-        require_bundle_adjustment()
+        require_bundle_adjustment(opts.ba_backend)
 
 
 def check_inputs(opts: ReconstructOptions, collected: CollectedInputs) -> None:
@@ -215,17 +217,28 @@ def assemble(
     opts: ReconstructOptions,
     inference: InferenceOptions,
     known: KnownIntrinsics | None = None,
+    export: ExportOptions | None = None,
 ) -> Reconstruction:
     """The reconstruction of `predictions` on `images` [S, 3, H, W] (needed for bundle adjustment only): cameras
-    (bundle-adjusted if asked), the point cloud, the result."""
-    extrinsics, model_intrinsics, sparse = predictions.extrinsics, predictions.intrinsics, None
-    intrinsics = None if known is None else known.intrinsics
+    (fitted to `export`'s camera model and sharing, then bundle-adjusted if asked), the point cloud, the result."""
+    export = export or ExportOptions()
+    original_wh = np.array([t.original_size for t in transforms], dtype=np.int64)
+
+    def conform(intrinsics: np.ndarray) -> np.ndarray:
+        return conform_intrinsics(intrinsics, original_wh, export.camera_model, export.shared_camera)
+
+    extrinsics, model_intrinsics, sparse = predictions.extrinsics, conform(predictions.intrinsics), None
+    intrinsics = None if known is None else conform(known.intrinsics)
     if opts.bundle_adjust:
         ba_options = {**opts.ba_options, **({"refine_focal": opts.refine_intrinsics} if known is not None else {})}
-        refinement = refine_cameras(model, images, predictions, inference, ba_options)
+        if export.shared_camera:
+            ba_options["shared_focal"] = True
+        refinement = refine_cameras(
+            model, images, predictions, inference, ba_options, model_intrinsics, opts.ba_backend, opts.progress
+        )
         if refinement is not None:
             extrinsics = refinement.extrinsics.detach().cpu().numpy().astype(np.float32)
-            model_intrinsics = refinement.intrinsics.detach().cpu().numpy().astype(np.float32)
+            model_intrinsics = conform(refinement.intrinsics.detach().cpu().numpy().astype(np.float32))
             if known is None or opts.refine_intrinsics:
                 intrinsics = None
             sparse = tracked_points(
@@ -239,8 +252,8 @@ def assemble(
     cameras = Cameras(
         unique_file_names([p.name for p in paths]),
         extrinsics,
-        rescale_intrinsics_to_original(model_intrinsics, transforms) if intrinsics is None else intrinsics,
-        np.array([t.original_size for t in transforms], dtype=np.int64),
+        conform(rescale_intrinsics_to_original(model_intrinsics, transforms)) if intrinsics is None else intrinsics,
+        original_wh,
     )
     return Reconstruction(
         cameras=cameras,
@@ -252,6 +265,7 @@ def assemble(
         points_source=opts.points,
         sparse=sparse,
         selection=point_selection(opts),
+        export=export,
     )
 
 

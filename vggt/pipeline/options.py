@@ -12,10 +12,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from vggt.errors import InputError
+from vggt.export.colmap import DEFAULT_CAMERA_MODEL, check_camera_model
 from vggt.models.config import DEFAULT_CHECKPOINT
 from vggt.utils.device import DEVICE_CHOICES, DTYPE_CHOICES
 
-__all__ = ["DEFAULT_CHECKPOINT", "DEVICE_CHOICES", "DTYPE_CHOICES", "ReconstructOptions"]
+__all__ = ["DEFAULT_CHECKPOINT", "DEVICE_CHOICES", "DTYPE_CHOICES", "ExportOptions", "ReconstructOptions"]
 
 POINT_SOURCES = ("depth", "pointmap")
 MODES = ("crop", "pad")
@@ -27,6 +28,8 @@ DEFAULT_OVERLAP_FRACTION = 0.25
 # The filters of `vggt.ba.refine_with_ba` that decide which tracks bundle adjustment keeps (keys of `ba_options`;
 # the command's --ba-* flags).
 TRACK_FILTER_OPTIONS = ("vis_threshold", "conf_threshold", "max_reproj_error")
+# Bundle adjusters: COLMAP's (Ceres, through pycolmap) and the differentiable one (Theseus, the `ba` extra).
+BA_BACKENDS = ("theseus", "ceres")
 
 
 def default_overlap(window: int) -> int:
@@ -39,6 +42,29 @@ def check_merge_ratio(merge_ratio: float) -> None:
 
     if not 0 <= merge_ratio <= MAX_MERGE_RATIO:
         raise InputError("{merge_ratio} must be in [0, {top}], got {value}", top=MAX_MERGE_RATIO, value=merge_ratio)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a reconstruction's folder is written (`Reconstruction.save`), besides its contents.
+
+    Attributes:
+        camera_model: COLMAP model of the cameras everywhere (PINHOLE or SIMPLE_PINHOLE).
+        shared_camera: one camera (the same intrinsics) for all frames, in the COLMAP model and cameras.json.
+        colmap_points: the COLMAP model holds points with multi-view tracks; False writes cameras and images
+            only (for `colmap point_triangulator` or COLMAP's MVS on a database of its own).
+        masks: write `masks/<stem>.png` (255 = confident foreground pixel, 0 = low confidence or background).
+        downscaled_images: write `images_2/`, `images_4/`, `images_8/` (and `depth_N/`, `masks_N/`) for trainers.
+    """
+
+    camera_model: str = DEFAULT_CAMERA_MODEL
+    shared_camera: bool = False
+    colmap_points: bool = True
+    masks: bool = False
+    downscaled_images: bool = True
+
+    def __post_init__(self) -> None:
+        check_camera_model(self.camera_model)
 
 
 @dataclass(frozen=True)
@@ -70,6 +96,9 @@ class ReconstructOptions:
             positions in the sequence); one more pass links the two sides; work_dir: where the windows are kept
             (default: a temporary folder); resume: reuse the windows already in `work_dir`.
         memory_check: stop with advice when the estimate exceeds free memory. progress: tqdm bars.
+        camera_model, colmap_points, masks, downscaled_images: see `ExportOptions`. shared_camera: one camera for
+            all frames (None: for a video, whose frames come from one device; not for photos).
+        ba_backend: "theseus" (differentiable, the `ba` extra) or "ceres" (COLMAP's bundle adjuster, pycolmap).
     """
 
     checkpoint: str | None = None
@@ -98,8 +127,21 @@ class ReconstructOptions:
     resume: bool = False
     memory_check: bool = True
     progress: bool = False
+    camera_model: str = DEFAULT_CAMERA_MODEL
+    shared_camera: bool | None = None
+    colmap_points: bool = True
+    masks: bool = False
+    downscaled_images: bool = True
+    ba_backend: str = "theseus"
 
     def __post_init__(self) -> None:
+        check_camera_model(self.camera_model)
+        if self.ba_backend not in BA_BACKENDS:
+            raise InputError(
+                "unknown {ba_backend} {value!r}; choose one of {choices}",
+                value=self.ba_backend,
+                choices=", ".join(BA_BACKENDS),
+            )
         if self.points not in POINT_SOURCES:
             raise InputError(
                 "unknown {points} source {value!r}; choose one of {choices}",
@@ -160,6 +202,11 @@ class ReconstructOptions:
         if not 0 <= frames[0] < frames[1]:
             raise InputError("{loop_closure} needs 0 <= early < late, got {value}", value=frames)
         object.__setattr__(self, "loop_closure", frames)
+
+    def export_options(self, is_video: bool) -> ExportOptions:
+        """The `ExportOptions` of these options; `shared_camera` None means: shared for a video."""
+        shared = is_video if self.shared_camera is None else self.shared_camera
+        return ExportOptions(self.camera_model, shared, self.colmap_points, self.masks, self.downscaled_images)
 
     @property
     def windowed(self) -> bool:

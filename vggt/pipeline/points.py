@@ -41,6 +41,12 @@ class PointCloud(NamedTuple):
     observations: Observations
 
 
+def empty_cloud() -> PointCloud:
+    """A cloud of no points."""
+    no_observations = Observations(np.zeros(0), np.zeros(0), np.zeros((0, 2)))
+    return PointCloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), no_observations)
+
+
 @dataclass(frozen=True)
 class PointSelection:
     """Which pixels `select_points` turns into the cloud; the keywords of `select_points` of the same names.

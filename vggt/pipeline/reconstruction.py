@@ -8,6 +8,7 @@ is `vggt.data.layout`'s: a COLMAP model in `sparse/0` beside `images/`, `points.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -20,11 +21,14 @@ import numpy as np
 from vggt.data.layout import (
     CAMERAS_FILE,
     DEPTH_DIR,
+    DEPTH_PREVIEW_DIR,
     GLB_FILE,
     IMAGES_DIR,
+    MASKS_DIR,
     PLY_FILE,
     PREDICTIONS_FILE,
     SPARSE_DIR,
+    TRANSFORMS_FILE,
     depth_file_stems,
     write_cameras_json,
 )
@@ -33,9 +37,19 @@ from vggt.export.colmap import Observations, write_colmap
 from vggt.export.depth import write_depth_maps
 from vggt.export.glb import write_glb
 from vggt.export.ply import write_ply
+from vggt.export.trainer import DOWNSCALE_FACTORS, write_downscaled_images, write_scaled_maps, write_transforms_json
 from vggt.pipeline.inference import Predictions, finite_or_zero
-from vggt.pipeline.options import POINT_SOURCES
-from vggt.pipeline.points import PointCloud, PointSelection, dense_cloud, depth_at_original_resolution
+from vggt.pipeline.multiview import multiview_tracks
+from vggt.pipeline.options import POINT_SOURCES, ExportOptions
+from vggt.pipeline.points import (
+    PointCloud,
+    PointSelection,
+    background_pixels,
+    dense_cloud,
+    depth_at_original_resolution,
+    empty_cloud,
+    on_photo_mask,
+)
 from vggt.pipeline.saved import cloud_arrays, read_reconstruction, transform_arrays
 from vggt.pipeline.verify import verify_reconstruction
 from vggt.utils.cameras import Cameras
@@ -74,6 +88,7 @@ class Reconstruction:
         masked_pixels: pixels whose predictions were non-finite, left out of the cloud and stored as 0.
         windows: for a windowed run, the windows and how well they aligned (one line); None otherwise.
         selection: which pixels make up `cloud` (confidence percentile, point limit, frames, background masks).
+        export: how `save` writes the folder (camera model, shared camera, COLMAP points, masks, downscaled copies).
     """
 
     cameras: Cameras
@@ -93,6 +108,7 @@ class Reconstruction:
     _frames_dir: Any = field(default=None, repr=False)
     _work_dir: Any = field(default=None, repr=False)
     selection: PointSelection = field(default_factory=PointSelection)
+    export: ExportOptions = field(default_factory=ExportOptions)
 
     # ------------------------------------------------------------------------------------------ views
 
@@ -149,6 +165,25 @@ class Reconstruction:
     def bundle_adjusted(self) -> bool:
         """Whether cameras were refined by bundle adjustment (the COLMAP model then holds tracked points)."""
         return self.sparse is not None
+
+    @functools.cached_property
+    def colmap_cloud(self) -> PointCloud:
+        """The points of the COLMAP model: after bundle adjustment its tracked points, else the dense cloud's points
+        seen in two frames or more with all their observations (`vggt.pipeline.multiview`); none when
+        `export.colmap_points` is False."""
+        if not self.export.colmap_points:
+            return empty_cloud()
+        if self.sparse is not None:
+            return self.sparse
+        predictions = self.predictions
+        return multiview_tracks(
+            self.cloud,
+            predictions.depth,
+            predictions.depth_conf,
+            self.extrinsics,
+            self.model_intrinsics,
+            self.transforms,
+        )
 
     def depth_file_stems(self) -> list[str]:
         """The names (without .npy / .png) of the depth files in `depth/`, unique for any image names."""
@@ -217,13 +252,22 @@ class Reconstruction:
     def to_colmap(self, directory: str | os.PathLike, copy_images: bool = True) -> Path:
         """A COLMAP scene: `directory/sparse/0/{cameras,images,points3D}.bin` and `directory/images/`.
 
-        Cameras are PINHOLE at each image's original resolution; images keep their input names. Points are the
-        dense cloud, each observed once (where it came from), or after bundle adjustment the tracked points with
-        their tracks.
+        Cameras are of `export.camera_model` at each image's original resolution, one per image or one shared
+        (`export.shared_camera`); images keep their input names. Points are `colmap_cloud`: multi-view tracks
+        with their reprojection errors, which COLMAP's bundle adjuster refines.
         """
         directory = Path(directory)
-        points, colors, observations = self.sparse or self.cloud
-        sparse = write_colmap(directory / SPARSE_DIR, self.cameras, points, colors, observations)
+        points, colors, observations = self.colmap_cloud
+        export = self.export
+        sparse = write_colmap(
+            directory / SPARSE_DIR,
+            self.cameras,
+            points,
+            colors,
+            observations,
+            export.camera_model,
+            export.shared_camera,
+        )
         if copy_images:
             self.copy_images(directory / IMAGES_DIR)
         return sparse
@@ -251,16 +295,56 @@ class Reconstruction:
         extra = [{"depth_file": f"{DEPTH_DIR}/{stem}.npy"} for stem in self.depth_file_stems()]
         return write_cameras_json(path, self.cameras, extra)
 
-    def save_depth(self, directory: str | os.PathLike) -> list[Path]:
-        """`directory/<name>.npy` (float32, the photo's resolution, 0 = no depth) and `<name>.png` previews."""
+    def save_depth(
+        self, directory: str | os.PathLike, preview_directory: str | os.PathLike | None = None, factors=()
+    ) -> list[Path]:
+        """`directory/<name>.npy` (float32, the photo's resolution, 0 = no depth), `<name>.png` (16-bit, value x
+        1e-3 = depth), colour previews in `preview_directory`, and 16-bit copies at 1 / f in `<directory>_<f>/`."""
         depths = (self.original_depth(i) for i in range(self.num_frames))  # one full-size map at a time
-        return write_depth_maps(directory, self.image_names, depths)
+        return write_depth_maps(directory, self.image_names, depths, preview_directory, factors)
+
+    def mask(self, index: int, threshold: float) -> np.ndarray:
+        """[height, width] uint8 mask of photo `index`: 255 where the depth exists, its confidence is at least
+        `threshold` and the pixel is not background (when the selection masks background), else 0."""
+        transform = self.transforms[index]
+        keep = self.original_depth(index) > 0
+        keep &= depth_at_original_resolution(np.asarray(self.depth_conf[index]), transform) >= threshold
+        selection = self.selection
+        if selection.mask_black_background or selection.mask_white_background:
+            colors = self.predictions.images[index].transpose(1, 2, 0)[None]
+            background = background_pixels(colors, selection.mask_black_background, selection.mask_white_background)
+            keep &= depth_at_original_resolution(background[0].astype(np.float32), transform) == 0
+        return np.where(keep, 255, 0).astype(np.uint8)
+
+    def mask_threshold(self) -> float:
+        """The confidence below which `mask` drops pixels: the selection's percentile over the photos' pixels."""
+        percentile = self.selection.conf_percentile
+        conf = np.asarray(self.depth_conf)
+        values = conf[on_photo_mask(self.transforms, conf.shape[1:]) & np.isfinite(conf)]
+        return float(np.percentile(values, percentile)) if len(values) and percentile > 0 else -np.inf
+
+    def save_masks(self, directory: str | os.PathLike, factors=()) -> Path:
+        """`directory/<name>.png` (`mask`, at the photo's resolution) and copies at 1 / f in `<directory>_<f>/`."""
+        directory = Path(directory)
+        threshold = self.mask_threshold()
+        for index, stem in enumerate(self.depth_file_stems()):
+            write_scaled_maps(directory.parent, directory.name, f"{stem}.png", self.mask(index, threshold), factors)
+        return directory
+
+    def to_transforms_json(self, path: str | os.PathLike) -> Path:
+        """nerfstudio's transforms.json (`vggt.export.trainer`), naming the 16-bit depth PNGs (and the masks)."""
+        stems = self.depth_file_stems()
+        masks = [f"{MASKS_DIR}/{stem}.png" for stem in stems] if self.export.masks else None
+        depth = [f"{DEPTH_DIR}/{stem}.png" for stem in stems]
+        return write_transforms_json(path, self.cameras, self.export.camera_model, self.export.shared_camera, depth,
+                                     masks)  # fmt: skip
 
     def save_predictions(self, path: str | os.PathLike) -> Path:
         """predictions.npz: the raw feed-forward outputs, their decoded cameras at the model resolution
         (`extrinsic`, `intrinsic`), the model input `images` (uint8 [S, 3, H, W]), the image names, the photos'
         sizes `image_wh` [S, 2] (width, height) and `input_from_original` [S, 3, 3], the preprocessing of each
-        photo (model-input pixel = matrix @ original pixel), and what `load` needs to rebuild the cloud
+        photo (model-input pixel = matrix @ original pixel), the cameras of cameras.json on the model grid
+        (`model_extrinsic`, `model_intrinsic`: bundle-adjusted after --ba) and what `load` needs to rebuild the cloud
         (`vggt.pipeline.saved`)."""
         path = Path(path)
         arrays = {key: finite_or_zero(value) for key, value in self.predictions.arrays().items()}
@@ -269,7 +353,14 @@ class Reconstruction:
             **arrays,
             image_names=np.array(self.image_names),
             **transform_arrays(self.transforms),
-            **cloud_arrays(self.selection, self.points_source, self.model_intrinsics, self.sparse, self.seconds),
+            **cloud_arrays(
+                self.selection,
+                self.points_source,
+                self.model_intrinsics,
+                self.sparse,
+                self.seconds,
+                self.extrinsics,
+            ),
         )
         return path
 
@@ -285,12 +376,16 @@ class Reconstruction:
         directory = Path(directory)
         sources = [*self.image_paths, *([self.source_video] if self.source_video else [])]
         check_output_folder(directory, overwrite, sources)
+        factors = DOWNSCALE_FACTORS if self.export.downscaled_images else ()
         steps = [
             ("COLMAP model", lambda out: self.to_colmap(out)),
+            ("downscaled images", lambda out: write_downscaled_images(out / IMAGES_DIR, self.image_names, factors)),
             ("point cloud", lambda out: self.to_ply(out / PLY_FILE)),
             ("GLB scene", lambda out: self.to_glb(out / GLB_FILE)),
-            ("depth maps", lambda out: self.save_depth(out / DEPTH_DIR)),
+            ("depth maps", lambda out: self.save_depth(out / DEPTH_DIR, out / DEPTH_PREVIEW_DIR, factors)),
+            ("masks", lambda out: self.save_masks(out / MASKS_DIR, factors) if self.export.masks else None),
             ("cameras", lambda out: self.to_cameras_json(out / CAMERAS_FILE)),
+            ("nerfstudio cameras", lambda out: self.to_transforms_json(out / TRANSFORMS_FILE)),
             ("predictions", lambda out: self.save_predictions(out / PREDICTIONS_FILE)),
         ]
         with atomic_directory(directory, overwrite=overwrite) as staging:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from vggt.errors import DependencyError, InputError, Message
@@ -16,18 +16,24 @@ from vggt.utils.device import autocast
 logger = logging.getLogger(__name__)
 
 SKIPPED = Message(
-    "bundle adjustment skipped: no track survived the visibility, confidence and reprojection filters; kept the "
-    "feed-forward cameras (loosen the {vis_threshold}, {conf_threshold} or {max_reproj_error} bundle-adjustment "
-    "options)"
+    "bundle adjustment skipped: fewer than two frames kept enough tracks after the visibility, confidence and "
+    "reprojection filters; kept the feed-forward cameras (loosen the {vis_threshold}, {conf_threshold} or "
+    "{max_reproj_error} bundle-adjustment options)"
+)
+PARTIAL = (
+    "bundle adjustment refined {registered} of {frames} cameras; {left} had too few tracks and keep their "
+    "feed-forward cameras (loosen the {vis_threshold}, {conf_threshold} or {max_reproj_error} options to register them)"
 )
 
 
-def require_bundle_adjustment() -> None:
-    """Fail early, in one line, when bundle adjustment's optional dependency (Theseus) is missing."""
+def require_bundle_adjustment(backend: str = "theseus") -> None:
+    """Fail early, in one line, when the optional dependency of bundle adjustment's `backend` is missing (Theseus,
+    or pycolmap for "ceres")."""
     from vggt.ba.solver import import_theseus
+    from vggt.utils.optional import import_pycolmap
 
     try:
-        import_theseus()
+        import_theseus() if backend == "theseus" else import_pycolmap()
     except ImportError as err:
         raise DependencyError("{hint}", hint=str(err).splitlines()[0]) from None
 
@@ -38,34 +44,41 @@ def refine_cameras(
     predictions: Predictions,
     options: InferenceOptions,
     ba_options: Mapping[str, Any],
+    model_intrinsics: np.ndarray | None = None,
+    backend: str = "theseus",
+    progress: bool = False,
 ):  # -> vggt.ba.postprocess.BARefinement | None
     """Bundle-adjust the feed-forward cameras of `predictions` on tracks of `images` [S, 3, H, W].
 
-    Returns the refinement, or None (with a warning) when no track survived the filters. `ba_options` are
-    keywords of `vggt.ba.refine_with_ba`.
+    model_intrinsics: [S, 3, 3] on the model grid to start from (None: the decoded ones). backend: "theseus" or
+    "ceres". Returns the refinement (frames without enough tracks keep their cameras, said in one line), or None
+    (said in one line) when fewer than two frames could be registered. `ba_options` are keywords of
+    `vggt.ba.refine_with_ba`.
     """
     from vggt.ba.postprocess import refine_with_ba
 
     if getattr(model, "track_head", None) is None:
         raise InputError("{bundle_adjust} needs the model's track head, which this model does not have")
     predictions.require("extrinsics", "depth")
+    intrinsics = predictions.intrinsics if model_intrinsics is None else model_intrinsics
     inputs = {
-        "extrinsic": torch.from_numpy(predictions.extrinsics),
-        "intrinsic": torch.from_numpy(predictions.intrinsics),
-        "depth": torch.from_numpy(predictions.depth),
+        "extrinsic": torch.from_numpy(np.ascontiguousarray(predictions.extrinsics)),
+        "intrinsic": torch.from_numpy(np.ascontiguousarray(intrinsics)),
+        "depth": torch.from_numpy(np.ascontiguousarray(predictions.depth)),
     }
-    logger.info("bundle adjustment: tracking query points and refining %d cameras", predictions.num_frames)
+    logger.info("bundle adjustment (%s): tracking query points and refining %d cameras", backend, len(intrinsics))
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with torch.inference_mode(), autocast(options.device, options.dtype):
-                refinement = refine_with_ba(model, images.to(options.device), inputs, **ba_options)
+        with torch.inference_mode(), autocast(options.device, options.dtype):
+            refinement = refine_with_ba(
+                model, images.to(options.device), inputs, backend=backend, progress=progress, **ba_options
+            )
     except ValueError as err:
         raise InputError("bundle adjustment: {error}", error=err) from None
-    for warning in caught:
-        if refinement.refined or not str(warning.message).startswith("bundle adjustment skipped"):
-            logger.warning("%s", warning.message)
     if not refinement.refined:
         logger.warning(SKIPPED)
         return None
+    frames = predictions.num_frames
+    if refinement.num_registered < frames:
+        left = frames - refinement.num_registered
+        logger.warning(Message(PARTIAL, registered=refinement.num_registered, frames=frames, left=left))
     return refinement

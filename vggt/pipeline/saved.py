@@ -2,8 +2,9 @@
 
 Besides the model's outputs, predictions.npz holds what is needed to rebuild the reconstruction exactly:
 `image_names`, `image_wh` and `input_from_original` (each photo's preprocessing, from which the
-`PreprocessTransform`s are rebuilt), `model_intrinsic` (the intrinsics on the model grid that the cameras and the
-cloud use: the decoded ones, or the refined ones after bundle adjustment), how the dense cloud was selected
+`PreprocessTransform`s are rebuilt), `model_intrinsic` and `model_extrinsic` (the cameras of cameras.json on the
+model grid, which the cloud uses: the decoded ones fitted to the camera model, or the refined ones after bundle
+adjustment; `intrinsic` and `extrinsic` stay the feed-forward cameras), how the dense cloud was selected
 (`points_source`, `conf_percentile`, `max_points` with 0 for no limit, `point_frames` when only some frames were
 used, `mask_black_background`, `mask_white_background`), `seconds`, and after bundle adjustment the tracked points
 (`sparse_points`, `sparse_colors`, `sparse_point_index`, `sparse_image_index`, `sparse_xy`). The cameras come
@@ -48,8 +49,10 @@ def cloud_arrays(
     model_intrinsics: np.ndarray,
     sparse: PointCloud | None,
     seconds: float,
+    model_extrinsics: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The keys of predictions.npz that, with the model's outputs and cameras.json, reproduce the saved cloud."""
+    """The keys of predictions.npz that, with the model's outputs and cameras.json, reproduce the saved cloud
+    (`model_extrinsics` [S, 3, 4]: the extrinsics of cameras.json, stored as `model_extrinsic` when given)."""
     arrays = {
         "model_intrinsic": np.asarray(model_intrinsics, dtype=np.float32),
         "points_source": np.array(points_source),
@@ -59,6 +62,8 @@ def cloud_arrays(
         "mask_white_background": np.array(selection.mask_white_background),
         "seconds": np.array(seconds, dtype=np.float64),
     }
+    if model_extrinsics is not None:
+        arrays["model_extrinsic"] = np.asarray(model_extrinsics, dtype=np.float32)
     if selection.frames is not None:
         arrays["point_frames"] = np.array(selection.frames, dtype=np.int64)
     if sparse is not None:

@@ -13,8 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from vggt.data.layout import CAMERAS_FILE, DEPTH_DIR, GLB_FILE, IMAGES_DIR, PLY_FILE, PREDICTIONS_FILE, SPARSE_DIR
+from vggt.data.layout import (
+    CAMERAS_FILE,
+    DEPTH_DIR,
+    GLB_FILE,
+    IMAGES_DIR,
+    PLY_FILE,
+    PREDICTIONS_FILE,
+    SPARSE_DIR,
+    TRANSFORMS_FILE,
+)
 from vggt.errors import OutputError
+from vggt.export.colmap import CAMERA_MODEL_PARAMS
 from vggt.export.ply import PLY_VERTEX_DTYPE, ply_header
 from vggt.utils.optional import import_pycolmap
 
@@ -27,10 +37,18 @@ def _fail(path: Path, problem: str, **values) -> OutputError:
     )
 
 
-def colmap_file_sizes(image_names: list[str], observations_per_image: list[int], track_lengths: list[int]) -> dict:
-    """Bytes of cameras.bin, images.bin and points3D.bin for PINHOLE cameras, in COLMAP's binary format (stable
-    since COLMAP 3.0): counts are uint64, ids uint32, coordinates float64."""
-    cameras = 8 + len(image_names) * (4 + 4 + 8 + 8 + 4 * 8)
+def colmap_file_sizes(
+    image_names: list[str],
+    observations_per_image: list[int],
+    track_lengths: list[int],
+    num_cameras: int | None = None,
+    params_per_camera: int = 4,
+) -> dict:
+    """Bytes of cameras.bin, images.bin and points3D.bin in COLMAP's binary format (stable since COLMAP 3.0):
+    counts are uint64, ids uint32, coordinates float64; `num_cameras` (default: one per image) cameras of
+    `params_per_camera` parameters (PINHOLE 4, SIMPLE_PINHOLE 3)."""
+    num_cameras = len(image_names) if num_cameras is None else num_cameras
+    cameras = 8 + num_cameras * (4 + 4 + 8 + 8 + params_per_camera * 8)
     images = 8 + sum(
         4 + 7 * 8 + 4 + len(name.encode()) + 1 + 8 + 24 * n for name, n in zip(image_names, observations_per_image)
     )
@@ -38,14 +56,22 @@ def colmap_file_sizes(image_names: list[str], observations_per_image: list[int],
     return {"cameras.bin": cameras, "images.bin": images, "points3D.bin": points}
 
 
-def verify_colmap(sparse_dir: Path, image_names: list[str], num_points: int, observations) -> None:
+def verify_colmap(
+    sparse_dir: Path,
+    image_names: list[str],
+    num_points: int,
+    observations,
+    num_cameras: int | None = None,
+    params_per_camera: int = 4,
+) -> None:
     """The COLMAP model in `sparse_dir` has the sizes its contents mean, then reads back with its counts.
 
     Sizes come first: pycolmap reading a truncated file can allocate without bound.
     """
     per_image = np.bincount(observations.image_index, minlength=len(image_names)).tolist()
     track_lengths = np.bincount(observations.point_index, minlength=num_points).tolist()
-    for name, size in colmap_file_sizes(image_names, per_image, track_lengths).items():
+    sizes = colmap_file_sizes(image_names, per_image, track_lengths, num_cameras, params_per_camera)
+    for name, size in sizes.items():
         path = sparse_dir / name
         actual = path.stat().st_size if path.is_file() else 0
         if actual != size:
@@ -124,8 +150,16 @@ def verify_reconstruction(staging: Path, reconstruction, directory: Path) -> Non
 
 
 def _verify_outputs(staging: Path, reconstruction) -> None:
-    points, _, observations = reconstruction.sparse or reconstruction.cloud
-    verify_colmap(staging / SPARSE_DIR, reconstruction.image_names, len(points), observations)
+    points, _, observations = reconstruction.colmap_cloud
+    export = reconstruction.export
+    verify_colmap(
+        staging / SPARSE_DIR,
+        reconstruction.image_names,
+        len(points),
+        observations,
+        1 if export.shared_camera else None,
+        CAMERA_MODEL_PARAMS[export.camera_model],
+    )
     verify_files(staging / IMAGES_DIR, reconstruction.image_names)
     verify_ply(staging / PLY_FILE, reconstruction.num_points)
     verify_glb(staging / GLB_FILE)
@@ -133,4 +167,5 @@ def _verify_outputs(staging: Path, reconstruction) -> None:
         verify_npy(staging / DEPTH_DIR / f"{stem}.npy", (int(height), int(width)))
     verify_files(staging / DEPTH_DIR, [f"{stem}.png" for stem in reconstruction.depth_file_stems()])
     verify_json(staging / CAMERAS_FILE)
+    verify_json(staging / TRANSFORMS_FILE)
     verify_npz(staging / PREDICTIONS_FILE, list(reconstruction.predictions.arrays()))

@@ -1,9 +1,19 @@
-"""The yardstick: the same bundle-adjustment problem solved by COLMAP's Ceres bundle adjuster through pycolmap."""
+"""The Ceres backend: the problem `vggt.ba.bundle_adjust` takes, solved by COLMAP's bundle adjuster (pycolmap).
+
+Not differentiable (Theseus is, `vggt.ba.solver`), but fast on the CPU and installed with the export extra. The
+problem becomes a pycolmap.Reconstruction (one camera per frame, or one shared), COLMAP refines poses, focal
+lengths and points with a robust loss, and the result comes back as a `BundleAdjustmentResult` in the caller's
+array kind. Pixel coordinates pass through unchanged (the offset between conventions cancels out).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from vggt.ba.inputs import check_options, prepare_inputs
+from vggt.ba.solver import DEFAULT_INLIER_THRESHOLD, BundleAdjustmentResult
+from vggt.utils.geometry import project_points
 from vggt.utils.optional import import_pycolmap
 
 # Relative tolerance under which fx and fy count as equal (SIMPLE_PINHOLE: one focal length).
@@ -68,10 +78,11 @@ def pycolmap_bundle_adjust(
     shared_focal: bool = True,
     max_iterations: int = 100,
     num_threads: int | None = None,
+    refine_focal: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """COLMAP bundle adjustment (Ceres) of the problem `vggt.ba.bundle_adjust` takes (numpy, unbatched).
 
-    num_threads: Ceres threads (None: COLMAP's default, all cores).
+    num_threads: Ceres threads (None: COLMAP's default, all cores). refine_focal: False keeps the focal lengths.
 
     Returns refined extrinsics [S, 3, 4], intrinsics [S, 3, 3] and points3d [N, 3] (points seen fewer than twice
     unchanged).
@@ -86,6 +97,7 @@ def pycolmap_bundle_adjust(
     options.ceres.loss_function_type = getattr(pycolmap.LossFunctionType, _CERES_LOSSES[loss])
     options.ceres.loss_function_scale = loss_scale
     options.ceres.solver_options.max_num_iterations = max_iterations
+    options.refine_focal_length = refine_focal
     if num_threads is not None:
         options.ceres.solver_options.num_threads = num_threads
     pycolmap.bundle_adjustment(reconstruction, options)
@@ -99,3 +111,65 @@ def pycolmap_bundle_adjust(
     for point_id, point in reconstruction.points3D.items():
         refined_points[point_ids[point_id]] = point.xyz
     return refined_extrinsics, refined_intrinsics, refined_points
+
+
+def ceres_bundle_adjust(
+    extrinsics,
+    intrinsics,
+    points3d,
+    tracks,
+    mask,
+    image_size: tuple[int, int] | None = None,
+    loss: str | None = "cauchy",
+    loss_scale: float = 1.0,
+    shared_focal: bool = True,
+    refine_focal: bool = True,
+    max_iterations: int = 100,
+    inlier_threshold: float = DEFAULT_INLIER_THRESHOLD,
+) -> BundleAdjustmentResult:
+    """`vggt.ba.bundle_adjust` with COLMAP's Ceres solver: same arguments (unbatched), same result.
+
+    Args:
+        extrinsics: [S, 3, 4]; intrinsics: [S, 3, 3]; points3d: [N, 3]; tracks: [S, N, 2]; mask: [S, N].
+        image_size: (height, width) of the images; observations outside are ignored.
+        shared_focal: one camera for all frames (its intrinsics those of frame 0, focal the mean); else one each.
+        refine_focal: optimise focal lengths (principal points always stay).
+
+    Returns:
+        BundleAdjustmentResult (numpy or torch as the inputs); cost_history holds the initial and final mean
+        squared reprojection errors of the observations; num_iterations is 0 (pycolmap does not report them).
+    """
+    check_options(loss, "implicit", "auto", loss_scale, max_iterations)
+    inputs = prepare_inputs(extrinsics, intrinsics, points3d, tracks, mask, image_size)
+    if inputs.extrinsics.shape[0] != 1:
+        raise ValueError("the ceres backend takes one problem, not a batch")
+    extr, intr, points, obs, obs_mask = (
+        t[0].cpu().numpy() for t in (inputs.extrinsics, inputs.intrinsics, inputs.points3d, inputs.tracks, inputs.mask)
+    )
+    if not (obs_mask.sum(axis=0) >= 2).any():
+        raise ValueError("no point is observed in two or more frames; nothing to adjust")
+    height, width = image_size if image_size is not None else _size_from(intr)
+    before = _squared_errors(extr, intr, points, obs, obs_mask)
+    refined = pycolmap_bundle_adjust(
+        extr, intr, points, obs, obs_mask, (height, width), loss, loss_scale, shared_focal, max_iterations,
+        refine_focal=refine_focal,
+    )  # fmt: skip
+    refined_extr, refined_intr, refined_points = refined
+    if not refine_focal:
+        refined_intr = intr.copy()
+    pixels, depth = project_points(refined_points, refined_extr, refined_intr)
+    error = np.where(obs_mask & (depth > 0), np.linalg.norm(pixels - obs, axis=-1), np.inf)
+    history = np.array([[before, float(np.mean(np.square(error[obs_mask])))]])
+    arrays = [refined_extr, refined_intr, refined_points, obs_mask & (error < inlier_threshold), error, history]
+    tensors = [torch.from_numpy(np.asarray(a))[None] for a in arrays]
+    return BundleAdjustmentResult(*inputs.restore(tensors), num_iterations=0)  # pycolmap does not report them
+
+
+def _size_from(intrinsics: np.ndarray) -> tuple[int, int]:
+    """(height, width) twice the principal point: what COLMAP's cameras need when no image size is given."""
+    return int(np.ceil(2 * intrinsics[:, 1, 2].max() + 1)), int(np.ceil(2 * intrinsics[:, 0, 2].max() + 1))
+
+
+def _squared_errors(extrinsics, intrinsics, points3d, tracks, mask) -> float:
+    pixels, _ = project_points(points3d, extrinsics, intrinsics)
+    return float(np.mean(np.sum(np.square(pixels - tracks), axis=-1)[mask]))
