@@ -16,6 +16,7 @@ from the reference's module definitions, built on the meta device).
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import subprocess
@@ -226,6 +227,79 @@ def pi3_goldens(out: Path) -> None:
     print("pi3-tiny", {k: tuple(v.shape) for k, v in outputs.items()})
 
 
+# ------------------------------------------------------------------------------------------ Pi3X
+
+PI3X_TINY = dict(upsample=[32, 16, 16], last_conv=8, metric_dim=16, metric_depth=2, metric_heads=2)
+
+
+def pi3x_small(model) -> None:
+    """Pi3's small parts, plus Pi3X's conditioning, convolutional and metric parts at PI3X_TINY sizes."""
+    from functools import partial
+
+    from pi3.models.dinov2.layers import Mlp, PatchEmbed
+    from pi3.models.layers.block import PoseInjectBlock
+    from pi3.models.layers.conv_head import ConvHead
+    from pi3.models.layers.transformer_head import ContextOnlyTransformerDecoder
+
+    pi3_small(model)
+    t, x = PI3_TINY, PI3X_TINY
+    model.depth_encoder = copy.deepcopy(model.encoder)
+    model.depth_encoder.patch_embed = PatchEmbed(img_size=224, patch_size=14, in_chans=2, embed_dim=t["encoder_dim"])
+    model.depth_emb = torch.nn.Parameter(torch.zeros(1, 1, t["encoder_dim"]))
+    model.ray_embed = PatchEmbed(img_size=224, patch_size=14, in_chans=2, embed_dim=t["encoder_dim"])
+    model.pose_inject_blk = torch.nn.ModuleList(
+        PoseInjectBlock(
+            dim=t["decoder_dim"], num_heads=t["decoder_heads"], mlp_ratio=4, qkv_bias=True, proj_bias=True,
+            ffn_bias=True, drop_path=0.0, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), act_layer=torch.nn.GELU,
+            ffn_layer=Mlp, init_values=0.01, qk_norm=True,
+        )
+        for _ in range(5)
+    )  # fmt: skip
+
+    def conv_head(dim_out):
+        return ConvHead(
+            num_features=4, dim_in=t["decoder_dim"], projects=torch.nn.Identity(), dim_out=dim_out,
+            dim_proj=t["head_dim"], dim_upsample=x["upsample"], dim_times_res_block_hidden=2, num_res_blocks=2,
+            res_block_norm="group_norm", last_res_blocks=0, last_conv_channels=x["last_conv"], last_conv_size=1,
+            using_uv=True,
+        )  # fmt: skip
+
+    model.point_head = conv_head([2, 1])
+    model.conf_head = conv_head([1])
+    model.metric_token = torch.nn.Parameter(torch.zeros(1, 1, 2 * t["decoder_dim"]))
+    model.metric_decoder = ContextOnlyTransformerDecoder(
+        in_dim=2 * t["decoder_dim"], dec_embed_dim=x["metric_dim"], depth=x["metric_depth"],
+        dec_num_heads=x["metric_heads"], out_dim=x["metric_dim"], rope=model.rope,
+    )  # fmt: skip
+    model.metric_head = torch.nn.Linear(x["metric_dim"], 1)
+
+
+def pi3x_goldens(out: Path) -> None:
+    import pi3.models.pi3x as top
+
+    released = key_manifest(top.Pi3X())
+    model = top.Pi3X()
+    pi3x_small(model)
+    randomise(model)
+    model.eval()
+    generator = torch.Generator().manual_seed(SEED + 4)
+    images = torch.rand(1, 3, 3, 42, 56, generator=generator)
+    focal = torch.tensor([40.0, 50.0, 45.0])
+    intrinsics = torch.zeros(1, 3, 3, 3)
+    intrinsics[0, :, 0, 0], intrinsics[0, :, 1, 1] = focal, focal * 1.1
+    intrinsics[0, :, 0, 2], intrinsics[0, :, 1, 2], intrinsics[0, :, 2, 2] = 28.0, 21.0, 1.0
+    depth = torch.rand(1, 3, 42, 56, generator=generator) * 3 + 1
+    depth[..., :10, :] = 0.0  # unknown there
+    inputs = {"images": images, "intrinsics": intrinsics, "depth": depth}
+    outputs = {}
+    with torch.no_grad():
+        for run, kwargs in (("plain", {}), ("intrinsics", {"intrinsics": intrinsics}), ("depth", {"depths": depth})):
+            outputs |= {f"{run}.{k}": v for k, v in model(images, **kwargs).items()}
+    meta = {"reference": "yyfz/Pi3", "commit": git_commit(top), "tiny": PI3_TINY | PI3X_TINY}
+    write_golden(out / "pi3x-tiny", model, inputs, outputs, released, meta)
+    print("pi3x-tiny", {k: tuple(v.shape) for k, v in outputs.items() if k.startswith("plain")})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=Path("tests/data/family_goldens"))
@@ -240,6 +314,7 @@ def main() -> None:
         omega_goldens(args.out)
     if args.family in ("pi3", "all"):
         pi3_goldens(args.out)
+        pi3x_goldens(args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from vggt.errors import CheckpointError, InputError
 from vggt.models.registry import create_model, list_models, locate_weights
 
-RELEASED = ["vggt-1b", "vggt-omega-1b-512", "vggt-omega-1b-256-text", "pi3"]
+RELEASED = ["vggt-1b", "vggt-omega-1b-512", "vggt-omega-1b-256-text", "pi3", "pi3x"]
 OMEGA_FILE = "vggt_omega_1b_512.pt"
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -25,7 +25,7 @@ def test_list_models_names_the_released_models_and_the_presets():
     assert list_models() == RELEASED
     everything = list_models(include_presets=True)
     assert set(RELEASED) < set(everything)
-    assert {"vggt-tiny", "vggt-omega-tiny", "vggt-omega-text-tiny", "pi3-tiny"} <= set(everything)
+    assert {"vggt-tiny", "vggt-omega-tiny", "vggt-omega-text-tiny", "pi3-tiny", "pi3x-tiny"} <= set(everything)
 
 
 def test_unknown_name_lists_the_choices():

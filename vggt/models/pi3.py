@@ -122,13 +122,21 @@ class Pi3(nn.Module):
                 last_two.append(hidden.reshape(B * S, n, dim))
         return torch.cat(last_two, dim=-1), pos
 
+    def encode(self, images: Tensor) -> Tensor:
+        """Images [B, S, 3, H, W] in [0, 1] -> encoder patch tokens [B * S, (H / 14) (W / 14), encoder_dim]."""
+        B, S, _, H, W = images.shape
+        return self.encoder((images.reshape(B * S, 3, H, W) - self.image_mean) / self.image_std)
+
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        if images.dim() == 4:
-            images = images.unsqueeze(0)
+        images = images.unsqueeze(0) if images.dim() == 4 else images
         B, S, _, H, W = images.shape
         grid_hw = (H // PATCH_SIZE, W // PATCH_SIZE)
-        x = (images.reshape(B * S, 3, H, W) - self.image_mean) / self.image_std
-        hidden, pos = self.decode(self.encoder(x), B, S, grid_hw)
+        hidden, pos = self.decode(self.encode(images), B, S, grid_hw)
+        return self.predict(hidden, pos, B, S, grid_hw)
+
+    def predict(self, hidden: Tensor, pos: Tensor, B: int, S: int, grid_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """Decoder output [B * S, R + hw, 2 * dim] and positions -> the outputs of the module docstring."""
+        H, W = grid_hw[0] * PATCH_SIZE, grid_hw[1] * PATCH_SIZE
         R = self.config.num_register_tokens
         point_tokens = self.point_decoder(hidden, pos)[:, R:].float()
         conf_tokens = self.conf_decoder(hidden, pos)[:, R:].float()
@@ -138,6 +146,11 @@ class Pi3(nn.Module):
         local_points = torch.cat([raw[..., :2] * z, z], dim=-1)
         conf = self.conf_head(conf_tokens, grid_hw).reshape(B, S, H, W, 1)
         camera_poses = self.camera_head(camera_tokens).reshape(B, S, 4, 4)
-        points = torch.einsum("bsij,bshwj->bshwi", camera_poses[..., :3, :3], local_points)
-        points = points + camera_poses[:, :, None, None, :3, 3]
+        points = camera_to_world(camera_poses, local_points)
         return {"points": points, "local_points": local_points, "conf": conf, "camera_poses": camera_poses}
+
+
+def camera_to_world(camera_poses: Tensor, local_points: Tensor) -> Tensor:
+    """Camera-frame points [B, S, H, W, 3] mapped by camera-to-world poses [B, S, 4, 4]."""
+    points = torch.einsum("bsij,bshwj->bshwi", camera_poses[..., :3, :3], local_points)
+    return points + camera_poses[:, :, None, None, :3, 3]

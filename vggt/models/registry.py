@@ -25,6 +25,7 @@ from torch import nn
 from vggt.errors import CheckpointError, CheckpointNotFoundError, InputError
 from vggt.models.checkpoint import check_state_dict, read_state_dict, resolve_checkpoint
 from vggt.models.pi3 import Pi3, Pi3Config
+from vggt.models.pi3x import Pi3X, Pi3XConfig
 from vggt.models.vggt_omega import OmegaConfig, VGGTOmega
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ _PI3_TINY = Pi3Config(
     head_num_heads=2,
     camera_dim=16,
 )
+_PI3X_TINY = Pi3XConfig(
+    **dataclasses.asdict(_PI3_TINY), conv_channels=(32, 16, 16), conv_last_channels=8, metric_dim=16, metric_depth=2,
+    metric_num_heads=2,
+)  # fmt: skip
 
 _ENTRIES = (
     ModelEntry(
@@ -115,6 +120,10 @@ _ENTRIES = (
         "pi3", "pi3", Pi3Config(), "yyfz233/Pi3", "model.safetensors", 504, 14, False, "none (aligned to the first "
         "camera on output)", _PI3_OUTPUTS, (), _PI3_LICENCE,
     ),
+    ModelEntry(
+        "pi3x", "pi3x", Pi3XConfig(), "yyfz233/Pi3X", "model.safetensors", 504, 14, True, "none (aligned to the "
+        "first camera on output)", (*_PI3_OUTPUTS, "rays", "metric scale"), ("intrinsics", "depth"), _PI3_LICENCE,
+    ),
     ModelEntry("vggt-tiny", "vggt", "tiny", resolution=518),
     ModelEntry("vggt-omega-tiny", "vggt-omega", _OMEGA_TINY, resolution=64, patch_size=16),
     ModelEntry(
@@ -122,10 +131,11 @@ _ENTRIES = (
         resolution=64, patch_size=16,
     ),
     ModelEntry("pi3-tiny", "pi3", _PI3_TINY, resolution=56, reference_frame="none"),
+    ModelEntry("pi3x-tiny", "pi3x", _PI3X_TINY, resolution=56, metric=True, reference_frame="none"),
 )  # fmt: skip
 REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in _ENTRIES}
 
-_MODEL_CLASSES: dict[str, Callable[[Any], nn.Module]] = {"vggt-omega": VGGTOmega, "pi3": Pi3}
+_MODEL_CLASSES: dict[str, Callable[[Any], nn.Module]] = {"vggt-omega": VGGTOmega, "pi3": Pi3, "pi3x": Pi3X}
 
 
 def list_models(include_presets: bool = False) -> list[str]:
