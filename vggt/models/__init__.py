@@ -1,4 +1,5 @@
-"""The VGGT model, its aggregator and its configuration (imported on first use: `vggt.utils.lazy`)."""
+"""The VGGT family: the VGGT model and its configuration, and the registry of every model by name (imported on
+first use: `vggt.utils.lazy`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from vggt.utils.lazy import lazy_attributes
 if TYPE_CHECKING:
     from vggt.models.build import build_model
     from vggt.models.config import DEFAULT_CHECKPOINT, PRESETS, VGGTConfig, get_preset
+    from vggt.models.registry import create_model, list_models
     from vggt.models.vggt import VGGT
 
 _ORIGINS = {
@@ -17,7 +19,18 @@ _ORIGINS = {
     "VGGT": "vggt.models.vggt",
     "VGGTConfig": "vggt.models.config",
     "build_model": "vggt.models.build",
+    "create_model": "vggt.models.registry",
+    "list_models": "vggt.models.registry",
     "get_preset": "vggt.models.config",
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _ORIGINS)
-__all__ = ["DEFAULT_CHECKPOINT", "PRESETS", "VGGT", "VGGTConfig", "build_model", "get_preset"]
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "PRESETS",
+    "VGGT",
+    "VGGTConfig",
+    "build_model",
+    "create_model",
+    "get_preset",
+    "list_models",
+]

@@ -1,0 +1,156 @@
+"""Pi3 (yyfz/Pi3): a permutation-equivariant reconstruction model with no reference frame.
+
+A DINOv2 encoder (with registers) embeds each image; a decoder alternates per-frame and all-frames RoPE attention
+over the patch tokens and 5 register tokens that are the same for every frame (so no frame is special); three
+per-frame decoders read the last two decoder outputs and predict local (camera-frame) points, their confidence,
+and camera-to-world poses.
+
+Inputs are images [B, S, 3, H, W] (or [S, 3, H, W]) in [0, 1], H and W multiples of 14. Outputs
+(`Pi3.forward`): `points` [B, S, H, W, 3] (world, i.e. in the frame of the predicted poses, up to scale),
+`local_points` [B, S, H, W, 3] (camera frame; z is depth), `conf` [B, S, H, W, 1] (logits: sigmoid for a
+probability), `camera_poses` [B, S, 4, 4] (OpenCV camera-to-world).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vggt.heads.pi3_heads import LinearPixelHead, Pi3CameraHead, TransformerDecoder
+from vggt.layers.block import Block
+from vggt.layers.rope import RotaryPositionEmbedding2D, patch_positions
+from vggt.layers.vision_transformer import DinoVisionTransformer
+from vggt.models.aggregator import IMAGENET_MEAN, IMAGENET_STD
+
+PATCH_SIZE = 14
+# DINOv2's resampling of its position table: a scale factor (grid + offset) / side, bicubic without antialiasing.
+POS_INTERPOLATE_OFFSET = 0.1
+
+
+@dataclass(frozen=True)
+class Pi3Config:
+    """Every size of Pi3. `Pi3Config()` is the released Pi3."""
+
+    img_size: int = 518  # the encoder's position table covers img_size / 14 patches per side
+    encoder_dim: int = 1024
+    encoder_depth: int = 24
+    encoder_num_heads: int = 16
+    encoder_registers: int = 4
+    decoder_dim: int = 1024
+    decoder_depth: int = 36
+    decoder_num_heads: int = 16
+    num_register_tokens: int = 5
+    head_dim: int = 1024  # width of the point, confidence and camera decoders
+    head_depth: int = 5
+    head_num_heads: int = 16
+    camera_dim: int = 512
+    rope_freq: float = 100.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Pi3Encoder(DinoVisionTransformer):
+    """DINOv2 as Pi3 runs it: its position table is resampled by scale factor, without antialiasing."""
+
+    def interpolate_pos_encoding(self, grid_h: int, grid_w: int) -> Tensor:
+        pos_embed = self.pos_embed
+        side = int(round((pos_embed.shape[1] - 1) ** 0.5))
+        if grid_h == side and grid_w == side:
+            return pos_embed
+        patch_pos = pos_embed[:, 1:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        scale = ((grid_h + POS_INTERPOLATE_OFFSET) / side, (grid_w + POS_INTERPOLATE_OFFSET) / side)
+        patch_pos = F.interpolate(patch_pos, scale_factor=scale, mode="bicubic", antialias=False)
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
+        return torch.cat((pos_embed[:, :1].float(), patch_pos), dim=1).to(pos_embed.dtype)
+
+
+class Pi3(nn.Module):
+    """Pi3; see the module docstring for inputs and outputs."""
+
+    def __init__(self, config: Pi3Config | None = None) -> None:
+        super().__init__()
+        c = config or Pi3Config()
+        self.config = c
+        self.encoder = Pi3Encoder(
+            c.img_size, PATCH_SIZE, c.encoder_dim, c.encoder_depth, c.encoder_num_heads, 4.0, c.encoder_registers
+        )
+        del self.encoder.mask_token  # not in the released weights
+        self.rope = RotaryPositionEmbedding2D(c.rope_freq)
+        self.decoder = nn.ModuleList(
+            Block(
+                c.decoder_dim, c.decoder_num_heads, 4.0, init_values=0.01, qk_norm=True, norm_eps=1e-6, rope=self.rope
+            )
+            for _ in range(c.decoder_depth)
+        )
+        self.register_token = nn.Parameter(torch.randn(1, 1, c.num_register_tokens, c.decoder_dim) * 1e-6)
+
+        def decoder(out_dim: int) -> TransformerDecoder:
+            return TransformerDecoder(2 * c.decoder_dim, out_dim, c.head_dim, c.head_depth, c.head_num_heads, self.rope)
+
+        self.point_decoder = decoder(c.head_dim)
+        self.point_head = LinearPixelHead(PATCH_SIZE, c.head_dim, 3)
+        self.conf_decoder = decoder(c.head_dim)
+        self.conf_head = LinearPixelHead(PATCH_SIZE, c.head_dim, 1)
+        self.camera_decoder = decoder(c.camera_dim)
+        self.camera_head = Pi3CameraHead(c.camera_dim)
+        # Persistent: the released checkpoint carries them.
+        self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def decode(self, patch_tokens: Tensor, B: int, S: int, grid_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Encoder tokens [B * S, hw, dim] -> last two decoder outputs concatenated [B * S, R + hw, 2 * dim] and
+        the token positions [B * S, R + hw, 2] (register tokens at (0, 0), patches from (1, 1))."""
+        R = self.config.num_register_tokens
+        registers = self.register_token.expand(B, S, -1, -1).reshape(B * S, R, -1)
+        hidden = torch.cat([registers, patch_tokens], dim=1)
+        n, dim = hidden.shape[1:]
+        pos = patch_positions(B * S, *grid_hw, hidden.device) + 1
+        pos = torch.cat([pos.new_zeros(B * S, R, 2), pos], dim=1)
+        last_two = []
+        for i, block in enumerate(self.decoder):
+            if i % 2 == 0:  # within each frame
+                hidden = block(hidden.reshape(B * S, n, dim), pos=pos)
+            else:  # across all frames
+                hidden = block(hidden.reshape(B, S * n, dim), pos=pos.reshape(B, S * n, 2))
+            if i >= len(self.decoder) - 2:
+                last_two.append(hidden.reshape(B * S, n, dim))
+        return torch.cat(last_two, dim=-1), pos
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Images [B, S, 3, H, W] in [0, 1] -> encoder patch tokens [B * S, (H / 14) (W / 14), encoder_dim]."""
+        B, S, _, H, W = images.shape
+        return self.encoder((images.reshape(B * S, 3, H, W) - self.image_mean) / self.image_std)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        images = images.unsqueeze(0) if images.dim() == 4 else images
+        B, S, _, H, W = images.shape
+        grid_hw = (H // PATCH_SIZE, W // PATCH_SIZE)
+        hidden, pos = self.decode(self.encode(images), B, S, grid_hw)
+        return self.predict(hidden, pos, B, S, grid_hw)
+
+    def predict(self, hidden: Tensor, pos: Tensor, B: int, S: int, grid_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """Decoder output [B * S, R + hw, 2 * dim] and positions -> the outputs of the module docstring."""
+        H, W = grid_hw[0] * PATCH_SIZE, grid_hw[1] * PATCH_SIZE
+        R = self.config.num_register_tokens
+        point_tokens = self.point_decoder(hidden, pos)[:, R:].float()
+        conf_tokens = self.conf_decoder(hidden, pos)[:, R:].float()
+        camera_tokens = self.camera_decoder(hidden, pos)[:, R:].float()
+        raw = self.point_head(point_tokens, grid_hw).reshape(B, S, H, W, 3)
+        z = torch.exp(raw[..., 2:])
+        local_points = torch.cat([raw[..., :2] * z, z], dim=-1)
+        conf = self.conf_head(conf_tokens, grid_hw).reshape(B, S, H, W, 1)
+        camera_poses = self.camera_head(camera_tokens).reshape(B, S, 4, 4)
+        points = camera_to_world(camera_poses, local_points)
+        return {"points": points, "local_points": local_points, "conf": conf, "camera_poses": camera_poses}
+
+
+def camera_to_world(camera_poses: Tensor, local_points: Tensor) -> Tensor:
+    """Camera-frame points [B, S, H, W, 3] mapped by camera-to-world poses [B, S, 4, 4]."""
+    points = torch.einsum("bsij,bshwj->bshwi", camera_poses[..., :3, :3], local_points)
+    return points + camera_poses[:, :, None, None, :3, 3]

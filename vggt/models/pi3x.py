@@ -1,0 +1,136 @@
+"""Pi3X (yyfz/Pi3): Pi3 with convolutional point and confidence heads, an approximately metric scale, and optional
+conditioning on known intrinsics, depth and (not yet supported here) camera poses.
+
+Inputs as `vggt.models.pi3`; optional `intrinsics` [B, S, 3, 3] (pixels, pixel centres at +0.5) and `depth`
+[B, S, H, W] (0 where unknown). Outputs: those of Pi3, scaled by `metric` [B] (the predicted metric scale: points,
+local points and camera translations are in approximate metres), plus `rays` [B, S, H, W, 3] (unit viewing
+directions in the camera frame). Conditioning on camera poses needs the reference's projective RoPE
+("PRoPE") attention, which is not implemented: passing `poses` raises an InputError.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vggt.errors import InputError
+from vggt.heads.pi3x_heads import ContextDecoder, ConvHead
+from vggt.layers.block import Block
+from vggt.layers.patch_embed import PatchEmbed
+from vggt.models.pi3 import PATCH_SIZE, Pi3, Pi3Config, camera_to_world
+
+MAX_LOG_DEPTH = 15.0  # the predicted log depth is clamped here before exp
+DEPTH_NORM_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class Pi3XConfig(Pi3Config):
+    """Every size of Pi3X. `Pi3XConfig()` is the released Pi3X."""
+
+    conv_channels: tuple[int, ...] = (256, 128, 64)
+    conv_res_blocks: int = 2
+    conv_last_channels: int = 32
+    metric_dim: int = 512
+    metric_depth: int = 5
+    metric_num_heads: int = 8
+    pose_inject_blocks: int = 5
+
+
+class Pi3X(Pi3):
+    """Pi3X; see the module docstring for inputs and outputs."""
+
+    def __init__(self, config: Pi3XConfig | None = None) -> None:
+        c = config or Pi3XConfig()
+        super().__init__(c)
+        conv = dict(upsample_channels=c.conv_channels, res_blocks=c.conv_res_blocks, last_channels=c.conv_last_channels)
+        self.point_head = ConvHead(c.head_dim, (2, 1), **conv)
+        self.conf_head = ConvHead(c.head_dim, (1,), **conv)
+        # Conditioning: a depth encoder (the image encoder's architecture on depth and its validity mask), a
+        # patch embedding of the viewing rays, and the pose-injection blocks (used only with poses).
+        self.depth_encoder = copy.deepcopy(self.encoder)
+        self.depth_encoder.patch_embed = PatchEmbed(PATCH_SIZE, 2, c.encoder_dim)
+        self.depth_emb = nn.Parameter(torch.zeros(1, 1, c.encoder_dim))
+        self.ray_embed = PatchEmbed(PATCH_SIZE, 2, c.encoder_dim)
+        self.pose_inject_blk = nn.ModuleList(
+            Block(c.decoder_dim, c.decoder_num_heads, 4.0, init_values=0.01, qk_norm=True, norm_eps=1e-6)
+            for _ in range(c.pose_inject_blocks)
+        )
+        self.metric_token = nn.Parameter(torch.randn(1, 1, 2 * c.decoder_dim) * 1e-6)
+        self.metric_decoder = ContextDecoder(
+            2 * c.decoder_dim, c.metric_dim, c.metric_dim, c.metric_depth, c.metric_num_heads, self.rope
+        )
+        self.metric_head = nn.Linear(c.metric_dim, 1)
+
+    def forward(
+        self,
+        images: Tensor,
+        intrinsics: Tensor | None = None,
+        depth: Tensor | None = None,
+        poses: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        if poses is not None:
+            raise InputError(
+                "Pi3X's pose conditioning is not supported yet; pass {intrinsics} and/or {depth} only, or run "
+                "without {poses}"
+            )
+        images = images.unsqueeze(0) if images.dim() == 4 else images
+        B, S, _, H, W = images.shape
+        grid_hw = (H // PATCH_SIZE, W // PATCH_SIZE)
+        tokens = self.encode(images)
+        if intrinsics is not None:
+            tokens = tokens + self.ray_embed(_ray_slopes(intrinsics, H, W).reshape(B * S, H, W, 2).permute(0, 3, 1, 2))
+        if depth is not None:
+            tokens = tokens + self._depth_tokens(depth)
+        hidden, pos = self.decode(tokens, B, S, grid_hw)
+        return self.predict(hidden, pos, B, S, grid_hw)
+
+    def _depth_tokens(self, depth: Tensor) -> Tensor:
+        """Depth [B, S, H, W] (0: unknown), divided by the mean known depth of its scene -> [B * S, hw, dim]."""
+        B, S, H, W = depth.shape
+        known = torch.where(depth > 0, depth, torch.nan).reshape(B, -1)
+        scale = torch.nan_to_num(torch.nanmean(known, dim=1), nan=1.0)
+        normalized = (depth / (scale.view(B, 1, 1, 1) + DEPTH_NORM_EPS)).reshape(B * S, 1, H, W)
+        encoder_input = torch.cat([normalized, (normalized > 0).to(normalized.dtype)], dim=1)
+        return self.depth_encoder(encoder_input) + self.depth_emb
+
+    def predict(self, hidden: Tensor, pos: Tensor, B: int, S: int, grid_hw: tuple[int, int]) -> dict[str, Tensor]:
+        H, W = grid_hw[0] * PATCH_SIZE, grid_hw[1] * PATCH_SIZE
+        R, n = self.config.num_register_tokens, hidden.shape[1]
+        xy, log_z = self.point_head(self.point_decoder(hidden, pos)[:, R:].float(), grid_hw)
+        xy = xy.permute(0, 2, 3, 1).reshape(B, S, H, W, 2)
+        z = torch.exp(log_z.permute(0, 2, 3, 1).reshape(B, S, H, W, 1).clamp(max=MAX_LOG_DEPTH))
+        camera_poses = self.camera_head(self.camera_decoder(hidden, pos)[:, R:].float()).reshape(B, S, 4, 4)
+        all_pos = pos.reshape(B, S * n, 2)
+        metric_token = self.metric_decoder(
+            self.metric_token.expand(B, -1, -1), hidden.reshape(B, S * n, -1), all_pos[:, :1], all_pos
+        )
+        metric = torch.exp(self.metric_head(metric_token.float()).reshape(B))
+        conf = self.conf_head(self.conf_decoder(hidden, pos)[:, R:].float(), grid_hw)[0]
+        local_points = torch.cat([xy * z, z], dim=-1)
+        scale = metric.view(B, 1, 1, 1, 1)
+        points = camera_to_world(camera_poses, local_points) * scale
+        camera_poses = torch.cat([camera_poses[..., :3], camera_poses[..., 3:] * metric.view(B, 1, 1, 1)], dim=-1)
+        camera_poses[..., 3, 3] = 1.0
+        return {
+            "points": points,
+            "local_points": local_points * scale,
+            "rays": F.normalize(torch.cat([xy, torch.ones_like(z)], dim=-1), dim=-1),
+            "conf": conf.permute(0, 2, 3, 1).reshape(B, S, H, W, 1),
+            "camera_poses": camera_poses,
+            "metric": metric,
+        }
+
+
+def _ray_slopes(intrinsics: Tensor, height: int, width: int) -> Tensor:
+    """(x / z, y / z) of every pixel centre's viewing ray: [B, S, 3, 3] -> [B, S, H, W, 2]."""
+    rows, cols = torch.meshgrid(
+        torch.arange(height, device=intrinsics.device) + 0.5,
+        torch.arange(width, device=intrinsics.device) + 0.5,
+        indexing="ij",
+    )
+    pixels = torch.stack([cols, rows, torch.ones_like(cols)], dim=-1).float()  # [H, W, 3]
+    return torch.einsum("bsij,hwj->bshwi", torch.inverse(intrinsics.float()), pixels)[..., :2]
