@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/alignment.py --trials 50
 
-Each trial makes a synthetic ring sequence (vggt.utils.synthetic_windows) and two windows of it sharing
+Each trial makes a synthetic ring sequence (benchmarks/synthetic_windows.py) and two windows of it sharing
 `--overlap` frames, each in its own random similarity frame, with point noise `--noise * depth / sqrt(conf)`
 (confidence uniform in [1, 10]); in the second window a fraction of the points are outliers, at a wrong depth
 along their ray ("depth", x0.5 to x1.5) or uniform in the scene's bounding box ("random").
@@ -18,9 +18,9 @@ import argparse
 import time
 
 import numpy as np
+from synthetic_windows import make_sequence, predict_window
 
 from vggt.utils.similarity import ESTIMATORS, Similarity, rotation_log
-from vggt.utils.synthetic_windows import make_sequence, predict_window
 from vggt.utils.windows import link_from_shared_frames, shared_frames, window_ranges
 
 

@@ -1,24 +1,14 @@
-"""What the benchmark scripts share: our memory probe loaded by path, and one measurement run in a fresh process."""
+"""What the benchmark scripts share: one measurement run in a fresh process (the probe is memory_probe.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_probe() -> ModuleType:
-    """vggt/models/memory_probe.py, loaded by path: in the reference's process `vggt` is the reference package."""
-    spec = importlib.util.spec_from_file_location("memory_probe", REPO / "vggt" / "models" / "memory_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_child(

@@ -23,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import load_probe, run_child
+import memory_probe
+from bench_common import run_child
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -37,7 +38,7 @@ def child(job: dict) -> None:
 
     from vggt.models.vggt import VGGT
 
-    probe = load_probe()
+    probe = memory_probe
     device = torch.device(job["device"])
     torch.manual_seed(0)
     if job["impl"] == "ours":
@@ -53,9 +54,9 @@ def child(job: dict) -> None:
     images = torch.rand(1, job["frames"], 3, height, width, device="cpu" if job["offload"] else device)
     kwargs = {}
     if job["impl"] == "ours":
-        from vggt.models.streaming import StreamingOptions
+        from vggt.runtime.engine import StreamingEngine
 
-        kwargs["streaming"] = StreamingOptions.auto(device, offload=job["offload"])
+        kwargs["engine"] = StreamingEngine.auto(device, offload=job["offload"])
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=job["dtype"] == "bf16")
     try:
         with probe.PeakMemory(device) as peak, torch.inference_mode(), autocast:
@@ -154,13 +155,13 @@ def markdown(size: tuple[int, int], results: dict[str, list[dict]]) -> str:
 
 
 def projection(args: argparse.Namespace, size: tuple[int, int]) -> str:
-    """The memory model's figures (vggt/models/memory_model.py) for the rows `sweep` would run: no run."""
+    """The memory model's figures (vggt/runtime/memory_model.py) for the rows `sweep` would run: no run."""
     import torch
 
     from vggt.models.config import get_preset
-    from vggt.models.memory_model import GIB, estimate_streaming_memory
-    from vggt.models.streaming import StreamingOptions
     from vggt.models.vggt import VGGT
+    from vggt.runtime.memory_model import GIB, estimate_streaming_memory
+    from vggt.runtime.options import StreamingOptions
 
     config = get_preset(args.preset)
     with torch.device("meta"):

@@ -36,7 +36,7 @@ import json, resource, sys, time
 import numpy as np
 import torch
 from vggt.models import get_preset
-from vggt.models.streaming import StreamingOptions
+from vggt.runtime.engine import StreamingEngine
 from vggt.models.vggt import VGGT
 from vggt.utils.device import autocast, resolve_device, resolve_dtype
 args = json.loads(sys.argv[1])
@@ -50,13 +50,13 @@ else:
     model = VGGT(get_preset(args["preset"]))
 model = model.eval().to(device)
 images = torch.from_numpy(np.load(args["frames"])).to(device)
-options = StreamingOptions.auto(device).replace(merge_ratio=args["ratio"])
+engine = StreamingEngine.auto(device, merge_ratio=args["ratio"])
 with torch.inference_mode(), autocast(device, resolve_dtype(device, args["dtype"])):
-    model(images[:2], heads=("camera", "depth"), streaming=options)  # warm-up
+    model(images[:2], heads=("camera", "depth"), engine=engine)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    out = model(images, heads=("camera", "depth"), streaming=options)
+    out = model(images, heads=("camera", "depth"), engine=engine)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from vggt.models.streaming import StreamingOptions
 from vggt.models.vggt import VGGT
+from vggt.runtime.engine import StreamingEngine
+from vggt.runtime.options import StreamingOptions
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO.parent / "shared" / "golden"
@@ -42,7 +43,7 @@ def compare(model: VGGT, images: torch.Tensor, queries: torch.Tensor | None, dev
     out: dict = {}
     with torch.inference_mode():
         start = time.perf_counter()
-        full = model(images, query_points=queries, streaming=False)
+        full = model(images, query_points=queries)
         out["full_s"] = time.perf_counter() - start
         for name, options in {
             "auto": StreamingOptions.auto(device),
@@ -50,7 +51,9 @@ def compare(model: VGGT, images: torch.Tensor, queries: torch.Tensor | None, dev
             "offload": StreamingOptions.auto(device, offload=True),
         }.items():
             start = time.perf_counter()
-            streamed = model(images.cpu() if options.offload else images, query_points=queries, streaming=options)
+            streamed = model(
+                images.cpu() if options.offload else images, query_points=queries, engine=StreamingEngine(options)
+            )
             out[f"{name}_s"] = time.perf_counter() - start
             out[f"streaming_{name}_vs_full_fp32"] = _max_diff(streamed, full)
         with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -77,13 +80,24 @@ def main() -> None:
         golden = load_file(str(GOLDEN / "tiny_io.safetensors"))
         report["tiny_golden"] = compare(tiny, golden["input.images"], golden["input.query_points"], device)
         with torch.inference_mode():
-            streamed = tiny(golden["input.images"].to(device), query_points=golden["input.query_points"].to(device))
+            streamed = tiny(
+                golden["input.images"].to(device),
+                query_points=golden["input.query_points"].to(device),
+                engine=StreamingEngine.auto(device),
+            )
         report["tiny_streaming_vs_golden"] = _max_diff(streamed, {k: golden[f"forward.{k}"] for k in KEYS})
         if torch.cuda.device_count() >= 2:
-            from vggt.models.sequence_parallel import run_sequence_parallel
+            from memory_probe import PeakMemory
+
+            from vggt.runtime.sequence_parallel import run_sequence_parallel
 
             parallel = run_sequence_parallel(
-                tiny.cpu(), golden["input.images"], 2, query_points=golden["input.query_points"], device_type="cuda"
+                tiny.cpu(),
+                golden["input.images"],
+                2,
+                query_points=golden["input.query_points"],
+                device_type="cuda",
+                probe=PeakMemory,
             )
             report["sequence_parallel_2gpu_vs_golden"] = _max_diff(
                 parallel.predictions, {k: golden[f"forward.{k}"] for k in KEYS}

@@ -20,9 +20,10 @@ import gc
 import time
 
 import torch
+from memory_probe import PeakMemory
 
-from vggt.models.memory_probe import PeakMemory
 from vggt.models.vggt import VGGT
+from vggt.runtime.engine import StreamingEngine
 from vggt.utils.device import autocast, resolve_device, resolve_dtype
 
 
@@ -43,7 +44,7 @@ def run_once(
     device: torch.device,
     dtype: torch.dtype,
     repeats: int,
-    streaming: bool | None = None,
+    engine: StreamingEngine | None = None,
 ) -> tuple[float, float]:
     """Median seconds per forward and peak memory in MB for one configuration."""
     images = torch.rand(1, frames, 3, *size, device=device)
@@ -53,7 +54,7 @@ def run_once(
         for _ in range(repeats):
             _sync(device)
             start = time.perf_counter()
-            model(images, streaming=streaming)
+            model(images, engine=engine)
             _sync(device)
             times.append(time.perf_counter() - start)
     peak = probe.mb
@@ -69,25 +70,25 @@ def main() -> None:
     parser.add_argument("--sizes", type=_parse_size, nargs="+", default=[(294, 518), (518, 518)])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--keep-all-layers", action="store_true", help="keep every aggregator output (reference)")
-    parser.add_argument("--full", action="store_true", help="the full forward pass instead of the streaming one")
+    parser.add_argument(
+        "--full", action="store_true", help="the reference forward pass instead of the streaming engine"
+    )
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(device, args.dtype)
     torch.manual_seed(0)
     model = VGGT.from_preset(args.preset).to(device).eval()
-    if args.keep_all_layers:
-        model.aggregator.keep_layers = None
     params = sum(p.numel() for p in model.parameters())
     print(f"# preset={args.preset} params={params / 1e6:.1f}M device={device} dtype={dtype} torch={torch.__version__}")
     print(f"{'size':>9} {'frames':>6} {'seconds':>9} {'peak MB':>9}")
+    engine = None if args.full else StreamingEngine.auto(device, max_frames_chunk_size=model.config.frames_chunk_size)
     for size in args.sizes:
         for _ in range(args.warmup):
-            run_once(model, args.frames[0], size, device, dtype, 1, False if args.full else None)
+            run_once(model, args.frames[0], size, device, dtype, 1, engine)
         results = []
         for frames in args.frames:
-            seconds, peak = run_once(model, frames, size, device, dtype, args.repeats, False if args.full else None)
+            seconds, peak = run_once(model, frames, size, device, dtype, args.repeats, engine)
             results.append((frames, peak))
             print(f"{size[0]:>4}x{size[1]:<4} {frames:>6} {seconds:>9.3f} {peak:>9.1f}", flush=True)
         if len(results) > 1:

@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import load_probe, run_child
+import memory_probe
+from bench_common import run_child
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -73,7 +74,7 @@ def child(job: dict) -> None:
     """Run one measurement and print it as JSON (in a fresh interpreter)."""
     import torch
 
-    PeakMemory = load_probe().PeakMemory
+    PeakMemory = memory_probe.PeakMemory
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
 

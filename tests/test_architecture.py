@@ -4,6 +4,7 @@ parser, and the import contracts (`lint-imports`, run by .ci/run, checks the lay
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,7 @@ def test_version_flag(capsys):
 
 def test_static_reexports_match_the_lazy_ones():
     """`if TYPE_CHECKING:` imports of each lazy package name exactly the attributes it serves."""
-    for package in ("vggt", "vggt.models", "vggt.pipeline"):
+    for package in ("vggt", "vggt.models", "vggt.pipeline", "vggt.runtime"):
         module = __import__(package, fromlist=["_ORIGINS"])
         tree = ast.parse(Path(module.__file__).read_text())
         static = {
@@ -75,5 +76,20 @@ def test_static_reexports_match_the_lazy_ones():
             for alias in child.names
         }
         assert static == set(module._ORIGINS), package
-        for name in module._ORIGINS:
-            assert getattr(module, name) is not None
+        assert set(module._ORIGINS) <= set(module.__all__), package
+        for name, origin in module._ORIGINS.items():
+            defined = vars(importlib.import_module(origin))
+            assert name in defined, f"{package}.{name}: {origin} has no {name}"
+            assert getattr(module, name) is defined[name], f"{package}.{name} is not {origin}.{name}"
+
+
+def test_the_model_side_never_reads_the_grad_mode():
+    """models, heads and layers run one forward whatever the grad mode: the engine is chosen by argument."""
+    readers = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for package in ("models", "heads", "layers")
+        for path in sorted((ROOT / "vggt" / package).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "is_grad_enabled"
+    ]
+    assert not readers, readers

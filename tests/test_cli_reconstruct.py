@@ -219,6 +219,17 @@ def test_loop_closure_flag_alone_or_with_frames(tmp_path):
     assert exc.value.code == 2
 
 
+def test_a_flag_without_an_options_field_fails_loudly(tmp_path):
+    from vggt.cli.main import build_parser
+    from vggt.cli.reconstruct import options_from_args
+
+    args = build_parser().parse_args(["reconstruct", str(tmp_path), "--out", str(tmp_path / "o"), "--fps", "2"])
+    assert options_from_args(args).fps == 2  # every flag of the real command has its field
+    args.conf_percentil = 30.0  # a flag whose dest no longer matches its field (conf_percentile)
+    with pytest.raises(TypeError, match="conf_percentil"):
+        options_from_args(args)
+
+
 def test_usage_errors_exit_2(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["reconstruct", str(tmp_path), "--out", str(tmp_path / "o"), "--mode", "stretch"])

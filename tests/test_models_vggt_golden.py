@@ -53,10 +53,8 @@ def test_unbatched_input_and_chunking_agree(golden_model, golden_io):
 
 
 @torch.no_grad()
-def test_inference_keeps_only_consumed_layers(golden_model, golden_io):
-    golden_model.aggregator.keep_layers = [3]
-    try:
-        outputs, _ = golden_model.aggregator(golden_io["input.images"])
-    finally:
-        golden_model.aggregator.keep_layers = golden_model.config.layers_needed()
+def test_the_aggregator_keeps_the_layers_asked_and_all_by_default(golden_model, golden_io):
+    outputs, _ = golden_model.aggregator(golden_io["input.images"], keep_layers=[3])
     assert [o is not None for o in outputs] == [False, False, False, True]
+    outputs, _ = golden_model.aggregator(golden_io["input.images"])
+    assert [o is not None for o in outputs] == [True] * 4, "called directly it keeps every layer, as the reference"

@@ -44,7 +44,7 @@ def test_memory_estimate_and_check():
 MEASURE = """
 import dataclasses, json, sys, torch
 from vggt.models.config import get_preset
-from vggt.models.memory_probe import peak_rss_mb, rss_mb
+from benchmarks.memory_probe import peak_rss_mb, rss_mb
 from vggt.models.vggt import VGGT
 from vggt.pipeline.inference import InferenceOptions, run_inference
 from vggt.pipeline.memory import estimate_inference_memory

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
+from benchmarks.synthetic_windows import random_similarity
 from vggt.errors import InputError
 from vggt.utils.pose_graph import SimilarityEdge, _Graph, _stack, chain_similarities, optimize_pose_graph
 from vggt.utils.similarity import Similarity, compose_arrays, rotation_log, sim3_exp
-from vggt.utils.synthetic_windows import random_similarity
 
 
 def node_errors(nodes: list[Similarity], truth: list[Similarity]) -> np.ndarray:

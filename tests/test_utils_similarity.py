@@ -8,6 +8,7 @@ import scipy.linalg
 import torch
 
 import vggt.eval
+from benchmarks.synthetic_windows import random_similarity
 from vggt.errors import InputError
 from vggt.utils.geometry import project_points
 from vggt.utils.similarity import (
@@ -18,7 +19,6 @@ from vggt.utils.similarity import (
     skew,
     umeyama,
 )
-from vggt.utils.synthetic_windows import random_similarity
 
 
 def rotation_error_deg(estimate: Similarity, truth: Similarity) -> float:

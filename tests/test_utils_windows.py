@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.synthetic_windows import make_sequence, predict_window
 from vggt.errors import InputError
 from vggt.utils.pose_graph import SimilarityEdge, chain_similarities, optimize_pose_graph
 from vggt.utils.similarity import Similarity, rotation_log
-from vggt.utils.synthetic_windows import make_sequence, predict_window
 from vggt.utils.windows import (
     combined_confidence,
     link_from_shared_frames,

@@ -84,7 +84,6 @@ def _drop_heads(model: nn.Module, names: list[str]) -> None:
     for name in names:
         setattr(model, f"{name}_head", None)
     model.config = dataclasses.replace(model.config, **{f"enable_{name}": False for name in names})
-    model.aggregator.keep_layers = model.config.layers_needed()
 
 
 # ---------------------------------------------------------------------------------------- trainer

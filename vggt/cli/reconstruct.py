@@ -214,9 +214,28 @@ def add_bundle_adjustment_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Destinations of this command's flags that are not ReconstructOptions fields: what to read and where to write,
+# the messages, and the bundle-adjustment filters (gathered into `ba_options`). Names starting with "_" and
+# "command" are the command-line plumbing (`vggt.cli.args.add_subcommand`, `vggt.cli.main`).
+COMMAND_FLAGS = frozenset({"inputs", "out", "overwrite", "quiet", "verbose", "command", *TRACK_FILTER_OPTIONS})
+
+
 def options_from_args(args: argparse.Namespace) -> ReconstructOptions:
-    """The ReconstructOptions the flags set (each flag's destination is a field name)."""
-    chosen = {name: getattr(args, name) for name in ReconstructOptions.field_names() if hasattr(args, name)}
+    """The ReconstructOptions the flags set (each flag's destination is a field name, or one of COMMAND_FLAGS).
+
+    A destination that is neither (a flag renamed on one side only) raises TypeError rather than being dropped.
+    """
+    fields = ReconstructOptions.field_names()
+    unmatched = sorted(
+        name for name in vars(args) if name not in fields and name not in COMMAND_FLAGS and not name.startswith("_")
+    )
+    if unmatched:
+        raise TypeError(
+            f"flags {unmatched} of vggt reconstruct match no ReconstructOptions field: rename the flag's dest to "
+            "its field, or add it to COMMAND_FLAGS"
+        )
+    # Fields without a flag (processes, work_dir, ...) keep their defaults or are set below.
+    chosen = {name: getattr(args, name) for name in fields if hasattr(args, name)}
     ba_options = {name: getattr(args, name) for name in TRACK_FILTER_OPTIONS if getattr(args, name) is not None}
     work_dir = work_dir_for(args.out) if args.window is not None else None
     return ReconstructOptions(**chosen, ba_options=ba_options, work_dir=work_dir, progress=not args.quiet)

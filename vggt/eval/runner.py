@@ -47,7 +47,7 @@ from vggt.eval.scene_tracks import (
 from vggt.models.config import VGGTConfig
 from vggt.pipeline.inference import InferenceOptions, Predictions, run_inference, streaming_for
 from vggt.pipeline.inputs import load_input_images
-from vggt.pipeline.options import check_merge_ratio
+from vggt.runtime.token_merging import check_merge_ratio
 from vggt.utils.files import atomic_file
 from vggt.utils.geometry import depth_map_to_world_points, pixel_grid
 from vggt.utils.load_fn import PreprocessTransform
@@ -104,10 +104,10 @@ class EvalSettings:
     def inference_options(self, config: VGGTConfig | None = None) -> InferenceOptions:
         """How `predict` runs the model: exact streaming chosen per model, or the fast mode's (`config`: the
         model's, for its frames per chunk; None: VGGT-1B's)."""
-        streaming = None
+        engine = None
         if self.merge_ratio > 0:
-            streaming = streaming_for(self.device, config or VGGTConfig(), merge_ratio=self.merge_ratio)
-        return InferenceOptions(self.device, self.dtype, streaming=streaming, memory_check=False)
+            engine = streaming_for(self.device, config or VGGTConfig(), merge_ratio=self.merge_ratio)
+        return InferenceOptions(self.device, self.dtype, engine=engine, memory_check=False)
 
 
 @dataclass

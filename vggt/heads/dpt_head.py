@@ -192,21 +192,21 @@ class DPTHead(nn.Module):
             raise ValueError(f"frames_chunk_size must be a positive integer or None, got {frames_chunk_size}")
         num_frames, (height, width) = images.shape[1], images.shape[-2:]
         if frames_chunk_size is None or frames_chunk_size >= num_frames:
-            return self._forward_frames(aggregated_tokens_list, height, width, patch_start_idx, 0, num_frames)
+            return self.forward_frames(aggregated_tokens_list, height, width, patch_start_idx, 0, num_frames)
 
-        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        checkpointing = self.gradient_checkpointing and self.training
         outputs = []
         for start in range(0, num_frames, frames_chunk_size):
             args = (aggregated_tokens_list, height, width, patch_start_idx, start, start + frames_chunk_size)
             if checkpointing:
-                outputs.append(torch.utils.checkpoint.checkpoint(self._forward_frames, *args, use_reentrant=False))
+                outputs.append(torch.utils.checkpoint.checkpoint(self.forward_frames, *args, use_reentrant=False))
             else:
-                outputs.append(self._forward_frames(*args))
+                outputs.append(self.forward_frames(*args))
         if self.feature_only:
             return torch.cat(outputs, dim=1)
         return torch.cat([p for p, _ in outputs], dim=1), torch.cat([c for _, c in outputs], dim=1)
 
-    def _forward_frames(
+    def forward_frames(
         self,
         aggregated_tokens_list: list[Tensor | None],
         height: int,
@@ -215,10 +215,12 @@ class DPTHead(nn.Module):
         start: int,
         end: int,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """The head on frames start:end of every scene.
+        """The head on frames start:end of every scene: what `forward` computes for one frame chunk.
 
-        The tokens may live on another device or in another dtype (e.g. bfloat16 from a mixed-precision
-        trunk, or offloaded to the CPU): each chunk is converted to this head's own on the way in.
+        Returns (predictions [B, end - start, H, W, output_dim - 1], confidence [B, end - start, H, W]), or with
+        `feature_only` feature maps [B, end - start, features, H / down_ratio, W / down_ratio]. The tokens may
+        live on another device or in another dtype (e.g. bfloat16 from a mixed-precision trunk, or offloaded to
+        the CPU): each chunk is converted to this head's own on the way in.
         """
         patch_h, patch_w = height // self.patch_size, width // self.patch_size
         weight = self.norm.weight
@@ -260,7 +262,7 @@ class DPTHead(nn.Module):
 
         The embedding's first half depends on the column only and its second half on the row only, so
         it is built per column and per row and added by broadcasting, never as a full [C, h, w] map.
-        The addition is in place where autograd allows it (x is a fresh output of the caller).
+        The addition is in place unless x takes part in autograd (x is a fresh output of the caller).
         """
         # The grid is built in at least float32 so low-precision runs keep exact positions.
         grid_dtype = torch.promote_types(x.dtype, torch.float32)
@@ -271,7 +273,7 @@ class DPTHead(nn.Module):
         rows = make_sincos_pos_embed(half, grid[:, 0, 1]) * POS_EMBED_SCALE  # [h, C/2]
         by_column = columns.t()[None, :, None, :].to(x.dtype)
         by_row = rows.t()[None, :, :, None].to(x.dtype)
-        if torch.is_grad_enabled() and x.requires_grad:
+        if x.requires_grad:
             return x + torch.cat([by_column.expand(-1, -1, height, -1), by_row.expand(-1, -1, -1, width)], dim=1)
         x[:, :half] += by_column
         x[:, half:] += by_row

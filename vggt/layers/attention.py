@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vggt.layers.onednn import linear, linear_rows
+from vggt.layers.mlp import LinearFn, LinearRowsFn, call_linear, linear_rows
 from vggt.layers.rope import RotaryPositionEmbedding2D
 
 # Row blocks of the fused qkv projection: queries, keys, values.
@@ -38,7 +38,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.rope = rope
 
-    def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor | None = None, linear: LinearFn = call_linear) -> Tensor:
+        """Tokens [B, N, dim] -> [B, N, dim]; `linear` applies the projections (LinearFn)."""
         B, N, C = x.shape
         qkv = linear(self.qkv, x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
@@ -59,18 +60,24 @@ class Attention(nn.Module):
         return x
 
     def project_heads(
-        self, x: Tensor, part: int, heads: slice, pos: Tensor | tuple[Tensor, ...] | None = None
+        self,
+        x: Tensor,
+        part: int,
+        heads: slice,
+        pos: Tensor | tuple[Tensor, ...] | None = None,
+        rows_of: LinearRowsFn = linear_rows,
     ) -> Tensor:
         """Queries, keys or values (`part`) of heads `heads` for normed tokens [B, n, dim] -> [B, h, n, head_dim].
 
         The same numbers as `forward` computes for those heads, from only their rows of the projection.
-        `pos`: positions [B, n, 2] or their RoPE tables (`rope.tables`).
+        `pos`: positions [B, n, 2] or their RoPE tables (`rope.tables`). `rows_of` applies rows of the
+        projection (LinearRowsFn).
         """
         B, n, _ = x.shape
         start = part * self.num_heads * self.head_dim
         rows = slice(start + heads.start * self.head_dim, start + heads.stop * self.head_dim)
         if type(self.qkv) is nn.Linear:
-            out = linear_rows(self.qkv, x, rows)
+            out = rows_of(self.qkv, x, rows)
         else:  # a wrapped projection (e.g. LoRA): run it whole so its extra terms are kept
             out = self.qkv(x)[..., rows]
         out = out.reshape(B, n, heads.stop - heads.start, self.head_dim).transpose(1, 2)

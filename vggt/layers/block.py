@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from vggt.layers.attention import Attention
 from vggt.layers.layer_scale import LayerScale
-from vggt.layers.mlp import Mlp
+from vggt.layers.mlp import LinearFn, Mlp, call_linear
 from vggt.layers.rope import RotaryPositionEmbedding2D
 
 
@@ -34,6 +34,7 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), bias=ffn_bias)
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
 
-    def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), pos=pos))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+    def forward(self, x: Tensor, pos: Tensor | None = None, linear: LinearFn = call_linear) -> Tensor:
+        """Tokens [B, N, dim] (RoPE positions `pos` [B, N, 2]) -> [B, N, dim]; `linear` applies every linear layer."""
+        x = x + self.ls1(self.attn(self.norm1(x), pos=pos, linear=linear))
+        return x + self.ls2(self.mlp(self.norm2(x), linear=linear))

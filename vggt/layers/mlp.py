@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vggt.layers.onednn import linear
+# How a block applies one of its linear layers: `linear(layer, x)`. The plain call is the default; an engine
+# may pass a faster kernel with the same numbers (`vggt.runtime.onednn.linear`).
+LinearFn = Callable[[nn.Module, Tensor], Tensor]
+# How `Attention.project_heads` applies some output rows of a linear layer: `linear_rows(layer, x, rows)`.
+LinearRowsFn = Callable[[nn.Linear, Tensor, slice], Tensor]
+
+
+def call_linear(layer: nn.Module, x: Tensor) -> Tensor:
+    """`layer(x)`: the plain way to apply a linear layer (see LinearFn)."""
+    return layer(x)
+
+
+def linear_rows(layer: nn.Linear, x: Tensor, rows: slice) -> Tensor:
+    """Output features `rows` of a plain `nn.Linear` applied to x [..., in], from those rows of its weight only."""
+    return F.linear(x, layer.weight[rows], None if layer.bias is None else layer.bias[rows])
 
 
 class Mlp(nn.Module):
@@ -27,5 +44,6 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, linear: LinearFn = call_linear) -> Tensor:
+        """[..., in_features] -> [..., out_features]; `linear` applies fc1 and fc2 (LinearFn)."""
         return self.drop(linear(self.fc2, self.drop(self.act(linear(self.fc1, x)))))

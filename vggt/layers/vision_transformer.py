@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vggt.layers.block import Block
+from vggt.layers.mlp import LinearFn, call_linear
 from vggt.layers.patch_embed import PatchEmbed
 
 DINO_NORM_EPS = 1e-6
@@ -30,6 +31,7 @@ class DinoVisionTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         num_register_tokens: int = 4,
         init_values: float = 1.0,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -46,7 +48,7 @@ class DinoVisionTransformer(nn.Module):
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=DINO_NORM_EPS)
-        self.gradient_checkpointing = False
+        self.gradient_checkpointing = gradient_checkpointing
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -75,16 +77,16 @@ class DinoVisionTransformer(nn.Module):
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
         return torch.cat((cls_pos, patch_pos), dim=1).to(dtype)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """[B, 3, H, W] -> normalised patch tokens [B, (H/p)(W/p), dim]."""
+    def forward(self, images: Tensor, linear: LinearFn = call_linear) -> Tensor:
+        """[B, 3, H, W] -> normalised patch tokens [B, (H/p)(W/p), dim]; `linear` applies the blocks' linear layers."""
         B, _, H, W = images.shape
         x = self.patch_embed(images)
         x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
         x = x + self.interpolate_pos_encoding(H // self.patch_size, W // self.patch_size)
         x = torch.cat((x[:, :1], self.register_tokens.expand(B, -1, -1), x[:, 1:]), dim=1)
         for block in self.blocks:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(block, x, None, linear, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, linear=linear)
         return self.norm(x)[:, 1 + self.num_register_tokens :]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -16,8 +16,14 @@ from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
 from vggt.models.config import VGGTConfig, config_from_reference_arguments, get_preset
-from vggt.models.streaming import StreamingOptions
-from vggt.models.streaming_forward import streaming_forward
+
+
+class ForwardEngine(Protocol):
+    """Something that computes `VGGT.forward`'s outputs its own way, e.g. `vggt.runtime.StreamingEngine`."""
+
+    def run(self, model: VGGT, images: Tensor, query_points: Tensor | None, heads: tuple[str, ...]) -> dict[str, Any]:
+        """The outputs of `model.forward(images, query_points, heads=heads)` (inputs already checked)."""
+        ...
 
 
 class VGGT(
@@ -31,7 +37,8 @@ class VGGT(
     """Visual Geometry Grounded Transformer.
 
     `VGGT()` is VGGT-1B with random weights; `VGGT.from_pretrained("facebook/VGGT-1B")` loads the
-    released checkpoint; `VGGT.from_preset("tiny")` builds a small random model.
+    released checkpoint; `VGGT.from_preset("tiny")` builds a small random model. `gradient_checkpointing`:
+    recompute the transformer blocks in the backward pass in training mode (`set_gradient_checkpointing`).
     """
 
     def __init__(
@@ -45,6 +52,7 @@ class VGGT(
         enable_track: bool = True,
         *,
         config: VGGTConfig | None = None,
+        gradient_checkpointing: bool = True,
     ) -> None:
         """The reference's constructor (`VGGT()`, `VGGT(518)`, `VGGT(enable_track=False)`), or ours with a config.
 
@@ -65,7 +73,7 @@ class VGGT(
         self.config = config
         c = config
 
-        self.aggregator = Aggregator(c)
+        self.aggregator = Aggregator(c, gradient_checkpointing=gradient_checkpointing)
         # Registration order follows the released checkpoint's key order.
         self.camera_head = (
             CameraHead(
@@ -110,7 +118,6 @@ class VGGT(
             if c.enable_track
             else None
         )
-        self.aggregator.keep_layers = c.layers_needed()
 
     # ------------------------------------------------------------------ construction and loading
 
@@ -174,11 +181,12 @@ class VGGT(
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute transformer blocks in the backward pass when training (on by default)."""
-        self.aggregator.gradient_checkpointing = enabled
+        self.aggregator.set_gradient_checkpointing(enabled)
 
     # ------------------------------------------------------------------ forward
 
-    def _check_inputs(self, images: Tensor, query_points: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def check_inputs(self, images: Tensor, query_points: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """images as [B, S, 3, H, W] and query_points as [B, N, 2] (or None), or a ValueError saying what is wrong."""
         if not isinstance(images, Tensor):
             raise ValueError(
                 f"images must be a torch.Tensor [S, 3, H, W] or [B, S, 3, H, W], got {type(images).__name__}"
@@ -219,7 +227,8 @@ class VGGT(
                 return next(head.parameters()).dtype
         return torch.float32
 
-    def _check_heads(self, heads: Collection[str] | None) -> tuple[str, ...]:
+    def heads_to_run(self, heads: Collection[str] | None) -> tuple[str, ...]:
+        """The names of the heads to run: `heads`, checked against the model's (None: every head it has)."""
         enabled = self.config.enabled_heads()
         if heads is None:
             return enabled
@@ -229,61 +238,40 @@ class VGGT(
             raise ValueError(f"heads {missing} are not part of this model; it has {list(enabled)}")
         return heads
 
-    def _streaming_options(
-        self, streaming: StreamingOptions | bool | None, device: torch.device
-    ) -> StreamingOptions | None:
-        """The options of a streaming pass, or None for the full pass (what autograd needs)."""
-        if streaming is False:
-            return None
-        if torch.is_grad_enabled():
-            if streaming is None:
-                return None
-            raise ValueError(
-                "the streaming forward pass runs without autograd: call the model under torch.no_grad() or "
-                "torch.inference_mode(), or pass streaming=False"
-            )
-        if isinstance(streaming, StreamingOptions):
-            return streaming
-        if streaming is None or streaming is True:
-            return StreamingOptions.auto(device, max_frames_chunk_size=self.config.frames_chunk_size)
-        raise ValueError(f"streaming must be a StreamingOptions, True, False or None, got {streaming!r}")
-
     def forward(
         self,
         images: Tensor,
         query_points: Tensor | None = None,
         *,
         heads: Collection[str] | None = None,
-        streaming: StreamingOptions | bool | None = None,
+        engine: ForwardEngine | None = None,
     ) -> dict[str, Any]:
         """Predict cameras, depth, point maps and (with query points) tracks.
 
         Args:
-            images: [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size. In a
-                streaming pass they may stay on the CPU while the model is on a GPU.
+            images: [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size. With the
+                streaming engine they may stay on the CPU while the model is on a GPU.
             query_points: optional [N, 2] or [B, N, 2] pixel (x, y) in the first frame.
             heads: which heads to run (names of HEAD_NAMES, e.g. ("track",)); None runs every head the model has.
-            streaming: how to chunk the pass (vggt.models.streaming.StreamingOptions). None: streaming with
-                `StreamingOptions.auto` for the device when autograd is off (no_grad or inference_mode),
-                else the full pass; False: always the full pass. Both give the same numbers.
+            engine: None runs the reference forward pass, the one training uses, in any grad mode. For inference
+                on many frames pass `vggt.runtime.StreamingEngine.auto(device)`: the same numbers in chunks,
+                with working memory bounded by the chunk sizes rather than by the scene (no autograd).
 
         Returns a dict with `pose_enc` [B, S, 9], `pose_enc_list` (one per refinement iteration),
         `depth` [B, S, H, W, 1], `depth_conf` [B, S, H, W], `world_points` [B, S, H, W, 3],
         `world_points_conf` [B, S, H, W], `images` (eval mode), and with query points `track`
         [B, S, N, 2], `vis` [B, S, N], `conf` [B, S, N] (in training mode also `track_list`, the
-        tracks after each tracker iteration). With `offload`, the dense outputs are on the CPU.
+        tracks after each tracker iteration). With the engine's offload, the dense outputs are on the CPU.
         """
-        images, query_points = self._check_inputs(images, query_points)
-        heads = self._check_heads(heads)
-        options = self._streaming_options(streaming, self.aggregator.camera_token.device)
-        if options is not None:
-            return streaming_forward(self, images, query_points, heads, options)
-        return self._forward_full(images, query_points, heads)
+        images, query_points = self.check_inputs(images, query_points)
+        heads = self.heads_to_run(heads)
+        if engine is not None:
+            return engine.run(self, images, query_points, heads)
+        return self._reference_forward(images, query_points, heads)
 
-    def _forward_full(self, images: Tensor, query_points: Tensor | None, heads: tuple[str, ...]) -> dict[str, Any]:
+    def _reference_forward(self, images: Tensor, query_points: Tensor | None, heads: tuple[str, ...]) -> dict[str, Any]:
         """Every frame and token at once, as the reference does; the path training takes."""
-        keep = None if self.aggregator.keep_layers is None else self.config.layers_needed(heads)
-        tokens, patch_start_idx = self.aggregator(images, keep_layers=keep)
+        tokens, patch_start_idx = self.aggregator(images, keep_layers=self.config.layers_needed(heads))
         # The heads run with autocast off, in their parameters' dtype (float32 unless the model was cast),
         # as the reference runs them in float32 under mixed precision.
         head_dtype = self.head_dtype()

@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 
 from vggt.errors import InputError, PredictionError
-from vggt.models import progress
 from vggt.models.config import VGGTConfig
-from vggt.models.streaming import StreamingOptions
 from vggt.pipeline.memory import check_memory, estimate_inference_memory
+from vggt.runtime import progress
+from vggt.runtime.engine import StreamingEngine
 from vggt.utils.device import autocast
 from vggt.utils.pose_enc import pose_encoding_to_extri_intri
 
@@ -37,22 +37,23 @@ FOV_RANGE_DEG = (1.0, 179.0)
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """Where and how to run: device, compute precision of the trunk, the streaming pass's chunk sizes and
-    offload (`vggt.models.streaming.StreamingOptions`; None: `StreamingOptions.auto` for the device), the memory
-    check before the run, a progress bar, and how many local processes share the pass (sequence parallelism;
-    under torchrun the job's ranks share it whatever this says: `vggt.pipeline.parallel`)."""
+    """Where and how to run: device, compute precision of the trunk, the streaming engine (chunk sizes, offload,
+    fast mode: `vggt.runtime.StreamingEngine`; None: `StreamingEngine.auto` for the device), the memory check
+    before the run, a progress bar, and how many local processes share the pass (sequence parallelism; under
+    torchrun the job's ranks share it whatever this says: `vggt.pipeline.parallel`)."""
 
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
-    streaming: StreamingOptions | None = None
+    engine: StreamingEngine | None = None
     memory_check: bool = True
     progress: bool = False
     processes: int = 1
 
-    def streaming_options(self, config: VGGTConfig) -> StreamingOptions:
-        if self.streaming is not None:
-            return self.streaming
-        return StreamingOptions.auto(self.device, max_frames_chunk_size=config.frames_chunk_size)
+    def engine_for(self, config: VGGTConfig) -> StreamingEngine:
+        """The engine of the run: the one chosen, else the automatic one for the device and `config`."""
+        if self.engine is not None:
+            return self.engine
+        return StreamingEngine.auto(self.device, max_frames_chunk_size=config.frames_chunk_size)
 
 
 def streaming_for(
@@ -61,11 +62,14 @@ def streaming_for(
     frames_chunk_size: int | None = None,
     offload: bool = False,
     merge_ratio: float = 0.0,
-) -> StreamingOptions:
-    """The automatic streaming options for `device`, with the frames per chunk, offload and fast mode a user chose."""
-    options = StreamingOptions.auto(device, max_frames_chunk_size=config.frames_chunk_size, offload=offload)
-    options = options.replace(merge_ratio=merge_ratio)
-    return options.replace(frames_chunk_size=frames_chunk_size) if frames_chunk_size is not None else options
+) -> StreamingEngine:
+    """The automatic streaming engine for `device`, with the frames per chunk, offload and fast mode a user chose."""
+    engine = StreamingEngine.auto(
+        device, max_frames_chunk_size=config.frames_chunk_size, offload=offload, merge_ratio=merge_ratio
+    )
+    if frames_chunk_size is None:
+        return engine
+    return StreamingEngine(engine.options.replace(frames_chunk_size=frames_chunk_size), merge_ratio)
 
 
 @dataclass
@@ -104,7 +108,7 @@ class Predictions:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays under the names of predictions.npz and of the reference's output dict (depth [S, H, W, 1],
-        decoded cameras as `extrinsic` / `intrinsic`)."""
+        decoded cameras as `extrinsic` / `intrinsic`, tracks as `track`, `vis`, `conf`)."""
         named = {
             "pose_enc": self.pose_enc,
             "depth": None if self.depth is None else self.depth[..., None],
@@ -114,6 +118,9 @@ class Predictions:
             "extrinsic": self.extrinsics,
             "intrinsic": self.intrinsics,
             "images": self.images,
+            "track": self.tracks,
+            "vis": self.track_vis,
+            "conf": self.track_conf,
         }
         return {key: value for key, value in named.items() if value is not None}
 
@@ -133,6 +140,9 @@ class Predictions:
             depth_conf=arrays.get("depth_conf"),
             world_points=arrays.get("world_points"),
             world_points_conf=arrays.get("world_points_conf"),
+            tracks=arrays.get("track"),
+            track_vis=arrays.get("vis"),
+            track_conf=arrays.get("conf"),
         )
 
     def require(self, *names: str) -> None:
@@ -200,7 +210,7 @@ def clamp_field_of_view(pose_enc: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def inference_progress(enabled: bool) -> Iterator[None]:
-    """A progress bar (with the time left) over the streaming pass's steps (`vggt.models.progress`: every frame
+    """A progress bar (with the time left) over the streaming pass's steps (`vggt.runtime.progress`: every frame
     chunk of the patch encoder, every transformer block, every chunk of the heads): a long run moves block by
     block."""
     from tqdm.auto import tqdm
@@ -225,7 +235,7 @@ def _check_memory(model: torch.nn.Module, images: torch.Tensor, options: Inferen
         num_parameters=sum(p.numel() for n, p in model.named_parameters() if not n.startswith("track_head.")),
         weight_bytes=next(model.parameters()).element_size(),
         device_type=options.device.type,
-        streaming=options.streaming_options(model.config),
+        streaming=options.engine_for(model.config).options,
         trunk_parameters=sum(p.numel() for p in model.aggregator.parameters()),
     )
     check_memory(estimate, options.device, num_frames, height, width)
@@ -236,12 +246,12 @@ def _forward(
 ) -> dict[str, Any] | None:
     """The model's outputs on inputs [1, S, 3, H, W]: in this process, or shared by several (None on the ranks of
     a torchrun job other than 0)."""
-    streaming = options.streaming_options(model.config)
+    engine = options.engine_for(model.config)
     if options.processes > 1 or (dist.is_initialized() and dist.get_world_size() > 1):
         from vggt.pipeline.parallel import parallel_forward
 
-        return parallel_forward(model, inputs, queries, streaming, options.processes, options.device)
-    return model(inputs, query_points=queries, streaming=streaming)
+        return parallel_forward(model, inputs, queries, engine.options, options.processes, options.device)
+    return model(inputs, query_points=queries, engine=engine)
 
 
 def _to_numpy(tensor: torch.Tensor | None) -> np.ndarray | None:

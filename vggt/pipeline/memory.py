@@ -14,8 +14,8 @@ import torch
 
 from vggt.errors import InsufficientMemoryError
 from vggt.models.config import VGGTConfig
-from vggt.models.memory_model import estimate_streaming_memory
-from vggt.models.streaming import StreamingOptions
+from vggt.runtime.memory_model import estimate_streaming_memory
+from vggt.runtime.options import StreamingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ CUDA_FIXED_OVERHEAD_BYTES = GIB // 2
 @dataclass
 class MemoryEstimate:
     """A rough peak of one streaming forward pass on the device, in bytes: the weights, plus the larger of the
-    trunk's and the heads' working sets (`vggt.models.memory_model`), plus what stays on the device throughout
+    trunk's and the heads' working sets (`vggt.runtime.memory_model`), plus what stays on the device throughout
     (`outputs`), plus fixed overhead."""
 
     weights: int
@@ -61,7 +61,7 @@ def estimate_inference_memory(
     """Rough peak memory of `model(images)` for `num_frames` images of `height` x `width` pixels, as the streaming
     pass runs it (`streaming`, default: `StreamingOptions.auto` for the device) under autocast to `dtype`.
 
-    The memory model is `vggt.models.memory_model.estimate_streaming_memory` (checked against measured CPU peaks
+    The memory model is `vggt.runtime.memory_model.estimate_streaming_memory` (checked against measured CPU peaks
     in tests/test_pipeline_memory.py); the track head (tracks are not asked for by a reconstruction) is left out.
     """
     if num_frames < 1 or height < 1 or width < 1:

@@ -36,14 +36,6 @@ def default_overlap(window: int) -> int:
     return max(1, int(window * DEFAULT_OVERLAP_FRACTION))
 
 
-def check_merge_ratio(merge_ratio: float) -> None:
-    """The fast mode's fraction of merged tokens must be in [0, MAX_MERGE_RATIO] (reconstruct and evaluate)."""
-    from vggt.layers.token_merging import MAX_MERGE_RATIO  # (imports torch: only when options are made)
-
-    if not 0 <= merge_ratio <= MAX_MERGE_RATIO:
-        raise InputError("{merge_ratio} must be in [0, {top}], got {value}", top=MAX_MERGE_RATIO, value=merge_ratio)
-
-
 @dataclass(frozen=True)
 class ExportOptions:
     """How a reconstruction's folder is written (`Reconstruction.save`), besides its contents.
@@ -84,7 +76,7 @@ class ReconstructOptions:
             and stream them back to the heads chunk by chunk (for thousands of frames on a GPU).
         processes: local processes that share the forward pass, each with its run of frames (sequence
             parallelism, exact); under torchrun the job's ranks share it instead.
-        merge_ratio: the fast mode (training-free token merging in global attention, `vggt.layers.token_merging`):
+        merge_ratio: the fast mode (training-free token merging in global attention, `vggt.runtime.token_merging`):
             this fraction, at most 0.5, of every frame's patch tokens but the first frame's is merged; 0 is exact.
         fps, max_frames: frame sampling of a video; max_frames also thins out images.
         bundle_adjust: refine by bundle adjustment; ba_options: keywords of `vggt.ba.refine_with_ba`.
@@ -166,6 +158,8 @@ class ReconstructOptions:
         self._check_windows()
 
     def _check_fast_mode(self) -> None:
+        from vggt.runtime.token_merging import check_merge_ratio  # (imports torch: only when options are made)
+
         check_merge_ratio(self.merge_ratio)
         if self.merge_ratio > 0 and self.processes > 1:
             raise InputError("{merge_ratio} (the fast mode) runs in one process; drop {processes}")

@@ -1,4 +1,4 @@
-"""Running one scene's forward pass over several processes (sequence parallelism, `vggt.models.sequence_parallel`).
+"""Running one scene's forward pass over several processes (sequence parallelism, `vggt.runtime.sequence_parallel`).
 
 Two ways in, with the same result as one process (global attention stays exact):
 
@@ -17,13 +17,13 @@ import torch
 import torch.distributed as dist
 
 from vggt.errors import InputError
-from vggt.models.sequence_parallel import (
+from vggt.runtime.options import StreamingOptions
+from vggt.runtime.sequence_parallel import (
     forward_sequence_parallel,
     gather_predictions,
     run_sequence_parallel,
     split_frames,
 )
-from vggt.models.streaming import StreamingOptions
 from vggt.utils.distributed import TorchrunRanks, join_process_group, rank_device
 
 

@@ -145,20 +145,23 @@ class EfficientUpdateFormer(nn.Module):
 def map_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, size: int | None, dim: int = 0) -> Tensor:
     """`fn(x)` for a function that treats the slices of x along `dim` independently, `size` slices at a time.
 
-    Without autograd, results that keep x's shape and dtype overwrite x chunk by chunk (no second
-    full-size tensor); otherwise the chunks are concatenated.
+    Results that take no part in autograd and keep x's shape and dtype overwrite x chunk by chunk (no second
+    full-size tensor); the others are concatenated.
     """
     length = x.shape[dim]
     if size is None or size >= length:
         return fn(x)
-    if torch.is_grad_enabled():
-        return torch.cat([fn(part) for part in x.split(size, dim)], dim=dim)
-    out: Tensor | None = None
-    for start in range(0, length, size):
+    starts = range(0, length, size)
+    first = fn(x.narrow(dim, 0, size))
+    if first.requires_grad:
+        rest = [fn(x.narrow(dim, start, min(size, length - start))) for start in starts[1:]]
+        return torch.cat([first, *rest], dim=dim)
+    same = first.shape == x.narrow(dim, 0, size).shape and first.dtype == x.dtype
+    out = x if same else x.new_empty((*x.shape[:dim], length, *first.shape[dim + 1 :]), dtype=first.dtype)
+    out.narrow(dim, 0, size).copy_(first)
+    del first
+    for start in starts[1:]:
         part = fn(x.narrow(dim, start, min(size, length - start)))
-        if out is None:
-            same = part.shape == x.narrow(dim, 0, part.shape[dim]).shape and part.dtype == x.dtype
-            out = x if same else x.new_empty((*x.shape[:dim], length, *part.shape[dim + 1 :]), dtype=part.dtype)
         out.narrow(dim, start, part.shape[dim]).copy_(part)
     return out
 

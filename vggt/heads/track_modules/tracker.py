@@ -5,7 +5,7 @@ After CoTracker and VGGSfM as used by VGGT; parameter names follow the released 
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from vggt.heads.track_modules.blocks import CorrelationPyramid, EfficientUpdateFormer, map_chunks
 from vggt.heads.track_modules.utils import flow_embedding, sample_features, sincos_grid_embedding
 from vggt.layers import Mlp
-from vggt.layers.chunked_block import chunk_slices
+from vggt.utils.chunks import chunk_slices
 
 # Flows are also fed raw, divided by the image size VGGT was trained at.
 FLOW_SCALE = 518.0
@@ -33,17 +33,20 @@ def check_query_points(query_points: Tensor, batch_size: int | None = None) -> N
         )
 
 
-class FrameShard(Protocol):
-    """This process's part of a scene whose frames are split over processes (sequence parallelism)."""
+@dataclass(frozen=True)
+class TrackState:
+    """The tracks between refinement iterations.
 
-    num_frames: int  # frames of the whole scene
-    local: slice  # this process's frames within the scene
+    queries: [B, N, 2] query positions (feature-map pixels); coords: [B, S, N, 2] current positions (feature-map
+    pixels); track_feats: [B, S, N, C]; query_pos_embed: [B * N, 1, D] embedded query positions; frame_token:
+    [1, S, D] the query frame's token, then every other frame's.
+    """
 
-    def gather(self, x: Tensor, dim: int) -> Tensor:
-        """Every process's `x` (its frames along `dim`) concatenated in frame order."""
-
-    def from_first(self, x: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        """`x` of the process holding frame 0 (others pass None), on every process."""
+    queries: Tensor
+    coords: Tensor
+    track_feats: Tensor
+    query_pos_embed: Tensor
+    frame_token: Tensor
 
 
 class TrackerPredictor(nn.Module):
@@ -117,7 +120,6 @@ class TrackerPredictor(nn.Module):
         normalized: bool = False,
         frames_chunk_size: int | None = None,
         queries_chunk_size: int | None = None,
-        shard: FrameShard | None = None,
     ) -> tuple[list[Tensor], Tensor, Tensor | None]:
         """Track query_points [B, N, 2] (image pixels, frame 0) through fmaps [B, S, C, H / stride, W / stride].
 
@@ -128,81 +130,70 @@ class TrackerPredictor(nn.Module):
         `normalized`: fmaps already went through `normalize_fmaps`. The correlations are sampled
         `frames_chunk_size` frames and `queries_chunk_size` tracks at a time, and the update transformer
         is chunked alike (None: all at once); the results do not depend on it. fmaps may live on another
-        device (e.g. offloaded to the CPU): each chunk is moved to the tracker's.
-
-        `shard`: for sequence parallelism, fmaps hold only this process's frames `shard.local` of the
-        scene; correlations are sampled locally and exchanged, the rest runs on every process alike.
+        device (e.g. offloaded to the CPU): each chunk is moved to the tracker's. The steps are public
+        (`feature_queries`, `query_features`, `start`, `correlations`, `update`, `readout`) for engines that
+        split the frames over processes.
         """
         if fmaps.ndim != 5 or fmaps.shape[2] != self.latent_dim:
             raise ValueError(f"fmaps must be [B, S, {self.latent_dim}, H, W], got shape {tuple(fmaps.shape)}")
         check_query_points(query_points, fmaps.shape[0])
         if iters < 1:
             raise ValueError(f"iters must be at least 1, got {iters}")
-        batch, frames, _, height, width = fmaps.shape
-        local = slice(0, frames)
-        if shard is not None:
-            frames, local = shard.num_frames, shard.local
-        num_tracks = query_points.shape[1]
-        dim = self.latent_dim
-        device = self.query_ref_token.device
         if not normalized:
             fmaps = self.normalize_fmaps(fmaps)
-
-        # Positions live in feature-map pixels; coordinates stay in at least float32 under autocast.
-        coords_dtype = torch.promote_types(query_points.dtype, torch.float32)
-        queries = query_points.to(coords_dtype) / float(self.stride)  # [B, N, 2]
-        coords = queries[:, None].expand(batch, frames, num_tracks, 2)
-
-        has_first = local.start == 0
-        query_feats = sample_features(fmaps[:, 0].to(device), queries) if has_first else None  # [B, N, C]
-        if shard is not None:
-            query_feats = shard.from_first(query_feats, (batch, num_tracks, dim), queries.dtype)
-        track_feats = query_feats[:, None].expand(batch, frames, num_tracks, dim)  # [B, S, N, C]
-
-        # Position of each track's query, embedded: the same for every frame and iteration.
-        grid_embed = sincos_grid_embedding(self.transformer_dim, height, width, device=device)
-        query_pos_embed = sample_features(grid_embed.expand(batch, -1, -1, -1), queries)  # [B, N, D]
-        query_pos_embed = query_pos_embed.reshape(batch * num_tracks, 1, self.transformer_dim)
-        del grid_embed
-        frame_token = torch.cat(
-            [self.query_ref_token[:, :1], self.query_ref_token[:, 1:].expand(-1, frames - 1, -1)], dim=1
-        )  # [1, S, D]
-
+        queries = self.feature_queries(query_points)
+        state = self.start(queries, self.query_features(fmaps[:, 0], queries), fmaps.shape[1], fmaps.shape[-2:])
         chunks = (frames_chunk_size, queries_chunk_size)
         coord_preds = []
         for _ in range(iters):
-            coords, track_feats = self._iteration(
-                fmaps, coords, track_feats, queries, (query_pos_embed, frame_token), local, shard, chunks
-            )
-            coord_preds.append(coords * self.stride)
-
-        vis = self.vis_predictor(track_feats).squeeze(-1)  # [B, S, N]
-        conf = self.conf_predictor(track_feats).squeeze(-1) if self.conf_predictor is not None else None
-        if apply_sigmoid:
-            vis = torch.sigmoid(vis)
-            conf = torch.sigmoid(conf) if conf is not None else None
+            state = self.update(state, self.correlations(fmaps, state, slice(None), chunks), chunks)
+            coord_preds.append(state.coords * self.stride)
+        vis, conf = self.readout(state, apply_sigmoid)
         return coord_preds, vis, conf
 
-    def _iteration(
-        self,
-        fmaps: Tensor,
-        coords: Tensor,
-        track_feats: Tensor,
-        queries: Tensor,
-        embeddings: tuple[Tensor, Tensor],
-        local: slice,
-        shard: FrameShard | None,
-        chunks: tuple[int | None, int | None],
-    ) -> tuple[Tensor, Tensor]:
-        """One refinement: coords [B, S, N, 2] (feature-map pixels) and track_feats [B, S, N, C] updated from the
-        correlations around the current positions; `embeddings` are the query positions' [B * N, 1, D] and the
-        frames' [1, S, D]; `chunks` the frames and queries per chunk."""
-        batch, frames, num_tracks, dim = track_feats.shape
+    def feature_queries(self, query_points: Tensor) -> Tensor:
+        """Query points [B, N, 2] in image pixels -> feature-map pixels, in at least float32 (also under autocast)."""
+        coords_dtype = torch.promote_types(query_points.dtype, torch.float32)
+        return query_points.to(coords_dtype) / float(self.stride)
+
+    def query_features(self, first_fmap: Tensor, queries: Tensor) -> Tensor:
+        """Features [B, N, C] of normalised feature map first_fmap [B, C, H, W] (frame 0) at queries [B, N, 2]."""
+        return sample_features(first_fmap.to(self.query_ref_token.device), queries)
+
+    def start(
+        self, queries: Tensor, query_feats: Tensor, num_frames: int, fmap_hw: tuple[int, int] | torch.Size
+    ) -> TrackState:
+        """The state before the first iteration: every frame's track at its query, with the query's feature."""
+        batch, num_tracks, dim = query_feats.shape
+        device = self.query_ref_token.device
+        # Position of each track's query, embedded: the same for every frame and iteration.
+        grid_embed = sincos_grid_embedding(self.transformer_dim, fmap_hw[0], fmap_hw[1], device=device)
+        query_pos_embed = sample_features(grid_embed.expand(batch, -1, -1, -1), queries)  # [B, N, D]
+        frame_token = torch.cat(
+            [self.query_ref_token[:, :1], self.query_ref_token[:, 1:].expand(-1, num_frames - 1, -1)], dim=1
+        )  # [1, S, D]
+        return TrackState(
+            queries=queries,
+            coords=queries[:, None].expand(batch, num_frames, num_tracks, 2),
+            track_feats=query_feats[:, None].expand(batch, num_frames, num_tracks, dim),
+            query_pos_embed=query_pos_embed.reshape(batch * num_tracks, 1, self.transformer_dim),
+            frame_token=frame_token,
+        )
+
+    def correlations(
+        self, fmaps: Tensor, state: TrackState, frames: slice, chunks: tuple[int | None, int | None]
+    ) -> Tensor:
+        """Correlations [B, s, N, levels * (2r+1)**2] of frames `frames` of the state with fmaps [B, s, C, h, w]
+        (those frames' normalised maps), `chunks` = (frames, queries) per step."""
+        coords = state.coords.detach()[:, frames]
+        return self._correlations(fmaps, state.track_feats[:, frames], coords, *chunks)
+
+    def update(self, state: TrackState, corr: Tensor, chunks: tuple[int | None, int | None]) -> TrackState:
+        """One refinement from the correlations corr [B, S, N, L] of every frame: positions and track features
+        updated by the update transformer (`chunks` = (frames, queries) per step)."""
+        batch, frames, num_tracks, dim = state.track_feats.shape
         frames_chunk_size, queries_chunk_size = chunks
-        coords = coords.detach()
-        corr = self._correlations(fmaps, track_feats[:, local], coords[:, local], frames_chunk_size, queries_chunk_size)
-        if shard is not None:
-            corr = shard.gather(corr, dim=1)
+        coords = state.coords.detach()
         corr = corr.transpose(1, 2).reshape(batch * num_tracks, frames, -1)  # [B * N, S, L]
         corr = map_chunks(self.corr_mlp, corr, queries_chunk_size)
 
@@ -210,11 +201,11 @@ class TrackerPredictor(nn.Module):
         flows = (coords - coords[:, :1]).transpose(1, 2).reshape(batch * num_tracks, frames, 2)
         flow_feats = torch.cat([flow_embedding(flows, dim // 2), flows / FLOW_SCALE, flows / FLOW_SCALE], dim=-1)
 
-        feats = track_feats.transpose(1, 2).reshape(batch * num_tracks, frames, dim)
+        feats = state.track_feats.transpose(1, 2).reshape(batch * num_tracks, frames, dim)
         x = torch.cat([flow_feats.to(corr.dtype), corr, feats.to(corr.dtype)], dim=-1)
         corr_dtype = corr.dtype
         del corr, flow_feats
-        x = x + embeddings[0] + embeddings[1]
+        x = x + state.query_pos_embed + state.frame_token
         x = x.to(corr_dtype).reshape(batch, num_tracks, frames, self.transformer_dim)
 
         delta = self.updateformer(x, queries_chunk_size, frames_chunk_size)
@@ -227,7 +218,17 @@ class TrackerPredictor(nn.Module):
 
         coords = coords + delta_coords.reshape(batch, num_tracks, frames, 2).transpose(1, 2)
         # The query frame keeps its query positions.
-        return torch.cat([queries[:, None], coords[:, 1:]], dim=1), track_feats
+        coords = torch.cat([state.queries[:, None], coords[:, 1:]], dim=1)
+        return replace(state, coords=coords, track_feats=track_feats)
+
+    def readout(self, state: TrackState, apply_sigmoid: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Visibility [B, S, N] and confidence [B, S, N] (None without predict_conf) of the final state."""
+        vis = self.vis_predictor(state.track_feats).squeeze(-1)
+        conf = self.conf_predictor(state.track_feats).squeeze(-1) if self.conf_predictor is not None else None
+        if apply_sigmoid:
+            vis = torch.sigmoid(vis)
+            conf = torch.sigmoid(conf) if conf is not None else None
+        return vis, conf
 
     def _correlations(
         self,

@@ -1,4 +1,4 @@
-"""vggt.utils.host_memory: scene-sized CPU buffers in mappings of their own, given back when freed."""
+"""vggt.runtime.host_memory: scene-sized CPU buffers in mappings of their own, given back when freed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from vggt.utils.host_memory import MIN_MAPPED_BYTES, discard, scene_buffer
+from vggt.runtime.host_memory import MIN_MAPPED_BYTES, discard, scene_buffer
 
 MIB = 2**20
 

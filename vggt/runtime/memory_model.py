@@ -1,4 +1,4 @@
-"""Peak memory of the streaming forward pass, part by part: what `VGGT.forward(..., streaming=...)` needs.
+"""Peak memory of the streaming engine, part by part: what `StreamingEngine.run` needs.
 
 The scene-sized parts are exact byte counts of the buffers the streaming pass allocates; the working
 sets of one chunk are calibrated constants (see docs/performance.md, where the model is checked
@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vggt.models.config import VGGTConfig
-from vggt.models.streaming import StreamingOptions
+from vggt.runtime.options import StreamingOptions
 
 # Bytes per image pixel of one frame in a dense (DPT) head at its peak, float32: the full-resolution
-# 128-channel map, its 32-channel convolution and that one's ReLU (see DPTHead._forward_frames).
+# 128-channel map, its 32-channel convolution and that one's ReLU (see DPTHead.forward_frames).
 DENSE_HEAD_BYTES_PER_PIXEL = 770
 # Values per token held by one transformer block at its peak, in units of the width C: the tokens, the
 # normed tokens, queries/keys/values, the attention output and the MLP's 4C hidden layer and activation.
@@ -69,7 +69,7 @@ def estimate_streaming_memory(
             in that dtype, and the token state in float32.
         images_on_device: the input images live on the device (with offload they may stay on the CPU).
         discards_read_frames: the kept outputs give back each frame chunk once the heads have read it (on the
-            CPU: `vggt.utils.host_memory`), so they shrink as the outputs grow and the larger of the two counts.
+            CPU: `vggt.runtime.host_memory`), so they shrink as the outputs grow and the larger of the two counts.
     """
     c = config
     tokens = num_frames * (c.patch_start_idx + (height // c.patch_size) * (width // c.patch_size))

@@ -1,4 +1,4 @@
-"""The streaming forward pass gives the reference's numbers at any chunk size and is the default at inference."""
+"""The streaming engine gives the reference forward's numbers at any chunk size and offload, chosen by argument."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import pytest
 import torch
 from conftest import assert_close_golden
 
-from vggt.models.aggregator import Aggregator
-from vggt.models.streaming import StreamingOptions
-from vggt.models.streaming_forward import run_frame_heads
 from vggt.models.vggt import VGGT
-from vggt.utils import host_memory
+from vggt.runtime import engine as engine_module
+from vggt.runtime import host_memory
+from vggt.runtime.engine import StreamingEngine, run_frame_heads
+from vggt.runtime.memory_model import estimate_streaming_memory
+from vggt.runtime.options import StreamingOptions
+from vggt.runtime.trunk import run_trunk
 
 FORWARD_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf")
 
@@ -29,12 +31,16 @@ def _options(chunk: int | None, offload: bool) -> StreamingOptions:
     return StreamingOptions(chunk, chunk, chunk, chunk, offload=offload)
 
 
+def _engine(chunk: int | None, offload: bool) -> StreamingEngine:
+    return StreamingEngine(_options(chunk, offload))
+
+
 @pytest.mark.parametrize("offload", [False, True], ids=["on-device", "offload"])
 @pytest.mark.parametrize("chunk", [1, 3, None], ids=["chunks-of-1", "chunks-of-3", "all-at-once"])
 @torch.no_grad()
 def test_streaming_forward_matches_golden(golden_model, golden_io, tolerances, chunk, offload):
     out = golden_model(
-        golden_io["input.images"], query_points=golden_io["input.query_points"], streaming=_options(chunk, offload)
+        golden_io["input.images"], query_points=golden_io["input.query_points"], engine=_engine(chunk, offload)
     )
     for key in FORWARD_KEYS:
         assert_close_golden(f"forward.{key}", out[key], golden_io[f"forward.{key}"], tolerances)
@@ -46,8 +52,8 @@ def test_streaming_forward_matches_golden(golden_model, golden_io, tolerances, c
 @torch.no_grad()
 def test_streaming_aggregator_stores_every_layer_of_the_full_pass(golden_model, golden_io, tolerances):
     images = golden_io["input.images"]
-    kept, patch_start_idx = golden_model.aggregator.forward_streaming(images, _options(2, False), range(4))
-    assert patch_start_idx == 5
+    kept = run_trunk(golden_model.aggregator, images, _options(2, False), range(4))
+    assert golden_model.aggregator.patch_start_idx == 5
     for i, stored in enumerate(kept.as_list()):
         assert_close_golden(f"aggregator.layer{i}", stored, golden_io[f"aggregator.layer{i}"], tolerances)
 
@@ -61,7 +67,8 @@ def test_frames_the_heads_have_read_are_discarded_without_changing_a_number(
     monkeypatch.setattr(host_memory, "MIN_MAPPED_BYTES", 0)
     images, queries = golden_io["input.images"], golden_io["input.query_points"]
     options = _options(1, False)
-    kept, patch_start_idx = golden_model.aggregator.forward_streaming(images, options, range(4))
+    kept = run_trunk(golden_model.aggregator, images, options, range(4))
+    patch_start_idx = golden_model.aggregator.patch_start_idx
     out = run_frame_heads(golden_model, kept, images.shape, patch_start_idx, ["depth", "point"], False, options)
     for key in ("depth", "depth_conf", "world_points", "world_points_conf"):
         assert_close_golden(f"forward.{key}", out[key], golden_io[f"forward.{key}"], tolerances)
@@ -69,33 +76,36 @@ def test_frames_the_heads_have_read_are_discarded_without_changing_a_number(
     assert read.numel() * read.element_size() > 2 * mmap.PAGESIZE
     assert not read.flatten()[: mmap.PAGESIZE // read.element_size()].any(), "nothing was discarded"
     # and the whole model, so discarding, gives the golden numbers
-    full = golden_model(images, query_points=queries, streaming=options)
+    full = golden_model(images, query_points=queries, engine=StreamingEngine(options))
     for key in FORWARD_KEYS:
         assert_close_golden(f"forward.{key}", full[key], golden_io[f"forward.{key}"], tolerances)
 
 
-@torch.no_grad()
-def test_inference_streams_by_default_and_training_does_not(golden_model, golden_io, monkeypatch):
+def test_the_engine_is_an_argument_and_grad_mode_picks_nothing(golden_model, golden_io, monkeypatch):
     calls = []
-    original = Aggregator.forward_streaming
+    original = engine_module.run_trunk
 
-    def counting(self, *args, **kwargs):
+    def counting(*args, **kwargs):
         calls.append(1)
-        return original(self, *args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(Aggregator, "forward_streaming", counting)
+    monkeypatch.setattr(engine_module, "run_trunk", counting)
     images = golden_io["input.images"][:1]
-    golden_model(images)
-    assert len(calls) == 1, "the default at inference (no grad) is the streaming pass"
-    golden_model(images, streaming=False)
+    with torch.no_grad():
+        reference = golden_model(images)
     with torch.enable_grad():
         golden_model(images)
-    assert len(calls) == 1, "streaming=False and autograd take the full pass"
+    assert not calls, "without an engine the model runs its reference forward, whatever the grad mode"
+    with torch.enable_grad():
+        streamed = golden_model(images, engine=StreamingEngine(_options(2, False)))
+    assert len(calls) == 1, "the engine passed runs, whatever the grad mode"
+    assert not streamed["depth"].requires_grad, "the streaming engine computes no gradients"
+    torch.testing.assert_close(streamed["depth"], reference["depth"], rtol=1e-5, atol=1e-5)
 
 
-def test_streaming_options_needs_no_grad(golden_model, golden_io):
-    with pytest.raises(ValueError, match="torch.no_grad"):
-        golden_model(golden_io["input.images"][:1], streaming=StreamingOptions())
+def test_engine_options_must_be_streaming_options():
+    with pytest.raises(ValueError, match="StreamingOptions"):
+        StreamingEngine(options={"frames_chunk_size": 2})
 
 
 @pytest.mark.parametrize("field", ["frames_chunk_size", "tokens_chunk_size", "heads_chunk_size", "queries_chunk_size"])
@@ -116,9 +126,9 @@ def test_automatic_options_follow_the_device_and_the_cap():
 def test_bf16_autocast_stays_within_the_stated_bound_of_float32(golden_model, golden_io):
     images, queries = golden_io["input.images"], golden_io["input.query_points"]
     options = StreamingOptions(2, 50, 2, 3)
-    reference = golden_model(images, query_points=queries, streaming=options)
+    reference = golden_model(images, query_points=queries, engine=StreamingEngine(options))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = golden_model(images, query_points=queries, streaming=options)
+        low = golden_model(images, query_points=queries, engine=StreamingEngine(options))
     for key in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"):
         assert low[key].dtype == torch.float32, f"{key}: the heads run in float32 under autocast"
         error = (low[key] - reference[key]).abs().max()
@@ -132,7 +142,6 @@ def test_bf16_autocast_stays_within_the_stated_bound_of_float32(golden_model, go
 
 def test_memory_model_projects_the_gpu_targets():
     from vggt.models.config import get_preset
-    from vggt.models.memory_model import estimate_streaming_memory
 
     config = get_preset("vggt-1b")
     with torch.device("meta"):

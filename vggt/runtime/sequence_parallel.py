@@ -16,10 +16,11 @@ head's tracker samples correlations on local frames and exchanges those.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import tempfile
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from vggt.layers.onednn import onednn_linear
-from vggt.models.streaming import StreamingOptions
-from vggt.models.streaming_forward import run_heads
-from vggt.utils.host_memory import scene_buffer
+from vggt.runtime.engine import run_heads
+from vggt.runtime.host_memory import scene_buffer
+from vggt.runtime.onednn import onednn_linear
+from vggt.runtime.options import StreamingOptions
+from vggt.runtime.trunk import run_trunk
 
 # Outputs with a frame axis (dim 1), split over the ranks; the rest are the same on every rank.
 FRAME_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf", "images")
@@ -117,8 +119,8 @@ def forward_sequence_parallel(
     holds frame 0). Returns the predictions of the local frames ([B, S_r, ...]); `pose_enc_list` too.
     Query points (pixels in frame 0) are needed on every rank.
     """
-    images, query_points = model._check_inputs(local_images, query_points)
-    heads = model._check_heads(heads)
+    images, query_points = model.check_inputs(local_images, query_points)
+    heads = model.heads_to_run(heads)
     device = model.aggregator.camera_token.device
     options = streaming or StreamingOptions.auto(device, max_frames_chunk_size=model.config.frames_chunk_size)
     frames = FrameGroup.create(images.shape[1], device, group)
@@ -130,13 +132,15 @@ def forward_sequence_parallel(
         return frames.gather(keys, 2, tokens_per_frame), frames.gather(values, 2, tokens_per_frame)
 
     with onednn_linear(device.type == "cpu"):
-        kept, patch_start_idx = model.aggregator.forward_streaming(
+        kept = run_trunk(
+            model.aggregator,
             images,
             options,
             model.config.layers_needed(heads),
             includes_first=frames.rank == 0,
             gather=gather_keys_values,
         )
+        patch_start_idx = model.aggregator.patch_start_idx
         predictions = run_heads(model, kept, images.shape, patch_start_idx, heads, query_points, options, shard=frames)
     predictions["images"] = images
     return predictions
@@ -167,7 +171,7 @@ class SequenceParallelResult:
     """What `run_sequence_parallel` returns: the whole scene's predictions, and each rank's forward memory."""
 
     predictions: dict[str, Any]
-    peak_memory_mb: list[float]  # memory the forward pass added at its peak, per rank (see benchmarks/probe.py)
+    peak_memory_mb: list[float] | None  # memory the forward pass added at its peak, per rank (with a `probe`)
 
 
 def _free_port() -> int:
@@ -178,8 +182,6 @@ def _free_port() -> int:
 
 def _worker(rank: int, world_size: int, port: int, job: dict[str, Any], results: Any) -> None:
     """One rank of `run_sequence_parallel`: join the group, run its frames, send rank 0's gathered result."""
-    from vggt.models.memory_probe import PeakMemory
-
     use_cuda = job["device_type"] == "cuda"
     dist.init_process_group(
         "nccl" if use_cuda else "gloo", init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world_size
@@ -193,7 +195,8 @@ def _worker(rank: int, world_size: int, port: int, job: dict[str, Any], results:
             p.data.sum()
         images = job["images"][:, split_frames(job["images"].shape[1], world_size)[rank]]
         query_points = job["query_points"]
-        with PeakMemory(device) as peak:
+        probe = job["probe"]
+        with probe(device) if probe is not None else contextlib.nullcontext() as peak:
             local = forward_sequence_parallel(
                 model,
                 images.to(device),
@@ -202,8 +205,10 @@ def _worker(rank: int, world_size: int, port: int, job: dict[str, Any], results:
                 streaming=job["streaming"],
             )
         full = gather_predictions(local)
-        memory: list[Any] = [None] * world_size
-        dist.all_gather_object(memory, peak.mb)
+        memory: list[Any] | None = None
+        if probe is not None:
+            memory = [None] * world_size
+            dist.all_gather_object(memory, peak.mb)
         if rank == 0:
             torch.save({"predictions": full, "peak_memory_mb": memory}, job["output"])
             results.put("done")
@@ -221,16 +226,20 @@ def run_sequence_parallel(
     streaming: StreamingOptions | None = None,
     device_type: str = "cpu",
     timeout_s: float = 3600.0,
+    probe: Callable[[torch.device], Any] | None = None,
 ) -> SequenceParallelResult:
     """Spawn `world_size` local processes on 127.0.0.1 that run `model` on `images` sequence-parallel.
 
     Works from a notebook. `model` should be on the CPU (its weights are shared with the processes,
     not copied); with `device_type="cuda"` rank r moves it to GPU r and the ranks talk over NCCL,
     otherwise they run on the CPU over gloo. Returns the whole scene's predictions (on the CPU).
+
+    `probe`: measures each rank's forward pass, `with probe(device) as peak:` then `peak.mb` (e.g.
+    `benchmarks/memory_probe.PeakMemory`; importable by the spawned processes); None measures nothing.
     """
     import torch.multiprocessing as mp
 
-    images, query_points = model._check_inputs(images, query_points)
+    images, query_points = model.check_inputs(images, query_points)
     split_frames(images.shape[1], world_size)  # fail early on too few frames
     context = mp.get_context("spawn")
     results = context.Queue()
@@ -244,6 +253,7 @@ def run_sequence_parallel(
             streaming=streaming,
             device_type=device_type,
             output=str(output),
+            probe=probe,
         )
         procs = mp.start_processes(
             _worker, args=(world_size, _free_port(), job, results), nprocs=world_size, join=False, start_method="spawn"

@@ -9,6 +9,7 @@ one token: its key and value are the group's mean, and it enters the softmax wit
 attention"), so that a group of identical tokens gives exactly what they would give unmerged. Queries of merged
 tokens are dropped: they take the output of the token they were merged into. Camera and register tokens and the
 whole first frame (the reference frame) are never merged; `merge_ratio=0` is exactly plain attention.
+`chunked_block_forward` applies a `MergePlan` to each head group of a global block.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vggt.errors import InputError
+
 # At most half the patch tokens can be merged: each one is merged into a token of the other half.
 MAX_MERGE_RATIO = 0.5
+
+
+def check_merge_ratio(merge_ratio: float) -> None:
+    """The one check of the fast mode's fraction of merged tokens: in [0, MAX_MERGE_RATIO] (InputError otherwise)."""
+    is_number = isinstance(merge_ratio, (int, float)) and not isinstance(merge_ratio, bool)
+    if not is_number or not 0 <= merge_ratio <= MAX_MERGE_RATIO:
+        raise InputError("{merge_ratio} must be in [0, {top}], got {value}", top=MAX_MERGE_RATIO, value=merge_ratio)
 
 
 def merge_plan(keys: Tensor, num_frames: int, protected: int, merge_ratio: float) -> tuple[Tensor, Tensor]:
@@ -59,30 +69,6 @@ def merge_plan(keys: Tensor, num_frames: int, protected: int, merge_ratio: float
     return position.gather(1, owner), kept
 
 
-def merged_attention(q: Tensor, k: Tensor, v: Tensor, num_frames: int, protected: int, merge_ratio: float) -> Tensor:
-    """`scaled_dot_product_attention(q, k, v)` [B, heads, S * P, d] with patch tokens merged (module docstring)."""
-    if merge_ratio <= 0:
-        return F.scaled_dot_product_attention(q, k, v)
-    if merge_ratio > MAX_MERGE_RATIO:
-        raise ValueError(f"merge_ratio must be in [0, {MAX_MERGE_RATIO}], got {merge_ratio}")
-    batch, heads, num_tokens, dim = q.shape
-    representative, kept = merge_plan(k, num_frames, protected, merge_ratio)
-    if kept.shape[1] == num_tokens:
-        return F.scaled_dot_product_attention(q, k, v)
-    num_kept = kept.shape[1]
-    index = representative[:, None, :, None].expand(batch, heads, num_tokens, dim)
-    sums = torch.zeros(batch, heads, num_kept, dim, dtype=k.dtype, device=k.device)
-    size = torch.zeros(batch, num_kept, dtype=k.dtype, device=k.device).scatter_add_(
-        1, representative, torch.ones_like(representative, dtype=k.dtype)
-    )
-    k_kept = sums.scatter_add(2, index, k) / size[:, None, :, None]
-    v_kept = sums.scatter_add(2, index, v) / size[:, None, :, None]
-    q_kept = q.gather(2, kept[:, None, :, None].expand(batch, heads, num_kept, dim))
-    bias = size.log()[:, None, None, :].to(q.dtype)  # proportional attention
-    out_kept = F.scaled_dot_product_attention(q_kept, k_kept, v_kept, attn_mask=bias)
-    return out_kept.gather(2, representative[:, None, :, None].expand(batch, heads, num_tokens, dim))
-
-
 @dataclass(frozen=True)
 class MergePlan:
     """Which tokens of one scene (batch of 1) are merged into which, for every head group of one global block.
@@ -99,15 +85,16 @@ class MergePlan:
         """Merged keys and values [1, h, K, d] of keys and values [1, h, N, d], and the attention bias [1, 1, 1, K]."""
         index = self.representative[None, None, :, None].expand_as(keys)
         shape = (*keys.shape[:2], len(self.kept), keys.shape[-1])
-        scale = self.size.to(torch.float32)[None, None, :, None]
-        # Means accumulated in float32 (keys and values may be bf16 under autocast).
+        # Means accumulated in at least float32 (keys and values may be bf16 under autocast).
+        accumulate = torch.promote_types(keys.dtype, torch.float32)
+        scale = self.size.to(accumulate)[None, None, :, None]
         merged = [
-            (torch.zeros(shape, dtype=torch.float32, device=t.device).scatter_add_(2, index, t.float()) / scale).to(
+            (torch.zeros(shape, dtype=accumulate, device=t.device).scatter_add_(2, index, t.to(accumulate)) / scale).to(
                 t.dtype
             )
             for t in (keys, values)
         ]
-        return merged[0], merged[1], self.size.log().to(keys.dtype)[None, None, None, :]
+        return merged[0], merged[1], self.size.to(accumulate).log().to(keys.dtype)[None, None, None, :]
 
     def kept_in(self, tokens: slice) -> Tensor:
         """Positions, inside the slice `tokens`, of its kept tokens."""

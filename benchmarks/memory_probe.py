@@ -1,4 +1,7 @@
-"""Peak-memory probes: what one forward pass adds on top of the loaded model (benchmarks, sequence parallel).
+"""Peak-memory probes: what one forward pass adds on top of the loaded model (benchmarks and memory tests).
+
+Standalone (the standard library and torch only): the benchmarks run it in the reference's process too, and
+`run_sequence_parallel(..., probe=PeakMemory)` runs it in every rank.
 
 On CUDA: `torch.cuda.max_memory_allocated` above the allocation before the pass. On a Linux CPU: the
 peak resident set (VmHWM, reset through /proc/self/clear_refs) above the resident set before it,
@@ -9,27 +12,24 @@ peak (ru_maxrss), which over-counts.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
+import contextlib
+import ctypes
 import resource
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import torch
 
 MIB = 1024**2
 
 
-@functools.cache
-def _host_memory() -> ModuleType:
-    """vggt/utils/host_memory.py, loaded once by path: benchmarks run this file in the reference's process
-    too, where `vggt` is the reference package."""
-    path = Path(__file__).resolve().parents[1] / "utils" / "host_memory.py"
-    spec = importlib.util.spec_from_file_location("_vggt_host_memory", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _give_back_freed_heap() -> None:
+    """glibc's malloc_trim(0) (elsewhere nothing): what the streaming pass does after every block
+    (`vggt.runtime.host_memory.release_freed_host_memory`), repeated here because this file also runs in the
+    reference's process, where `vggt` is the reference package."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _proc_status_mb(field: str) -> float | None:
@@ -58,7 +58,7 @@ def rss_mb() -> float:
 
 def reset_peak_rss() -> float:
     """Reset the peak resident set to the current one (Linux); return the current resident set in MiB."""
-    _host_memory().release_freed_host_memory()
+    _give_back_freed_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

@@ -8,7 +8,7 @@ heads, over all tokens, at a time: only `scaled_dot_product_attention` sees all 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,21 +16,15 @@ from torch import Tensor
 
 from vggt.layers.attention import KEY, QUERY, VALUE, Attention
 from vggt.layers.block import Block
-from vggt.layers.onednn import linear
-from vggt.layers.token_merging import TokenMerging
-from vggt.utils.host_memory import scene_buffer
+from vggt.runtime.host_memory import scene_buffer
+from vggt.runtime.onednn import linear, linear_rows
+from vggt.runtime.token_merging import TokenMerging
+from vggt.utils.chunks import chunk_slices
 
 # positions(tokens) -> RoPE positions [B, n, 2] of a slice of tokens, or None without RoPE.
 PositionsFn = Callable[[slice], Tensor | None]
 # gather(keys, values) -> keys and values of every token attended to, [B, h, N_all, head_dim] each.
 KeyValueGather = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-
-
-def chunk_slices(length: int, size: int | None) -> Iterator[slice]:
-    """Slices covering range(length) in steps of `size` (None: one slice)."""
-    step = size or max(length, 1)
-    for start in range(0, length, step):
-        yield slice(start, min(start + step, length))
 
 
 def chunked_block_forward(
@@ -83,7 +77,7 @@ def chunked_block_forward(
             rows = None if plan is None else plan.kept_in(tokens)
             if rows is not None and rows.numel() == 0:
                 continue
-            queries = rope(attn.project_heads(block.norm1(x[:, tokens]), QUERY, heads), tokens)
+            queries = rope(attn.project_heads(block.norm1(x[:, tokens]), QUERY, heads, rows_of=linear_rows), tokens)
             if rows is None:
                 attended = F.scaled_dot_product_attention(queries, keys, values)  # [B, h, n, head_dim]
                 out[:, tokens, columns] = attended.transpose(1, 2).flatten(2)
@@ -97,7 +91,7 @@ def chunked_block_forward(
     # `out` holds the attention output of every head; finish each chunk in place.
     for tokens in token_slices:
         y = x[:, tokens] + block.ls1(linear(attn.proj, out[:, tokens]))
-        out[:, tokens] = y + block.ls2(block.mlp(block.norm2(y)))
+        out[:, tokens] = y + block.ls2(block.mlp(block.norm2(y), linear=linear))
     return out
 
 
@@ -138,12 +132,12 @@ def _keys_values(
     shape = (x.shape[0], heads.stop - heads.start, x.shape[1], attn.head_dim)
     for tokens in token_slices:
         normed = block.norm1(x[:, tokens])
-        k = rope(attn.project_heads(normed, KEY, heads), tokens)
+        k = rope(attn.project_heads(normed, KEY, heads, rows_of=linear_rows), tokens)
         if keys is None:
             keys, value_store = _kv_storage(shape, kv_dtype or k.dtype, x.device, kv_buffers)
         keys[:, :, tokens] = k
         if values:
-            value_store[:, :, tokens] = attn.project_heads(normed, VALUE, heads)
+            value_store[:, :, tokens] = attn.project_heads(normed, VALUE, heads, rows_of=linear_rows)
     return keys, value_store if values else None
 
 

@@ -1,4 +1,5 @@
-"""Synthetic windowed reconstructions with known answers, for tests and benchmarks of window alignment.
+"""Synthetic windowed reconstructions with known answers, for tests and benchmarks of window alignment (not part
+of the package: `vggt reconstruct` never imports it).
 
 A sequence is a ring of cameras (the last ones come back next to the first) looking across the ring at random
 depths; camera 0 is the world frame. Each window "predicts" its frames as a forward pass would: in its own

@@ -1,11 +1,12 @@
-"""Float32 linear layers through oneDNN on the CPU, for inference.
+"""Float32 linear layers through oneDNN on the CPU, for the streaming engine.
 
 PyTorch runs a float32 `F.linear` on the CPU through MKL's sgemm; oneDNN's kernels, which PyTorch
 already uses for convolutions and for bfloat16, are markedly faster on some processors (about 1.7x
 on the AMD EPYC this project is measured on) and give the same float32 products up to rounding.
-Inside `onednn_linear()`, the transformer layers' projections (`linear(layer, x)`) take that route
-when they can: a plain `nn.Linear` without hooks, float32 CPU tensors, no autograd, no autocast.
-Anything else calls the layer as usual (so wrappers such as LoRA keep their extra terms).
+The engine passes `linear` and `linear_rows` to the transformer blocks it runs (the layers' `LinearFn` and
+`LinearRowsFn` arguments); inside the engine's `onednn_linear()` they take that route when they can: a plain
+`nn.Linear` without hooks, float32 CPU tensors, no autograd, no autocast. Anything else calls the layer as
+usual (so wrappers such as LoRA keep their extra terms). Outside the context they are the plain calls.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
+
+from vggt.layers.mlp import linear_rows as plain_linear_rows
 
 _ENABLED = contextvars.ContextVar("vggt_onednn_linear", default=False)
 
@@ -50,7 +53,7 @@ def linear_rows(layer: nn.Linear, x: Tensor, rows: slice) -> Tensor:
     bias = layer.bias[rows] if layer.bias is not None else None
     if _ENABLED.get() and _eligible(layer, x):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return torch.nn.functional.linear(x, weight, bias)
+    return plain_linear_rows(layer, x, rows)
 
 
 @contextlib.contextmanager
