@@ -58,6 +58,19 @@ def test_streaming_aggregator_stores_every_layer_of_the_full_pass(golden_model, 
         assert_close_golden(f"aggregator.layer{i}", stored, golden_io[f"aggregator.layer{i}"], tolerances)
 
 
+@pytest.mark.parametrize("keep", [(0, 2), (1,), (3,)])
+@torch.no_grad()
+def test_buffers_reused_after_a_kept_layer_never_write_over_it(golden_model, golden_io, tolerances, keep):
+    """Kept layers with unkept ones between and after them: the trunk's pool reuses buffers around the kept ones."""
+    kept = run_trunk(golden_model.aggregator, golden_io["input.images"], _options(2, False), keep)
+    stored = kept.as_list()
+    for i in range(4):
+        if i not in keep:
+            assert stored[i] is None
+            continue
+        assert_close_golden(f"aggregator.layer{i}", stored[i], golden_io[f"aggregator.layer{i}"], tolerances)
+
+
 @torch.no_grad()
 def test_frames_the_heads_have_read_are_discarded_without_changing_a_number(
     golden_model, golden_io, tolerances, monkeypatch
