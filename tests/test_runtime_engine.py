@@ -10,7 +10,7 @@ from conftest import assert_close_golden
 
 from vggt.models.vggt import VGGT
 from vggt.runtime import engine as engine_module
-from vggt.runtime import host_memory
+from vggt.runtime import host_memory, progress
 from vggt.runtime.engine import StreamingEngine, run_frame_heads
 from vggt.runtime.memory_model import estimate_streaming_memory
 from vggt.runtime.options import StreamingOptions
@@ -58,6 +58,19 @@ def test_streaming_aggregator_stores_every_layer_of_the_full_pass(golden_model, 
         assert_close_golden(f"aggregator.layer{i}", stored, golden_io[f"aggregator.layer{i}"], tolerances)
 
 
+@pytest.mark.parametrize("keep", [(0, 2), (1,), (3,)])
+@torch.no_grad()
+def test_buffers_reused_after_a_kept_layer_never_write_over_it(golden_model, golden_io, tolerances, keep):
+    """Kept layers with unkept ones between and after them: the trunk's pool reuses buffers around the kept ones."""
+    kept = run_trunk(golden_model.aggregator, golden_io["input.images"], _options(2, False), keep)
+    stored = kept.as_list()
+    for i in range(4):
+        if i not in keep:
+            assert stored[i] is None
+            continue
+        assert_close_golden(f"aggregator.layer{i}", stored[i], golden_io[f"aggregator.layer{i}"], tolerances)
+
+
 @torch.no_grad()
 def test_frames_the_heads_have_read_are_discarded_without_changing_a_number(
     golden_model, golden_io, tolerances, monkeypatch
@@ -101,6 +114,31 @@ def test_the_engine_is_an_argument_and_grad_mode_picks_nothing(golden_model, gol
     assert len(calls) == 1, "the engine passed runs, whatever the grad mode"
     assert not streamed["depth"].requires_grad, "the streaming engine computes no gradients"
     torch.testing.assert_close(streamed["depth"], reference["depth"], rtol=1e-5, atol=1e-5)
+
+
+class _CountingSink:
+    """What a progress bar offers the engine: a writable total and update(n)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+
+    def update(self, steps: int) -> None:
+        self.done += steps
+
+
+@torch.no_grad()
+def test_progress_counts_every_announced_step_once(golden_model, golden_io):
+    images, queries = golden_io["input.images"], golden_io["input.query_points"]  # 3 frames
+    sink = _CountingSink()
+    with progress.reporting_to(sink):
+        golden_model(images, query_points=queries, engine=StreamingEngine(_options(1, False)))
+    # 3 patch-encoder chunks of 1 frame (1-token chunks hold no whole frame), 2 blocks per layer, the camera
+    # head, 3 frame chunks of the per-frame heads, the tracker
+    assert sink.total == 3 + 2 * golden_model.config.depth + 1 + 3 + 1
+    assert sink.done == sink.total
+    golden_model(images, engine=StreamingEngine(_options(1, False)))
+    assert sink.done == sink.total, "outside the context nothing is reported"
 
 
 def test_engine_options_must_be_streaming_options():

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from vggt.ba.ceres import ceres_bundle_adjust
 from vggt.ba.solver import DEFAULT_INLIER_THRESHOLD, BundleAdjustmentResult, bundle_adjust
 from vggt.ba.triangulation import triangulate_tracks
+from vggt.runtime.engine import StreamingEngine
 from vggt.utils.cameras import COLMAP_PIXEL_CENTER
 from vggt.utils.geometry import project_points, unproject_depth_map_to_point_map
 from vggt.utils.optional import import_pycolmap
@@ -116,13 +117,15 @@ def predict_tracks(
     """Track `query_points` [N, 2] of `reference_frame` through `images` [S, 3, H, W].
 
     The model takes queries in its first frame, so the reference frame is moved first and the order restored; it
-    runs only its track head (`heads=("track",)`), in its own head dtype, over all N queries at once.
+    runs only its track head (`heads=("track",)`), in its own head dtype, over all N queries in one pass of the
+    streaming engine.
     Returns tracks [S, N, 2], visibility [S, N] and confidence [S, N] (ones when the head predicts none), float32.
     """
     frames = images.shape[0]
     order = [reference_frame] + [i for i in range(frames) if i != reference_frame]
     queries = query_points.to(device=images.device)
-    outputs = model(images[order][None], query_points=queries[None], heads=("track",))
+    engine = StreamingEngine.auto(images.device, max_frames_chunk_size=model.config.frames_chunk_size)
+    outputs = model(images[order][None], query_points=queries[None], heads=("track",), engine=engine)
     vis = outputs["vis"]
     conf = torch.ones_like(vis) if outputs["conf"] is None else outputs["conf"]
     tracks, vis, conf = (t[0].float() for t in (outputs["track"], vis, conf))
