@@ -152,3 +152,11 @@ def test_two_process_checkpoint_resumes_on_one_process_with_the_same_global_batc
     assert_bitwise_equal(final_weights(straight_ddp_run), resumed.module.state_dict())
     resumed.train()
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [5]
+
+
+def test_validation_with_several_processes_is_refused_in_one_line(tmp_path):
+    from training.validation import validation_setup
+
+    config = load_config(TINY_TRAINING_CONFIG, [f"validation.scenes=[{tmp_path}]", "distributed.strategy=fsdp"])
+    with pytest.raises(ValueError, match="validation.scenes with 2 processes is not supported"):
+        validation_setup(config, world_size=2)

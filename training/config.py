@@ -46,6 +46,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "grad_clip": 1.0,
         "accum_steps": 1,
         "freeze": [],  # parameter-name patterns (fnmatch, or "re:<regex>"), e.g. ["aggregator.*"]
+        "param_groups": [],  # [{params: [patterns], lr, weight_decay}]: their own lr / weight decay (training.optim)
+        "clip_groups": [],  # [{name, params: [patterns], max_norm}]: clipped on their own norm; the rest at grad_clip
     },
     "lora": {
         "enabled": False,
@@ -53,6 +55,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "alpha": 32.0,
         "dropout": 0.0,
         "target_modules": DEFAULT_LORA_TARGET_MODULES,  # a regex on module names, or a list of name suffixes
+        "train_fully": [],  # parameter-name patterns trained in full next to the adapters, e.g. ["camera_head.*"]
     },
     "distributed": {
         "strategy": "ddp",  # ddp | fsdp

@@ -38,7 +38,7 @@ from training.distributed import (
 )
 from training.interrupt import StopRequest
 from training.losses import LossConfig, build_loss
-from training.optim import build_optimizer, clip_gradients, freeze_parameters
+from training.optim import GradientClipper, build_optimizer, freeze_parameters
 from training.run_log import RunLog
 from training.validation import validate, validation_setup
 from vggt.errors import InputError
@@ -111,10 +111,11 @@ class Trainer:
             raise ValueError(f"optim.accum_steps must be >= 1, got {self.accum_steps}")
 
         self._build_model()
-        self.optimizer, self.scheduler = build_optimizer(self.model, optim_cfg)
-        self.grad_clip = float(optim_cfg["grad_clip"])
+        self.optimizer, self.scheduler = build_optimizer(self.module, optim_cfg)
+        self.clipper = GradientClipper(self.module, optim_cfg)
         self.loss_fn = build_loss(LossConfig.from_dict(config["loss"]))
         self.autocast_dtype = resolve_dtype(self.ctx.device, config["precision"], training=True)
+        self.scaler = _gradient_scaler(self.ctx.device, self.autocast_dtype, dist_cfg["strategy"])
 
         from training.data import DataConfig, build_train_loader
 
@@ -125,7 +126,7 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
 
-        self.validation, self.validation_scenes = validation_setup(config)
+        self.validation, self.validation_scenes = validation_setup(config, self.ctx.world_size)
         log_cfg = config["logging"]
         self.log_every = int(log_cfg["log_every"])
         self.checkpoint_every = int(config["checkpoint"]["every"])
@@ -162,6 +163,7 @@ class Trainer:
                 dropout=float(lora_cfg["dropout"]),
                 target_modules=lora_cfg["target_modules"],
             )
+            lora.train_fully(model, list(lora_cfg["train_fully"] or []))
         self.frozen = freeze_parameters(model, list(config["optim"]["freeze"] or []))
         model.to(self.ctx.device)
         model.train()
@@ -190,6 +192,8 @@ class Trainer:
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         saved_world = int(state["world_size"])
         if saved_world != self.ctx.world_size:
             saved_frames = int(state.get("frames_per_step", 0)) or None
@@ -208,6 +212,7 @@ class Trainer:
             "batches_in_epoch": self.batches_in_epoch,
             "world_size": self.ctx.world_size,
             "frames_per_step": self.frames_per_gpu * self.ctx.world_size * self.accum_steps,
+            "scaler": self.scaler.state_dict(),
             "config": json.loads(json.dumps(self.config)),
         }
         return ckpt.save_checkpoint(
@@ -283,18 +288,20 @@ class Trainer:
                 loss, terms = self.compute_loss(batch, micro)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}")
-                (loss / self.accum_steps).backward()
+                self.scaler.scale(loss / self.accum_steps).backward()
             for name, value in {"loss": loss, **terms}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
                 counts[name] = counts.get(name, 0) + 1
-        grad_norm = clip_gradients(self.model, self.grad_clip)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
+        self.scaler.unscale_(self.optimizer)  # (without fp16 these scaler calls do nothing but optimizer.step)
+        grad_norms = self.clipper.clip()
+        lr = self.optimizer.param_groups[-1]["lr"]  # the last group follows optim.lr
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         metrics = {name: sums[name] / counts[name] for name in sums}
-        metrics["grad_norm"] = grad_norm
+        metrics.update(grad_norms)
         metrics["lr"] = lr
         return metrics
 
@@ -329,7 +336,7 @@ class Trainer:
             metrics["step_time"] = time.perf_counter() - step_start
             step_start = time.perf_counter()
             validating = self.validation.due(self.step, self.max_steps)
-            if validating and self.ctx.is_main:
+            if validating:
                 dtype = self.autocast_dtype or torch.float32
                 metrics.update(validate(self.module, self.validation_scenes, self.validation, self.ctx.device, dtype))
             if self.step % self.log_every == 0 or self.step == self.max_steps or validating:
@@ -357,3 +364,11 @@ class Trainer:
             save_model_dir(
                 self.run_dir / FINAL_MODEL_DIR, lora.plain_state_dict(self.module, state), self.module.config
             )
+
+
+def _gradient_scaler(device: torch.device, dtype: torch.dtype | None, strategy: str) -> torch.amp.GradScaler:
+    """A loss scaler for float16 autocast (whose small gradients would underflow); disabled otherwise."""
+    fp16 = dtype == torch.float16
+    if fp16 and strategy == "fsdp":
+        raise ValueError("precision=fp16 with distributed.strategy=fsdp is not supported; use precision=bf16 or ddp")
+    return torch.amp.GradScaler(device.type, enabled=fp16)
