@@ -12,6 +12,7 @@ import torch
 from conftest import SMALL_TRAINING_RUN, TINY_TRAINING_CONFIG
 
 from training import checkpoint as ckpt
+from training.observe import TIMING_METRICS
 from training.train import load_config
 from training.trainer import Trainer
 
@@ -33,9 +34,9 @@ def tiny_config(run_dir: Path, *overrides: str) -> dict:
 
 
 def records(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the wall-clock timings."""
+    """metrics.jsonl without the timings and memory figures (which depend on the machine's load)."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if not k.endswith("_time")} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_METRICS} for line in lines]
 
 
 def interrupted_run(run_dir: Path, *overrides: str) -> Trainer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -104,3 +105,19 @@ def test_fp16_is_refused_where_it_cannot_run(tmp_path):
     with pytest.raises(ValueError, match="precision=fp16 with distributed.strategy=fsdp"):
         _gradient_scaler(torch.device("cuda"), torch.float16, "fsdp")
     assert not _gradient_scaler(torch.device("cpu"), torch.bfloat16, "ddp").is_enabled()
+
+
+def test_logged_steps_carry_costs_and_a_profile_is_written(tmp_path):
+    config = tiny_config(tmp_path, "optim.max_steps=3", "logging.profile={start: 1, steps: 1}")
+    Trainer(config).train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        assert 0 < record["data_time"] < record["step_time"]
+        assert record["compute_time"] == pytest.approx(record["step_time"] - record["data_time"])
+        assert record["frames_per_s"] == pytest.approx(2 / record["step_time"])  # 1 sample of 2 frames per step
+        assert record["host_peak_gb"] > 0.1
+    trace = json.loads((tmp_path / "profile" / "trace_rank0.json").read_text())
+    names = {event.get("name", "") for event in trace["traceEvents"]}
+    assert any("conv2d" in name for name in names) and any("AdamW" in name or "adamw" in name for name in names)
+    with pytest.raises(ValueError, match="logging.profile: unknown keys"):
+        Trainer(tiny_config(tmp_path / "bad", "logging.profile={every: 3}"))

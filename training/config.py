@@ -63,7 +63,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "find_unused_parameters": True,  # DDP; needed when some steps leave a head without a loss
         "expected_world_size": None,  # the recipe's process count; a different one only triggers a warning
     },
-    "logging": {"log_every": 10, "tensorboard": True, "progress": True, "curves": True},  # curves: curves.png
+    "logging": {
+        "log_every": 10,
+        "tensorboard": True,
+        "progress": True,
+        "curves": True,  # curves.png
+        "profile": None,  # {start: N, steps: K}: a torch.profiler trace of steps N+1..N+K (training.observe)
+    },
     # plain_weights: each checkpoint also holds config.json + model.safetensors (rank 0 gathers the model)
     "checkpoint": {"every": 1000, "keep_last": 3, "plain_weights": True},
     "validation": {  # held-out scene folders evaluated every `every` steps (training.validation)

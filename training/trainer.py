@@ -38,6 +38,7 @@ from training.distributed import (
 )
 from training.interrupt import StopRequest
 from training.losses import LossConfig, build_loss
+from training.observe import StepProfiler, memory_peaks, step_costs
 from training.optim import GradientClipper, build_optimizer, freeze_parameters
 from training.run_log import RunLog
 from training.validation import validate, validation_setup
@@ -141,6 +142,7 @@ class Trainer:
             )
         self.run_log = RunLog(self.run_dir, log_cfg, config, self.step) if self.ctx.is_main else None
         self.show_progress = bool(log_cfg["progress"]) and self.ctx.is_main
+        self.profiler = StepProfiler(self.run_dir, log_cfg["profile"], self.ctx.rank)
 
     def _build_model(self) -> None:
         """The model (seeded alike on every rank: identical initial weights), LoRA, freezing, DDP/FSDP wrapping."""
@@ -282,8 +284,12 @@ class Trainer:
         """One optimizer step over `accum_steps` micro-batches; returns this rank's metrics."""
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+        step_start, data_time, frames = time.perf_counter(), 0.0, 0
         for micro in range(self.accum_steps):
+            data_start = time.perf_counter()
             batch = next(batches)
+            data_time += time.perf_counter() - data_start
+            frames += batch["images"].shape[0] * batch["images"].shape[1]
             with self._sync_context(micro == self.accum_steps - 1):
                 loss, terms = self.compute_loss(batch, micro)
                 if not torch.isfinite(loss):
@@ -302,6 +308,7 @@ class Trainer:
         self.step += 1
         metrics = {name: sums[name] / counts[name] for name in sums}
         metrics.update(grad_norms)
+        metrics.update(step_costs(time.perf_counter() - step_start, data_time, frames, self.ctx.world_size))
         metrics["lr"] = lr
         return metrics
 
@@ -330,11 +337,10 @@ class Trainer:
     def _loop(self, batches: Iterator[dict[str, Any]], progress: Any, stop: StopRequest) -> dict[str, Any]:
         """Steps until `optim.max_steps`, or until a stop is requested (then with a checkpoint of the last step)."""
         last: dict[str, Any] = {}
-        step_start = time.perf_counter()
         while self.step < self.max_steps:
+            self.profiler.before_step(self.step)
             metrics = self.train_step(batches)
-            metrics["step_time"] = time.perf_counter() - step_start
-            step_start = time.perf_counter()
+            self.profiler.after_step(self.step)
             validating = self.validation.due(self.step, self.max_steps)
             if validating:
                 dtype = self.autocast_dtype or torch.float32
@@ -351,7 +357,7 @@ class Trainer:
         return last
 
     def _log(self, metrics: dict[str, float]) -> dict[str, Any]:
-        merged = all_gather_metrics(metrics)
+        merged = all_gather_metrics({**metrics, **memory_peaks(self.ctx.device)})
         record = {"step": self.step, **merged}
         if self.run_log is not None:
             self.run_log.write(record, final=self.step == self.max_steps)
