@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.reference_config import is_reference_config, translate_reference_config
 from vggt.errors import InputError
 
 # Attention input/output projections and the two MLP layers of every transformer block (a regular
@@ -218,6 +219,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         path = Path(path)
         loaded, lines = _read_config_file(path)
+        if is_reference_config(loaded):  # the reference's Hydra-style YAML: translated, or refused in one line
+            loaded = translate_reference_config(loaded, path.parent, lines, lambda other: yaml_load(other.read_text()))
         _merge(config, loaded, locate=lambda key: f"{path}, line {lines.get(key, '?')}")
     for text in overrides:
         _merge(config, parse_override(text), locate=lambda key, text=text: f"override {text!r}")
