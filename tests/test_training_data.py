@@ -15,7 +15,15 @@ from training.data import (
     collate_samples,
     nearby_frame_ids,
 )
-from vggt.data.augment import AugmentConfig, augment_frames, crop_and_resize, target_shape, to_grayscale
+from vggt.data.augment import (
+    AugmentConfig,
+    augment_colors,
+    augment_frames,
+    color_generators,
+    crop_and_resize,
+    target_shape,
+    to_grayscale,
+)
 from vggt.data.scene import Frame, load_scene, write_scene
 from vggt.data.synthetic import generate_scene, write_synthetic_dataset
 from vggt.utils.geometry import project_points, unproject_depth_map_to_point_map
@@ -275,3 +283,14 @@ def test_nearby_frames_stay_within_the_expand_ratio(dataset_root):
     for seed in range(20):
         ids = dataset[(0, 3, 1.0, seed)]["frame_ids"].numpy()
         assert np.abs(ids - ids[0]).max() <= 1  # int(3 * 0.5) = 1 frame either side of the anchor
+
+
+def test_shared_color_jitter_gives_every_frame_of_a_sample_the_same_change():
+    image = np.random.default_rng(0).integers(0, 256, (28, 42, 3), dtype=np.uint8)
+    shared = AugmentConfig(max_size=42, patch_size=PATCH, color_jitter_prob=1.0, shared_color_jitter_prob=1.0)
+    outputs = [augment_colors(image, g, shared) for g in color_generators(np.random.default_rng(1), 3, shared)]
+    assert all(np.array_equal(outputs[0], other) for other in outputs[1:])
+    assert not np.array_equal(outputs[0], image)
+    per_frame = AugmentConfig(max_size=42, patch_size=PATCH, color_jitter_prob=1.0)
+    outputs = [augment_colors(image, g, per_frame) for g in color_generators(np.random.default_rng(1), 3, per_frame)]
+    assert not np.array_equal(outputs[0], outputs[1])

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vggt.data.augment import AugmentConfig, augment_colors, augment_frames, target_shape
+from vggt.data.augment import AugmentConfig, augment_colors, augment_frames, color_generators, target_shape
 from vggt.data.scene import CAMERAS_FILE, Frame, Scene, list_scenes, load_scene
 from vggt.data.synthetic import generate_scene, layout_rng, sample_layout
 
@@ -239,8 +239,8 @@ class SyntheticSceneDataset(MultiViewDataset):
         scene = generate_scene(num_frames, *out_hw, seed=int(rng.integers(2**31)), layout=layout)
         frames = [scene.read_frame(i, with_depth=self.use_depth) for i in range(num_frames)]
         if self.augment:
-            for frame in frames:
-                frame.image = augment_colors(frame.image, rng, self.image_config)
+            for frame, color_rng in zip(frames, color_generators(rng, num_frames, self.image_config)):
+                frame.image = augment_colors(frame.image, color_rng, self.image_config)
         return f"synthetic_{scene_index:04d}", np.arange(num_frames), frames
 
 

@@ -48,6 +48,7 @@ TRANSLATIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "data.train.common_config.augs.color_jitter.saturation": ("data.image.saturation", float),
     "data.train.common_config.augs.color_jitter.hue": ("data.image.hue", float),
     "data.train.common_config.augs.color_jitter.p": ("data.image.color_jitter_prob", float),
+    "data.train.common_config.augs.cojitter_ratio": ("data.image.shared_color_jitter_prob", float),
     "logging.log_freq": ("logging.log_every", int),
     "checkpoint.resume_checkpoint_path": ("model.pretrained", str),
     "optim.optimizer.lr": ("optim.lr", float),
