@@ -54,6 +54,7 @@ from vggt.data.scene import CAMERAS_FILE, Frame, Scene, list_scenes, load_scene
 from vggt.data.synthetic import generate_scene, layout_rng, sample_layout
 
 PAPER_FRAMES_PER_GPU = 48
+DATASET_FORMATS = ("folders", "vkitti2")
 PAPER_NUM_FRAMES_RANGE = (2, 24)
 
 
@@ -114,6 +115,7 @@ class DatasetSource:
 
     weight: this dataset's share of the samples (normalised over the entries; an entry without one counts 1.0),
         independent of how many scenes it holds. When no entry sets a weight, every scene is equally likely.
+    format: how `path` is laid out: our scene folders, or a public dataset read in its published layout.
     expand_ratio: nearby frames, for video-like datasets (the reference's `get_nearby`): a sample of S frames is
         an anchor frame plus S - 1 frames drawn from the int(S * expand_ratio) frames either side of it. None:
         frames drawn from the whole scene.
@@ -122,15 +124,20 @@ class DatasetSource:
     path: str
     weight: float | None = None
     expand_ratio: float | None = None
+    format: str = "folders"  # folders (docs/dataset_format.md) | vkitti2 (vggt.data.vkitti2, its own layout)
 
     @classmethod
     def parse(cls, entry: str | Path | Mapping[str, Any]) -> DatasetSource:
         if isinstance(entry, (str, Path)):
             return cls(str(entry))
-        unknown = sorted(set(entry) - {"path", "weight", "expand_ratio"})
+        unknown = sorted(set(entry) - {"path", "weight", "expand_ratio", "format"})
         if "path" not in entry or unknown:
-            raise ValueError(f"data.roots entry {dict(entry)} must be a path or {{path, weight, expand_ratio}}")
-        source = cls(str(entry["path"]), entry.get("weight"), entry.get("expand_ratio"))
+            raise ValueError(f"data.roots entry {dict(entry)} must be a path or {{path, weight, expand_ratio, format}}")
+        source = cls(str(entry["path"]), entry.get("weight"), entry.get("expand_ratio"), entry.get("format", "folders"))
+        if source.format not in DATASET_FORMATS:
+            raise ValueError(
+                f"data.roots entry {source.path}: format must be one of {DATASET_FORMATS}, got {source.format!r}"
+            )
         if source.weight is not None and not source.weight > 0:
             raise ValueError(f"data.roots entry {source.path}: weight must be positive, got {source.weight}")
         if source.expand_ratio is not None and not source.expand_ratio > 0:
@@ -151,6 +158,17 @@ def nearby_frame_ids(num_available: int, num_frames: int, expand_ratio: float, r
         return np.full(num_frames, anchor)
     others = rng.choice(window, size=num_frames - 1, replace=window.size < num_frames - 1)
     return np.concatenate([[anchor], others])
+
+
+def _read_scenes(source: DatasetSource, use_depth: bool) -> list[Scene]:
+    """The scenes of one `data.roots` entry (headers only: pixels are read per sample)."""
+    root = Path(source.path)
+    if source.format == "vkitti2":
+        from vggt.data.vkitti2 import list_sequences
+
+        return list_sequences(root)
+    folders = [root] if (root / CAMERAS_FILE).is_file() else list_scenes(root)
+    return [load_scene(folder, load_data=False, use_depth=use_depth) for folder in folders]
 
 
 class SceneFolderDataset(MultiViewDataset):
@@ -175,14 +193,12 @@ class SceneFolderDataset(MultiViewDataset):
         if not roots:
             raise ValueError("SceneFolderDataset needs at least one dataset root or scene folder")
         self.sources = [DatasetSource.parse(root) for root in roots]
-        folders: list[Path] = []
+        self.scenes: list[Scene] = []
         self.scene_source: list[int] = []  # index into self.sources of every scene
         for index, source in enumerate(self.sources):
-            root = Path(source.path)
-            found = [root] if (root / CAMERAS_FILE).is_file() else list_scenes(root)
-            folders.extend(found)
+            found = _read_scenes(source, use_depth)
+            self.scenes.extend(found)
             self.scene_source.extend([index] * len(found))
-        self.scenes: list[Scene] = [load_scene(f, load_data=False, use_depth=use_depth) for f in folders]
 
     def scene_probabilities(self) -> np.ndarray | None:
         """[num_scenes] probability of drawing each scene under the sources' weights; None when none is set."""
