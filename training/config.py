@@ -72,7 +72,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "profile": None,  # {start: N, steps: K}: a torch.profiler trace of steps N+1..N+K (training.observe)
     },
     # plain_weights: each checkpoint also holds config.json + model.safetensors (rank 0 gathers the model)
-    "checkpoint": {"every": 1000, "keep_last": 3, "plain_weights": True},
+    # async_save: shards are copied to host memory and written by a background thread while training goes on
+    "checkpoint": {"every": 1000, "keep_last": 3, "plain_weights": True, "async_save": False},
     "validation": {  # held-out scene folders evaluated every `every` steps (training.validation)
         "scenes": None,
         "every": 500,

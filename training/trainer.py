@@ -123,6 +123,7 @@ class Trainer:
         data_cfg = DataConfig.from_dict(config["data"])
         self.frames_per_gpu = data_cfg.frames_per_gpu
         self.loader = build_train_loader(data_cfg, rank=self.ctx.rank, world_size=self.ctx.world_size, seed=self.seed)
+        self._pending_checkpoint: ckpt.PendingCheckpoint | None = None
         self.step = 0
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
@@ -209,6 +210,8 @@ class Trainer:
             print(f"[train] resumed from {directory} at step {self.step}{note}, accum_steps={self.accum_steps}")
 
     def save_checkpoint(self) -> Path:
+        """Checkpoint the current step (the previous background save, if any, is finished first)."""
+        self.finish_checkpoint()
         extra = {
             "epoch": self.epoch,
             "batches_in_epoch": self.batches_in_epoch,
@@ -217,7 +220,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "config": json.loads(json.dumps(self.config)),
         }
-        return ckpt.save_checkpoint(
+        pending = ckpt.save_checkpoint(
             self.run_dir,
             self.step,
             self.model,
@@ -228,7 +231,16 @@ class Trainer:
             keep_last=self.keep_last,
             is_main=self.ctx.is_main,
             plain_weights=bool(self.config["checkpoint"]["plain_weights"]),
+            async_save=bool(self.config["checkpoint"]["async_save"]),
         )
+        self._pending_checkpoint = pending if self.config["checkpoint"]["async_save"] else None
+        return pending.final
+
+    def finish_checkpoint(self) -> None:
+        """Wait until a checkpoint written in the background is complete and in place."""
+        if self._pending_checkpoint is not None:
+            self._pending_checkpoint.finish()
+            self._pending_checkpoint = None
 
     # ------------------------------------------------------------------------------------- data
 
@@ -323,6 +335,7 @@ class Trainer:
         stop = StopRequest()
         with stop.catching_signals():
             last = self._loop(batches, progress, stop)
+        self.finish_checkpoint()
         progress.close()
         if stop.signal is not None:
             raise stop.interruption(self.run_dir, self.step)
