@@ -12,6 +12,7 @@ import torch
 from conftest import SMALL_TRAINING_RUN, TINY_TRAINING_CONFIG
 
 from training import checkpoint as ckpt
+from training.observe import TIMING_METRICS
 from training.train import load_config
 from training.trainer import Trainer
 
@@ -33,9 +34,9 @@ def tiny_config(run_dir: Path, *overrides: str) -> dict:
 
 
 def records(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the wall-clock timings."""
+    """metrics.jsonl without the timings and memory figures (which depend on the machine's load)."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if not k.endswith("_time")} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_METRICS} for line in lines]
 
 
 def interrupted_run(run_dir: Path, *overrides: str) -> Trainer:
@@ -45,6 +46,7 @@ def interrupted_run(run_dir: Path, *overrides: str) -> Trainer:
     for _ in range(INTERRUPTED_AT):
         first._log(first.train_step(batches))
     first.save_checkpoint()
+    first.finish_checkpoint()  # (a background save is complete once this returns)
     del first, batches
     resumed = Trainer(tiny_config(run_dir, *overrides), resume=True)
     assert resumed.step == INTERRUPTED_AT  # the checkpoint itself, not a fallback to an older one
@@ -67,6 +69,8 @@ RECIPES = {
     "frozen_aggregator": ["optim.freeze=[aggregator.*]"],
     "lora": ["lora.enabled=true", "lora.rank=2"],
     "accumulation": ["optim.accum_steps=2"],
+    # Shards written by a background thread while the next steps change the weights.
+    "async_save": ["checkpoint.async_save=true", "checkpoint.every=1"],
 }
 
 
@@ -114,3 +118,19 @@ def test_old_layout_and_unreachable_batch_are_refused_in_one_line(tmp_path):
     shutil.rmtree(directory / ckpt.SHARDS_DIRNAME)
     with pytest.raises(ValueError, match="before sharded checkpoints"):
         Trainer(tiny_config(tmp_path, "optim.max_steps=2"), resume=directory)
+
+
+def test_background_save_holds_the_weights_of_its_step_while_training_goes_on(tmp_path):
+    overrides = ["checkpoint.async_save=true"]
+    trainer = Trainer(tiny_config(tmp_path, *overrides))
+    batches = trainer._batches()
+    trainer.train_step(batches)
+    saved = {name: value.clone() for name, value in trainer.module.state_dict().items()}
+    trainer.save_checkpoint()
+    assert not ckpt.list_checkpoints(tmp_path)  # not in place until finished
+    trainer.train_step(batches)  # changes every weight while the shards are written
+    trainer.finish_checkpoint()
+    resumed = Trainer(tiny_config(tmp_path, *overrides), resume=True)
+    assert resumed.step == 1
+    for name, value in saved.items():
+        assert torch.equal(value, resumed.module.state_dict()[name]), name

@@ -13,8 +13,17 @@ from training.data import (
     SyntheticSceneDataset,
     build_train_loader,
     collate_samples,
+    nearby_frame_ids,
 )
-from vggt.data.augment import AugmentConfig, augment_frames, crop_and_resize, target_shape, to_grayscale
+from vggt.data.augment import (
+    AugmentConfig,
+    augment_colors,
+    augment_frames,
+    color_generators,
+    crop_and_resize,
+    target_shape,
+    to_grayscale,
+)
 from vggt.data.scene import Frame, load_scene, write_scene
 from vggt.data.synthetic import generate_scene, write_synthetic_dataset
 from vggt.utils.geometry import project_points, unproject_depth_map_to_point_map
@@ -244,3 +253,44 @@ def test_loader_batches_resume_and_config(dataset_root):
         DataConfig.from_dict({"frames_per_batch": 4})
     with pytest.raises(ValueError, match="data.roots"):
         DataConfig.from_dict({"source": "folders"})
+
+
+def test_dataset_weights_set_sampling_shares_whatever_the_sizes(dataset_root, tmp_path):
+    write_synthetic_dataset(tmp_path / "small", num_scenes=1, num_frames=2, height=56, width=84, seed=3)
+    roots = [{"path": str(dataset_root), "weight": 1.0}, {"path": str(tmp_path / "small"), "weight": 3.0}]
+    config = {"source": "folders", "roots": roots, "frames_per_gpu": 2, "num_frames": [2, 2], "batches_per_epoch": 500}
+    loader = build_train_loader({**config, "image": {"max_size": 42}}, seed=0)
+    scenes = [key.scene_index for batch in loader.sampler.batch_keys(0) for key in batch]
+    small_share = np.mean(np.array(scenes) == 3)  # the 3 scenes of dataset_root come first
+    assert abs(small_share - 0.75) < 0.05, small_share
+    unweighted = build_train_loader({**config, "roots": [str(dataset_root), str(tmp_path / "small")]}, seed=0)
+    scenes = [key.scene_index for batch in unweighted.sampler.batch_keys(0) for key in batch]
+    assert abs(np.mean(np.array(scenes) == 3) - 0.25) < 0.05  # by default every scene is equally likely
+    with pytest.raises(ValueError, match="weight must be positive"):
+        DataConfig.from_dict({**config, "roots": [{"path": str(dataset_root), "weight": 0}]})
+    with pytest.raises(ValueError, match="must be a path or"):
+        DataConfig.from_dict({**config, "roots": [{"root": str(dataset_root)}]})
+
+
+def test_nearby_frames_stay_within_the_expand_ratio(dataset_root):
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ids = nearby_frame_ids(100, 4, 2.0, rng)
+        assert len(set(ids.tolist())) == 4 and np.abs(ids - ids[0]).max() <= 8
+    spread = [np.ptp(rng.choice(100, 4, replace=False)) for _ in range(200)]
+    assert np.mean(spread) > 30  # uniform draws are far apart: the window is what keeps frames near
+    dataset = SceneFolderDataset([{"path": str(dataset_root), "expand_ratio": 0.5}], SMALL)
+    for seed in range(20):
+        ids = dataset[(0, 3, 1.0, seed)]["frame_ids"].numpy()
+        assert np.abs(ids - ids[0]).max() <= 1  # int(3 * 0.5) = 1 frame either side of the anchor
+
+
+def test_shared_color_jitter_gives_every_frame_of_a_sample_the_same_change():
+    image = np.random.default_rng(0).integers(0, 256, (28, 42, 3), dtype=np.uint8)
+    shared = AugmentConfig(max_size=42, patch_size=PATCH, color_jitter_prob=1.0, shared_color_jitter_prob=1.0)
+    outputs = [augment_colors(image, g, shared) for g in color_generators(np.random.default_rng(1), 3, shared)]
+    assert all(np.array_equal(outputs[0], other) for other in outputs[1:])
+    assert not np.array_equal(outputs[0], image)
+    per_frame = AugmentConfig(max_size=42, patch_size=PATCH, color_jitter_prob=1.0)
+    outputs = [augment_colors(image, g, per_frame) for g in color_generators(np.random.default_rng(1), 3, per_frame)]
+    assert not np.array_equal(outputs[0], outputs[1])

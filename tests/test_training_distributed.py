@@ -152,3 +152,23 @@ def test_two_process_checkpoint_resumes_on_one_process_with_the_same_global_batc
     assert_bitwise_equal(final_weights(straight_ddp_run), resumed.module.state_dict())
     resumed.train()
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [5]
+
+
+def test_validation_with_several_processes_is_refused_in_one_line(tmp_path):
+    from training.validation import validation_setup
+
+    config = load_config(TINY_TRAINING_CONFIG, [f"validation.scenes=[{tmp_path}]", "distributed.strategy=fsdp"])
+    with pytest.raises(ValueError, match="validation.scenes with 2 processes is not supported"):
+        validation_setup(config, world_size=2)
+
+
+@pytest.mark.slow
+def test_fsdp_shards_of_two_processes_load_into_one(tmp_path):
+    from training.checkpoint import latest_checkpoint
+
+    run_dir = tmp_path / "fsdp"
+    torchrun(run_dir, "optim.max_steps=2", "distributed.strategy=fsdp", "checkpoint.plain_weights=false")
+    config = load_config(TINY_TRAINING_CONFIG, [*RESUME_RUN, f"run_dir={tmp_path / 'one'}", "optim.max_steps=3"])
+    resumed = Trainer(config, resume=latest_checkpoint(run_dir))
+    assert resumed.step == 2 and resumed.accum_steps == 2
+    assert_bitwise_equal(final_weights(run_dir), resumed.module.state_dict())

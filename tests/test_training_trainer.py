@@ -16,7 +16,6 @@ import torch
 from conftest import SMALL_TRAINING_RUN, TINY_TRAINING_CONFIG
 
 from training import checkpoint as ckpt
-from training.optim import warmup_cosine_schedule
 from training.train import load_config, parse_override
 from training.trainer import Trainer
 
@@ -155,14 +154,6 @@ def test_track_head_and_camera_only_batches(tmp_path):
     Trainer(tiny_config(tmp_path / "cameras", "optim.max_steps=1", "data.use_depth=false")).train()
     record = read_metrics(tmp_path / "cameras")[-1]
     assert "camera" in record and not any(key.startswith(("depth", "point")) for key in record)
-
-
-def test_warmup_then_cosine_schedule():
-    schedule = warmup_cosine_schedule(warmup_steps=4, total_steps=12, min_ratio=0.1)
-    assert [schedule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert schedule(4) == pytest.approx(1.0)
-    assert schedule(8) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert schedule(12) == pytest.approx(0.1)
 
 
 def test_config_overrides_and_errors(tmp_path):

@@ -13,8 +13,9 @@ One checkpoint is one directory `<run_dir>/checkpoints/step_<N>/` holding
   (LoRA adapters folded in) that `VGGT.from_pretrained(dir)` loads. Rank 0 gathers the model for them; large
   runs turn this off and use `export_checkpoint` (`vggt train --export`) when they need plain weights.
 
-Rank 0 stages the directory under a temporary name (`vggt.utils.files.atomic_directory`), every rank writes
-its shards into it, and rank 0 renames it into place, so a run killed while saving leaves either the previous
+Rank 0 stages the directory under a temporary name (`vggt.utils.files.staging_path`), every rank writes its
+shards into it (with `checkpoint.async_save`, from a background thread while training goes on), and rank 0
+renames it into place once all are written, so a run killed while saving leaves either the previous
 checkpoint or the new one, never half of one. Every rank must see the same file system (one disk, or a shared
 one across nodes). Nothing is unpickled: `torch.load(weights_only=True)` and DCP's tensor files only.
 """
@@ -29,6 +30,8 @@ import re
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ from training.distributed import barrier, broadcast_object
 from training.optim import fill_missing_adamw_state
 from vggt.errors import InputError
 from vggt.models.checkpoint import config_to_json, save_model_dir
-from vggt.utils.files import atomic_directory
+from vggt.utils.files import remove_stale_staging, replace_with, staging_path
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +158,41 @@ def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[s
     return {"model": model_state, "optim": optimizer_state}
 
 
-def _staging_directory(final: Path, stack: contextlib.ExitStack, is_main: bool) -> Path:
-    """Rank 0 opens the atomic staging folder for `final` (renamed into place when `stack` closes); every rank
-    learns its path."""
-    staging = stack.enter_context(atomic_directory(final, overwrite=True)) if is_main else None
+def _staging_directory(final: Path, is_main: bool) -> Path:
+    """Rank 0 makes a fresh hidden staging folder beside `final` (clearing any a dead run left); every rank learns
+    its path."""
+    staging = None
+    if is_main:
+        remove_stale_staging(final)
+        staging = staging_path(final)
+        staging.mkdir(parents=True)
     return Path(broadcast_object(str(staging) if is_main else None))
+
+
+@dataclass
+class PendingCheckpoint:
+    """A checkpoint being written: `finish()` waits for this rank's shards (written in the background with
+    `checkpoint.async_save`), then rank 0 renames the staging folder into place. Every rank must call it."""
+
+    final: Path
+    staging: Path
+    run_dir: Path
+    keep_last: int | None
+    is_main: bool
+    writing: Future | None = None
+
+    def finish(self) -> Path:
+        if self.writing is not None:
+            self.writing.result()
+            self.writing = None
+        barrier()  # every shard is on disk before rank 0 renames the folder into place
+        if self.is_main and self.staging.exists():
+            replace_with(self.staging, self.final)
+            if self.keep_last is not None and self.keep_last > 0:
+                for _, old in list_checkpoints(self.run_dir)[: -self.keep_last]:
+                    shutil.rmtree(old, ignore_errors=True)
+        barrier()
+        return self.final
 
 
 def save_checkpoint(
@@ -173,7 +206,8 @@ def save_checkpoint(
     keep_last: int | None = None,
     is_main: bool = True,
     plain_weights: bool = True,
-) -> Path:
+    async_save: bool = False,
+) -> PendingCheckpoint:
     """Write a complete checkpoint for `step` atomically; every rank must call this (collectives inside).
 
     Args:
@@ -182,6 +216,8 @@ def save_checkpoint(
         extra_state: small values to restore (step counters, sampler position, config), no tensors needed.
         keep_last: delete older checkpoints beyond this many (None keeps all).
         plain_weights: also write `config.json` + `model.safetensors` (rank 0 gathers the whole model).
+        async_save: copy the shards to host memory and write them in a background thread (DCP's async_save);
+            the returned checkpoint is complete once `finish()` returns. Otherwise it is finished on return.
     """
     import torch.distributed.checkpoint as dcp
 
@@ -189,11 +225,14 @@ def save_checkpoint(
     state = _sharded_state(model, optimizer)
     rng_states = _gather_rng_states()
     plain = full_model_state_dict(model) if plain_weights else None
-    with contextlib.ExitStack() as stack:
-        staging = _staging_directory(final, stack, is_main)
+    staging = _staging_directory(final, is_main)
+    pending = PendingCheckpoint(final, staging, Path(run_dir), keep_last, is_main)
+    try:
+        write = dcp.async_save if async_save else dcp.save
         with _single_process_quiet():
-            dcp.save(state, checkpoint_id=staging / SHARDS_DIRNAME, no_dist=not dist.is_initialized())
-        barrier()  # every shard is on disk before rank 0 renames the folder into place
+            written = write(state, checkpoint_id=staging / SHARDS_DIRNAME, no_dist=not dist.is_initialized())
+        if async_save:  # a Future, or a response whose upload_completion is one
+            pending.writing = getattr(written, "upload_completion", written)
         if is_main:
             config = unwrapped_model.config
             if plain is not None:
@@ -202,11 +241,13 @@ def save_checkpoint(
             torch.save(rng_states, staging / RNG_STATE_NAME)
             training_state = {"step": step, "scheduler": scheduler.state_dict(), **extra_state}
             torch.save(training_state, staging / TRAINING_STATE_NAME)
-    if is_main and keep_last is not None and keep_last > 0:
-        for _, old in list_checkpoints(run_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    barrier()
-    return final
+    except BaseException:
+        if is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not async_save:
+        pending.finish()
+    return pending
 
 
 def load_checkpoint(

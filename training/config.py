@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.reference_config import is_reference_config, translate_reference_config
 from vggt.errors import InputError
 
 # Attention input/output projections and the two MLP layers of every transformer block (a regular
@@ -46,6 +47,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "grad_clip": 1.0,
         "accum_steps": 1,
         "freeze": [],  # parameter-name patterns (fnmatch, or "re:<regex>"), e.g. ["aggregator.*"]
+        "param_groups": [],  # [{params: [patterns], lr, weight_decay}]: their own lr / weight decay (training.optim)
+        "clip_groups": [],  # [{name, params: [patterns], max_norm}]: clipped on their own norm; the rest at grad_clip
     },
     "lora": {
         "enabled": False,
@@ -53,6 +56,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "alpha": 32.0,
         "dropout": 0.0,
         "target_modules": DEFAULT_LORA_TARGET_MODULES,  # a regex on module names, or a list of name suffixes
+        "train_fully": [],  # parameter-name patterns trained in full next to the adapters, e.g. ["camera_head.*"]
     },
     "distributed": {
         "strategy": "ddp",  # ddp | fsdp
@@ -60,9 +64,16 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "find_unused_parameters": True,  # DDP; needed when some steps leave a head without a loss
         "expected_world_size": None,  # the recipe's process count; a different one only triggers a warning
     },
-    "logging": {"log_every": 10, "tensorboard": True, "progress": True, "curves": True},  # curves: curves.png
+    "logging": {
+        "log_every": 10,
+        "tensorboard": True,
+        "progress": True,
+        "curves": True,  # curves.png
+        "profile": None,  # {start: N, steps: K}: a torch.profiler trace of steps N+1..N+K (training.observe)
+    },
     # plain_weights: each checkpoint also holds config.json + model.safetensors (rank 0 gathers the model)
-    "checkpoint": {"every": 1000, "keep_last": 3, "plain_weights": True},
+    # async_save: shards are copied to host memory and written by a background thread while training goes on
+    "checkpoint": {"every": 1000, "keep_last": 3, "plain_weights": True, "async_save": False},
     "validation": {  # held-out scene folders evaluated every `every` steps (training.validation)
         "scenes": None,
         "every": 500,
@@ -209,6 +220,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         path = Path(path)
         loaded, lines = _read_config_file(path)
+        if is_reference_config(loaded):  # the reference's Hydra-style YAML: translated, or refused in one line
+            loaded = translate_reference_config(loaded, path.parent, lines, lambda other: yaml_load(other.read_text()))
         _merge(config, loaded, locate=lambda key: f"{path}, line {lines.get(key, '?')}")
     for text in overrides:
         _merge(config, parse_override(text), locate=lambda key, text=text: f"override {text!r}")

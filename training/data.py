@@ -24,7 +24,8 @@ World points are not in the batch: unproject `depths` with vggt.utils.geometry w
 Config (the `data:` section of a training YAML; `build_train_loader`):
 
     source: synthetic | folders   # scenes rendered on the fly, or scene folders on disk
-    roots: [PATH, ...]            # folders: dataset roots (folders of scenes) or single scene folders
+    roots: [PATH, ...]            # folders: dataset roots (folders of scenes) or single scene folders; an entry
+                                  # may also be {path: PATH, weight: 0.3, expand_ratio: 2.0} (DatasetSource)
     num_scenes: 64                # synthetic: number of distinct scene layouts
     frames_per_gpu: 48
     num_frames: [2, 24]           # inclusive range of frames per sample
@@ -48,11 +49,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vggt.data.augment import AugmentConfig, augment_colors, augment_frames, target_shape
+from vggt.data.augment import AugmentConfig, augment_colors, augment_frames, color_generators, target_shape
 from vggt.data.scene import CAMERAS_FILE, Frame, Scene, list_scenes, load_scene
 from vggt.data.synthetic import generate_scene, layout_rng, sample_layout
 
 PAPER_FRAMES_PER_GPU = 48
+DATASET_FORMATS = ("folders", "vkitti2")
 PAPER_NUM_FRAMES_RANGE = (2, 24)
 
 
@@ -107,6 +109,68 @@ class MultiViewDataset(Dataset):
         return sample
 
 
+@dataclass(frozen=True)
+class DatasetSource:
+    """One entry of `data.roots`: a dataset root or scene folder, with how samples are drawn from it.
+
+    weight: this dataset's share of the samples (normalised over the entries; an entry without one counts 1.0),
+        independent of how many scenes it holds. When no entry sets a weight, every scene is equally likely.
+    format: how `path` is laid out: our scene folders, or a public dataset read in its published layout.
+    expand_ratio: nearby frames, for video-like datasets (the reference's `get_nearby`): a sample of S frames is
+        an anchor frame plus S - 1 frames drawn from the int(S * expand_ratio) frames either side of it. None:
+        frames drawn from the whole scene.
+    """
+
+    path: str
+    weight: float | None = None
+    expand_ratio: float | None = None
+    format: str = "folders"  # folders (docs/dataset_format.md) | vkitti2 (vggt.data.vkitti2, its own layout)
+
+    @classmethod
+    def parse(cls, entry: str | Path | Mapping[str, Any]) -> DatasetSource:
+        if isinstance(entry, (str, Path)):
+            return cls(str(entry))
+        unknown = sorted(set(entry) - {"path", "weight", "expand_ratio", "format"})
+        if "path" not in entry or unknown:
+            raise ValueError(f"data.roots entry {dict(entry)} must be a path or {{path, weight, expand_ratio, format}}")
+        source = cls(str(entry["path"]), entry.get("weight"), entry.get("expand_ratio"), entry.get("format", "folders"))
+        if source.format not in DATASET_FORMATS:
+            raise ValueError(
+                f"data.roots entry {source.path}: format must be one of {DATASET_FORMATS}, got {source.format!r}"
+            )
+        if source.weight is not None and not source.weight > 0:
+            raise ValueError(f"data.roots entry {source.path}: weight must be positive, got {source.weight}")
+        if source.expand_ratio is not None and not source.expand_ratio > 0:
+            raise ValueError(
+                f"data.roots entry {source.path}: expand_ratio must be positive, got {source.expand_ratio}"
+            )
+        return source
+
+
+def nearby_frame_ids(num_available: int, num_frames: int, expand_ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """An anchor frame and `num_frames - 1` others from within int(num_frames * expand_ratio) frames of it
+    (with repeats only when that window holds too few): [num_frames] frame indices, anchor first."""
+    anchor = int(rng.integers(num_available))
+    reach = max(1, int(num_frames * expand_ratio))
+    window = np.arange(max(0, anchor - reach), min(num_available, anchor + reach + 1))
+    window = window[window != anchor]
+    if window.size == 0:
+        return np.full(num_frames, anchor)
+    others = rng.choice(window, size=num_frames - 1, replace=window.size < num_frames - 1)
+    return np.concatenate([[anchor], others])
+
+
+def _read_scenes(source: DatasetSource, use_depth: bool) -> list[Scene]:
+    """The scenes of one `data.roots` entry (headers only: pixels are read per sample)."""
+    root = Path(source.path)
+    if source.format == "vkitti2":
+        from vggt.data.vkitti2 import list_sequences
+
+        return list_sequences(root)
+    folders = [root] if (root / CAMERAS_FILE).is_file() else list_scenes(root)
+    return [load_scene(folder, load_data=False, use_depth=use_depth) for folder in folders]
+
+
 class SceneFolderDataset(MultiViewDataset):
     """Scenes in the folder format of docs/dataset_format.md, validated when the dataset is built.
 
@@ -125,20 +189,39 @@ class SceneFolderDataset(MultiViewDataset):
         use_depth: bool = True,
     ):
         super().__init__(image_config, augment, use_depth)
-        roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+        roots = [roots] if isinstance(roots, (str, Path, Mapping)) else list(roots)
         if not roots:
             raise ValueError("SceneFolderDataset needs at least one dataset root or scene folder")
-        folders: list[Path] = []
-        for root in map(Path, roots):
-            folders.extend([root] if (root / CAMERAS_FILE).is_file() else list_scenes(root))
-        self.scenes: list[Scene] = [load_scene(f, load_data=False, use_depth=use_depth) for f in folders]
+        self.sources = [DatasetSource.parse(root) for root in roots]
+        self.scenes: list[Scene] = []
+        self.scene_source: list[int] = []  # index into self.sources of every scene
+        for index, source in enumerate(self.sources):
+            found = _read_scenes(source, use_depth)
+            self.scenes.extend(found)
+            self.scene_source.extend([index] * len(found))
+
+    def scene_probabilities(self) -> np.ndarray | None:
+        """[num_scenes] probability of drawing each scene under the sources' weights; None when none is set."""
+        if all(source.weight is None for source in self.sources):
+            return None
+        weights = np.array([1.0 if s.weight is None else float(s.weight) for s in self.sources])
+        counts = np.bincount(self.scene_source, minlength=len(self.sources))
+        if (counts == 0).any():
+            empty = [self.sources[i].path for i in np.flatnonzero(counts == 0)]
+            raise ValueError(f"data.roots {empty} hold no scene but have a sampling weight")
+        per_scene = weights[self.scene_source] / counts[self.scene_source]
+        return per_scene / per_scene.sum()
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def load_frames(self, scene_index, num_frames, out_hw, rng):
         scene = self.scenes[scene_index]
-        frame_ids = rng.choice(scene.num_frames, size=num_frames, replace=scene.num_frames < num_frames)
+        expand_ratio = self.sources[self.scene_source[scene_index]].expand_ratio
+        if expand_ratio is None:
+            frame_ids = rng.choice(scene.num_frames, size=num_frames, replace=scene.num_frames < num_frames)
+        else:
+            frame_ids = nearby_frame_ids(scene.num_frames, num_frames, expand_ratio, rng)
         frames = [scene.read_frame(int(i), with_depth=self.use_depth) for i in frame_ids]
         frames = augment_frames(frames, out_hw, rng if self.augment else None, self.image_config)
         return scene.name, frame_ids, frames
@@ -172,8 +255,8 @@ class SyntheticSceneDataset(MultiViewDataset):
         scene = generate_scene(num_frames, *out_hw, seed=int(rng.integers(2**31)), layout=layout)
         frames = [scene.read_frame(i, with_depth=self.use_depth) for i in range(num_frames)]
         if self.augment:
-            for frame in frames:
-                frame.image = augment_colors(frame.image, rng, self.image_config)
+            for frame, color_rng in zip(frames, color_generators(rng, num_frames, self.image_config)):
+                frame.image = augment_colors(frame.image, color_rng, self.image_config)
         return f"synthetic_{scene_index:04d}", np.arange(num_frames), frames
 
 
@@ -201,6 +284,7 @@ class FrameBudgetBatchSampler(Sampler[list[SampleKey]]):
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        scene_probabilities: np.ndarray | None = None,
     ):
         low, high = num_frames_range
         if not 1 <= low <= high:
@@ -216,6 +300,7 @@ class FrameBudgetBatchSampler(Sampler[list[SampleKey]]):
         self.num_frames_range = (int(low), int(high))
         self.aspect_range = tuple(aspect_range)
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.scene_probabilities = scene_probabilities
         if batches_per_epoch is None:
             typical_batch = frames_per_gpu // ((low + high) // 2)
             batches_per_epoch = math.ceil(num_scenes / (typical_batch * world_size))
@@ -241,9 +326,12 @@ class FrameBudgetBatchSampler(Sampler[list[SampleKey]]):
             aspect_ratio = float(rng.uniform(*self.aspect_range))
             per_rank = self.frames_per_gpu // num_frames
             global_size = per_rank * self.world_size
-            while len(scene_stream) < global_size:
-                scene_stream.extend(rng.permutation(self.num_scenes).tolist())
-            scenes, scene_stream = scene_stream[:global_size], scene_stream[global_size:]
+            if self.scene_probabilities is not None:  # weighted datasets: independent draws
+                scenes = rng.choice(self.num_scenes, size=global_size, p=self.scene_probabilities).tolist()
+            else:
+                while len(scene_stream) < global_size:
+                    scene_stream.extend(rng.permutation(self.num_scenes).tolist())
+                scenes, scene_stream = scene_stream[:global_size], scene_stream[global_size:]
             positions = range(self.rank * per_rank, (self.rank + 1) * per_rank)
             batches.append(
                 [
@@ -308,7 +396,9 @@ class DataConfig:
             raise ValueError(f"data.image: {error}") from None
         config = cls(**values, image=image_config)
         config.num_frames = tuple(config.num_frames)
-        config.roots = [config.roots] if isinstance(config.roots, str) else list(config.roots)
+        config.roots = [config.roots] if isinstance(config.roots, (str, Mapping)) else list(config.roots)
+        for root in config.roots:
+            DatasetSource.parse(root)  # errors now, before any scene is read
         if config.source not in ("synthetic", "folders"):
             raise ValueError(f"data.source must be 'synthetic' or 'folders', got {config.source!r}")
         if config.source == "folders" and not config.roots:
@@ -360,5 +450,6 @@ def build_train_loader(config: Mapping[str, Any] | DataConfig, rank: int = 0, wo
         rank=rank,
         world_size=world_size,
         seed=seed,
+        scene_probabilities=dataset.scene_probabilities() if isinstance(dataset, SceneFolderDataset) else None,
     )
     return TrainLoader(dataset, sampler, config.num_workers)

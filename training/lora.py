@@ -48,6 +48,24 @@ def apply_lora(
     return model
 
 
+def train_fully(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Make the parameters matching `patterns` (as `optim.freeze`) trainable next to the adapters, e.g. a head
+    trained in full while the trunk is adapted; returns their names."""
+    from training.optim import matches_any
+
+    if not patterns:
+        return []
+    chosen = [
+        name for name, _ in model.named_parameters() if not is_adapter_parameter(name) and matches_any(name, patterns)
+    ]
+    if not chosen:
+        raise ValueError(f"lora.train_fully patterns {patterns} match no parameter; names look like 'camera_head.*'")
+    for name, param in model.named_parameters():
+        if name in chosen:
+            param.requires_grad_(True)
+    return chosen
+
+
 def is_adapter_parameter(name: str) -> bool:
     return ADAPTER_KEY_MARKER in name
 

@@ -1,8 +1,14 @@
-"""The optimizer side of a run: which parameters train (freezing), AdamW, the learning-rate schedule and
-gradient clipping.
+"""The optimizer side of a run: which parameters train (freezing), AdamW with parameter groups, the
+learning-rate schedule and gradient clipping per module group.
 
     frozen = freeze_parameters(model, ["aggregator.*"])
     optimizer, scheduler = build_optimizer(model, config["optim"])
+    clipper = GradientClipper(model, config["optim"])
+
+The `optim` keys for groups (patterns as `optim.freeze`: fnmatch on parameter names, or "re:<regex>"):
+
+    param_groups: [{params: ["aggregator.*"], lr: 1.0e-5, weight_decay: 0.0}]   # first match wins
+    clip_groups: [{name: aggregator, params: ["aggregator.*"], max_norm: 1.0}, ...]
 """
 
 from __future__ import annotations
@@ -67,15 +73,54 @@ def freeze_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
     return frozen
 
 
+def _match_groups(
+    module: nn.Module, specs: list[Mapping[str, Any]], section: str
+) -> tuple[list[list[nn.Parameter]], list[nn.Parameter]]:
+    """Trainable parameters of `module` split by the `params` patterns of `specs` (the first matching spec
+    wins), and those no spec matches. A spec that matches nothing is an error naming `section`."""
+    matched: list[list[nn.Parameter]] = [[] for _ in specs]
+    rest: list[nn.Parameter] = []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        index = next((i for i, spec in enumerate(specs) if matches_any(name, list(spec["params"]))), None)
+        (rest if index is None else matched[index]).append(param)
+    for index, (spec, params) in enumerate(zip(specs, matched)):
+        if not params:
+            raise ValueError(
+                f"{section}[{index}].params {list(spec['params'])} match no trainable parameter; "
+                "names look like 'aggregator.frame_blocks.0.attn.qkv.weight'"
+            )
+    return matched, rest
+
+
+def _check_specs(specs: list[Mapping[str, Any]], section: str, allowed: set[str]) -> None:
+    for index, spec in enumerate(specs):
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("params"), (list, tuple)) or set(spec) - allowed:
+            raise ValueError(
+                f"{section}[{index}] must be a mapping with `params: [patterns]` and keys {sorted(allowed)}, got {spec}"
+            )
+
+
 def build_optimizer(
-    model: nn.Module, optim_cfg: Mapping[str, Any]
+    module: nn.Module, optim_cfg: Mapping[str, Any]
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over the trainable parameters of `model`, with linear warmup then cosine decay (the `optim` section)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
+    """AdamW over the trainable parameters of `module` (unwrapped: names without DDP's prefix), with linear warmup
+    then cosine decay (the `optim` section). `optim.param_groups` gives parameters matching its patterns their own
+    `lr` and `weight_decay`; the others use `optim.lr` and `optim.weight_decay`."""
+    specs = list(optim_cfg.get("param_groups") or [])
+    _check_specs(specs, "optim.param_groups", {"params", "lr", "weight_decay"})
+    matched, rest = _match_groups(module, specs, "optim.param_groups")
+    groups = [
+        {"params": params, **{key: float(spec[key]) for key in ("lr", "weight_decay") if key in spec}}
+        for spec, params in zip(specs, matched)
+    ]
+    if rest:
+        groups.append({"params": rest})
+    if not groups:
         raise ValueError("every parameter is frozen: loosen optim.freeze or enable lora")
     optimizer = torch.optim.AdamW(
-        trainable,
+        groups,
         lr=float(optim_cfg["lr"]),
         betas=tuple(float(b) for b in optim_cfg["betas"]),
         eps=float(optim_cfg["eps"]),
@@ -87,13 +132,34 @@ def build_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def clip_gradients(model: nn.Module, max_norm: float) -> float:
-    """Clip the global gradient norm of the trainable parameters to `max_norm`; returns the norm before clipping."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
-        grad_norm = grad_norm.full_tensor()
-    return float(grad_norm)
+class GradientClipper:
+    """Gradient-norm clipping as the reference does it: each `optim.clip_groups` entry ({name, params, max_norm})
+    clips the parameters matching its patterns on their own norm; the remaining trainable parameters are clipped
+    together at `optim.grad_clip`."""
+
+    def __init__(self, module: nn.Module, optim_cfg: Mapping[str, Any]) -> None:
+        specs = list(optim_cfg.get("clip_groups") or [])
+        _check_specs(specs, "optim.clip_groups", {"name", "params", "max_norm"})
+        matched, rest = _match_groups(module, specs, "optim.clip_groups")
+        self.groups = [
+            (str(spec.get("name") or f"group{index}"), params, float(spec.get("max_norm", optim_cfg["grad_clip"])))
+            for index, (spec, params) in enumerate(zip(specs, matched))
+        ]
+        if rest:
+            self.groups.append(("rest" if specs else "", rest, float(optim_cfg["grad_clip"])))
+
+    def clip(self) -> dict[str, float]:
+        """Clip every group; returns `grad_norm` (over all groups, before clipping) and `grad_norm/<name>` per
+        named group."""
+        norms = {}
+        for name, params, max_norm in self.groups:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if hasattr(norm, "full_tensor"):  # FSDP: a DTensor
+                norm = norm.full_tensor()
+            norms[name] = float(norm)
+        metrics = {f"grad_norm/{name}": value for name, value in norms.items() if name}
+        metrics["grad_norm"] = math.sqrt(sum(value**2 for value in norms.values()))
+        return metrics
 
 
 @torch.no_grad()

@@ -38,7 +38,8 @@ from training.distributed import (
 )
 from training.interrupt import StopRequest
 from training.losses import LossConfig, build_loss
-from training.optim import build_optimizer, clip_gradients, freeze_parameters
+from training.observe import StepProfiler, memory_peaks, step_costs
+from training.optim import GradientClipper, build_optimizer, freeze_parameters
 from training.run_log import RunLog
 from training.validation import validate, validation_setup
 from vggt.errors import InputError
@@ -110,21 +111,23 @@ class Trainer:
             raise ValueError(f"optim.accum_steps must be >= 1, got {self.accum_steps}")
 
         self._build_model()
-        self.optimizer, self.scheduler = build_optimizer(self.model, optim_cfg)
-        self.grad_clip = float(optim_cfg["grad_clip"])
+        self.optimizer, self.scheduler = build_optimizer(self.module, optim_cfg)
+        self.clipper = GradientClipper(self.module, optim_cfg)
         self.loss_fn = build_loss(LossConfig.from_dict(config["loss"]))
         self.autocast_dtype = resolve_dtype(self.ctx.device, config["precision"], training=True)
+        self.scaler = _gradient_scaler(self.ctx.device, self.autocast_dtype, dist_cfg["strategy"])
 
         from training.data import DataConfig, build_train_loader
 
         data_cfg = DataConfig.from_dict(config["data"])
         self.frames_per_gpu = data_cfg.frames_per_gpu
         self.loader = build_train_loader(data_cfg, rank=self.ctx.rank, world_size=self.ctx.world_size, seed=self.seed)
+        self._pending_checkpoint: ckpt.PendingCheckpoint | None = None
         self.step = 0
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
 
-        self.validation, self.validation_scenes = validation_setup(config)
+        self.validation, self.validation_scenes = validation_setup(config, self.ctx.world_size)
         log_cfg = config["logging"]
         self.log_every = int(log_cfg["log_every"])
         self.checkpoint_every = int(config["checkpoint"]["every"])
@@ -139,6 +142,7 @@ class Trainer:
             )
         self.run_log = RunLog(self.run_dir, log_cfg, config, self.step) if self.ctx.is_main else None
         self.show_progress = bool(log_cfg["progress"]) and self.ctx.is_main
+        self.profiler = StepProfiler(self.run_dir, log_cfg["profile"], self.ctx.rank)
 
     def _build_model(self) -> None:
         """The model (seeded alike on every rank: identical initial weights), LoRA, freezing, DDP/FSDP wrapping."""
@@ -161,6 +165,7 @@ class Trainer:
                 dropout=float(lora_cfg["dropout"]),
                 target_modules=lora_cfg["target_modules"],
             )
+            lora.train_fully(model, list(lora_cfg["train_fully"] or []))
         self.frozen = freeze_parameters(model, list(config["optim"]["freeze"] or []))
         model.to(self.ctx.device)
         model.train()
@@ -189,6 +194,8 @@ class Trainer:
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.batches_in_epoch = int(state["batches_in_epoch"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         saved_world = int(state["world_size"])
         if saved_world != self.ctx.world_size:
             saved_frames = int(state.get("frames_per_step", 0)) or None
@@ -202,14 +209,17 @@ class Trainer:
             print(f"[train] resumed from {directory} at step {self.step}{note}, accum_steps={self.accum_steps}")
 
     def save_checkpoint(self) -> Path:
+        """Checkpoint the current step (the previous background save, if any, is finished first)."""
+        self.finish_checkpoint()
         extra = {
             "epoch": self.epoch,
             "batches_in_epoch": self.batches_in_epoch,
             "world_size": self.ctx.world_size,
             "frames_per_step": self.frames_per_gpu * self.ctx.world_size * self.accum_steps,
+            "scaler": self.scaler.state_dict(),
             "config": json.loads(json.dumps(self.config)),
         }
-        return ckpt.save_checkpoint(
+        pending = ckpt.save_checkpoint(
             self.run_dir,
             self.step,
             self.model,
@@ -220,7 +230,16 @@ class Trainer:
             keep_last=self.keep_last,
             is_main=self.ctx.is_main,
             plain_weights=bool(self.config["checkpoint"]["plain_weights"]),
+            async_save=bool(self.config["checkpoint"]["async_save"]),
         )
+        self._pending_checkpoint = pending if self.config["checkpoint"]["async_save"] else None
+        return pending.final
+
+    def finish_checkpoint(self) -> None:
+        """Wait until a checkpoint written in the background is complete and in place."""
+        if self._pending_checkpoint is not None:
+            self._pending_checkpoint.finish()
+            self._pending_checkpoint = None
 
     # ------------------------------------------------------------------------------------- data
 
@@ -276,24 +295,31 @@ class Trainer:
         """One optimizer step over `accum_steps` micro-batches; returns this rank's metrics."""
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+        step_start, data_time, frames = time.perf_counter(), 0.0, 0
         for micro in range(self.accum_steps):
+            data_start = time.perf_counter()
             batch = next(batches)
+            data_time += time.perf_counter() - data_start
+            frames += batch["images"].shape[0] * batch["images"].shape[1]
             with self._sync_context(micro == self.accum_steps - 1):
                 loss, terms = self.compute_loss(batch, micro)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}")
-                (loss / self.accum_steps).backward()
+                self.scaler.scale(loss / self.accum_steps).backward()
             for name, value in {"loss": loss, **terms}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
                 counts[name] = counts.get(name, 0) + 1
-        grad_norm = clip_gradients(self.model, self.grad_clip)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
+        self.scaler.unscale_(self.optimizer)  # (without fp16 these scaler calls do nothing but optimizer.step)
+        grad_norms = self.clipper.clip()
+        lr = self.optimizer.param_groups[-1]["lr"]  # the last group follows optim.lr
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         metrics = {name: sums[name] / counts[name] for name in sums}
-        metrics["grad_norm"] = grad_norm
+        metrics.update(grad_norms)
+        metrics.update(step_costs(time.perf_counter() - step_start, data_time, frames, self.ctx.world_size))
         metrics["lr"] = lr
         return metrics
 
@@ -308,6 +334,7 @@ class Trainer:
         stop = StopRequest()
         with stop.catching_signals():
             last = self._loop(batches, progress, stop)
+        self.finish_checkpoint()
         progress.close()
         if stop.signal is not None:
             raise stop.interruption(self.run_dir, self.step)
@@ -322,13 +349,12 @@ class Trainer:
     def _loop(self, batches: Iterator[dict[str, Any]], progress: Any, stop: StopRequest) -> dict[str, Any]:
         """Steps until `optim.max_steps`, or until a stop is requested (then with a checkpoint of the last step)."""
         last: dict[str, Any] = {}
-        step_start = time.perf_counter()
         while self.step < self.max_steps:
+            self.profiler.before_step(self.step)
             metrics = self.train_step(batches)
-            metrics["step_time"] = time.perf_counter() - step_start
-            step_start = time.perf_counter()
+            self.profiler.after_step(self.step)
             validating = self.validation.due(self.step, self.max_steps)
-            if validating and self.ctx.is_main:
+            if validating:
                 dtype = self.autocast_dtype or torch.float32
                 metrics.update(validate(self.module, self.validation_scenes, self.validation, self.ctx.device, dtype))
             if self.step % self.log_every == 0 or self.step == self.max_steps or validating:
@@ -343,7 +369,7 @@ class Trainer:
         return last
 
     def _log(self, metrics: dict[str, float]) -> dict[str, Any]:
-        merged = all_gather_metrics(metrics)
+        merged = all_gather_metrics({**metrics, **memory_peaks(self.ctx.device)})
         record = {"step": self.step, **merged}
         if self.run_log is not None:
             self.run_log.write(record, final=self.step == self.max_steps)
@@ -356,3 +382,11 @@ class Trainer:
             save_model_dir(
                 self.run_dir / FINAL_MODEL_DIR, lora.plain_state_dict(self.module, state), self.module.config
             )
+
+
+def _gradient_scaler(device: torch.device, dtype: torch.dtype | None, strategy: str) -> torch.amp.GradScaler:
+    """A loss scaler for float16 autocast (whose small gradients would underflow); disabled otherwise."""
+    fp16 = dtype == torch.float16
+    if fp16 and strategy == "fsdp":
+        raise ValueError("precision=fp16 with distributed.strategy=fsdp is not supported; use precision=bf16 or ddp")
+    return torch.amp.GradScaler(device.type, enabled=fp16)

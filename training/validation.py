@@ -8,9 +8,9 @@ The `validation:` section of a training config:
       max_frames: 8               # evenly spaced frames per scene (null: all)
       depth_alignment: median     # as `vggt evaluate`
 
-Rank 0 evaluates the unwrapped model in eval mode and logs `val/camera_AUC@30` and `val/depth_abs_rel` (when
-the scenes and heads allow them) into that step's record of metrics.jsonl; the random number generators are
-left as they were, so evaluating does not change the training run.
+The run's only process evaluates the unwrapped model in eval mode and logs `val/camera_AUC@30` and
+`val/depth_abs_rel` (when the scenes and heads allow them) into that step's record of metrics.jsonl; the random
+number generators are left as they were, so evaluating does not change the training run.
 """
 
 from __future__ import annotations
@@ -104,11 +104,19 @@ def validate(model: nn.Module, scene_dirs: list[Path], config: ValidationConfig,
     }
 
 
-def validation_setup(config: Mapping[str, Any]) -> tuple[ValidationConfig, list[Path]]:
-    """The `validation` section of a training config and its scene folders (none when it is off)."""
+def validation_setup(config: Mapping[str, Any], world_size: int = 1) -> tuple[ValidationConfig, list[Path]]:
+    """The `validation` section of a training config and its scene folders (none when it is off).
+
+    Runs of several processes are refused: with a process group, the inference pipeline that evaluation runs
+    shares every scene's frames among all processes and returns the prediction on rank 0 only
+    (vggt.pipeline.inference), which neither a rank-0-only nor an every-rank evaluation fits.
+    """
     validation = ValidationConfig.from_dict(config.get("validation"))
     if not validation.enabled:
         return validation, []
-    if config["distributed"]["strategy"] == "fsdp":
-        raise ValueError("validation runs on rank 0 alone, which FSDP's sharded model cannot; use ddp or drop it")
+    if world_size > 1:
+        raise ValueError(
+            f"validation.scenes with {world_size} processes is not supported (evaluation shares frames among all "
+            "processes); drop validation.scenes and `vggt evaluate` exported checkpoints, or train in one process"
+        )
     return validation, find_scene_dirs(validation.scenes)

@@ -5,7 +5,8 @@ resized so that the longest side is `max_size` (518) with both sides multiples o
 Intrinsics follow the crop and resize exactly; depth and masks are resized with nearest neighbour, so
 each output depth value is the original depth of the source pixel that contains the output pixel centre.
 Colours are then jittered per frame (brightness, contrast, saturation, hue), sometimes turned grey, and
-sometimes blurred. Extrinsics never change.
+sometimes blurred; with `shared_color_jitter_prob` a sample's frames share one such change (the reference's
+`cojitter_ratio`), as frames of one video would. Extrinsics never change.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class AugmentConfig:
     grayscale_prob: float = 0.05
     blur_prob: float = 0.05
     blur_sigma_range: tuple[float, float] = (0.1, 2.0)  # pixels at max_size; scaled with the output size
+    shared_color_jitter_prob: float = 0.0  # chance that all frames of a sample share one colour change
 
     def __post_init__(self) -> None:
         self.aspect_range = tuple(self.aspect_range)
@@ -143,6 +145,15 @@ def augment_colors(image: np.ndarray, rng: np.random.Generator, config: AugmentC
     return image
 
 
+def color_generators(rng: np.random.Generator, num_frames: int, config: AugmentConfig) -> list[np.random.Generator]:
+    """The generator each frame's colour augmentation draws from: `rng` itself, or (with probability
+    `shared_color_jitter_prob`) one fresh generator per frame, all seeded alike so every frame gets the same change."""
+    if config.shared_color_jitter_prob > 0 and rng.random() < config.shared_color_jitter_prob:
+        seed = int(rng.integers(2**63))
+        return [np.random.default_rng(seed) for _ in range(num_frames)]
+    return [rng] * num_frames
+
+
 def augment_frames(
     frames: list[Frame],
     out_hw: tuple[int, int],
@@ -151,11 +162,12 @@ def augment_frames(
 ) -> list[Frame]:
     """Crop and resize every frame to `out_hw` and jitter its colours; `rng=None` gives centre crops only."""
     augmented = []
-    for frame in frames:
+    color_rngs = [None] * len(frames) if rng is None else color_generators(rng, len(frames), config)
+    for frame, color_rng in zip(frames, color_rngs):
         height, width = frame.image.shape[:2]
         box = crop_box(height, width, out_hw, rng, config.crop_scale_range)
         frame = crop_and_resize(frame, box, out_hw)
-        if rng is not None:
-            frame.image = augment_colors(frame.image, rng, config)
+        if color_rng is not None:
+            frame.image = augment_colors(frame.image, color_rng, config)
         augmented.append(frame)
     return augmented
