@@ -323,3 +323,25 @@ def test_refine_with_ba_on_tiny_model():
     observations = refined.point_observations()
     assert len(observations) == refined.points3d.shape[0]
     assert all(len(frames) == len(pixels) for frames, pixels in observations)
+
+
+@needs_theseus
+def test_cpu_solve_runs_on_one_thread_and_restores_torch_threads(monkeypatch):
+    seen = []
+    from vggt.ba import solver
+
+    original = solver._solve
+
+    def recording_solve(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(solver, "_solve", recording_solve)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scene = make_scene(num_frames=3, num_points=20)
+        bundle_adjust(*perturb(scene), scene.tracks, scene.mask, scene.image_size, max_iterations=3)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
