@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,9 @@ DENSE_JACOBIAN_MAX_BYTES = 64 * 2**20
 # 30,000 observations: 4.6x and 3.3x slower with 2 threads than with 1 on a busy 2-core machine, whose threads
 # spin-wait for each other; docs/performance.md).
 CPU_SOLVE_THREADS = 1
+# Theseus 0.2.3 converts a tensor with np.array() once per iteration, which numpy 2 answers with this warning (a
+# hundred lines per solve); it is harmless (torch's __array__ copies), so it is silenced around the solve only.
+THESEUS_NUMPY_WARNING = "__array__ implementation doesn't accept a copy keyword"
 
 
 @dataclass
@@ -283,7 +287,9 @@ def _solve(
     }
     if backward_mode == "truncated":
         optimizer_kwargs["backward_num_iterations"] = min(TRUNCATED_BACKWARD_ITERATIONS, max_iterations)
-    _, info = layer.forward(optimizer_kwargs=optimizer_kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=THESEUS_NUMPY_WARNING, category=DeprecationWarning)
+        _, info = layer.forward(optimizer_kwargs=optimizer_kwargs)
     return info
 
 
