@@ -3,11 +3,11 @@
 A point of the dense cloud comes from one pixel of one frame, so on its own it has a track of length one, which
 COLMAP's bundle adjuster refuses (every 3D point must be seen at least twice). `multiview_tracks` projects each
 point into the frames of the NEIGHBOUR_FRAMES cameras nearest to its own and adds an observation where it lands
-on the photo, in front of the camera, on a pixel whose predicted depth agrees with the point's depth there (within DEPTH_AGREEMENT, relative: the point is
-not hidden) and whose confidence is at least the lowest confidence of the cloud's own pixels. The observation is
-the centre of that pixel (as the source observation is), so the reprojection errors COLMAP reports are real:
-they measure how well the predicted depth and cameras agree across frames. Points seen fewer than
-MIN_TRACK_OBSERVATIONS times are left out of the COLMAP model (the PLY keeps them).
+on the photo, in front of the camera, on a pixel whose predicted depth agrees with the point's depth there (within
+DEPTH_AGREEMENT, relative: the point is not hidden) and whose confidence is at least the lowest confidence of the
+cloud's own pixels. The observation is the centre of that pixel (as the source observation is), so the
+reprojection errors COLMAP reports are real: they measure how well the predicted depth and cameras agree across
+frames. Points seen fewer than MIN_TRACK_OBSERVATIONS times are left out of the COLMAP model (the PLY keeps them).
 """
 
 from __future__ import annotations
