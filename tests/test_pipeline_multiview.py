@@ -19,6 +19,7 @@ from conftest import synthetic_reconstruction
 
 from vggt.errors import InputError
 from vggt.export.colmap import conform_intrinsics
+from vggt.pipeline import Reconstruction
 from vggt.pipeline.multiview import multiview_tracks, nearest_frames
 from vggt.utils.geometry import project_points
 
@@ -147,6 +148,8 @@ def test_shared_simple_pinhole_camera_everywhere(tmp_path):
     transforms = json.loads((out / "transforms.json").read_text())
     assert transforms["camera_model"] == "SIMPLE_PINHOLE" and "fl_x" in transforms
     assert all("fl_x" not in frame for frame in transforms["frames"])
+    # Read back, it is saved again as it was written.
+    assert Reconstruction.load(out).export == reconstruction.export
 
 
 def test_conform_intrinsics():

@@ -50,7 +50,7 @@ from vggt.pipeline.points import (
     empty_cloud,
     on_photo_mask,
 )
-from vggt.pipeline.saved import cloud_arrays, read_reconstruction
+from vggt.pipeline.saved import cloud_arrays, export_arrays, read_reconstruction
 from vggt.pipeline.verify import verify_reconstruction
 from vggt.utils.cameras import Cameras
 from vggt.utils.files import atomic_directory, check_output_folder
@@ -362,6 +362,7 @@ class Reconstruction:
                 self.seconds,
                 self.extrinsics,
             ),
+            **export_arrays(self.export),
         )
         return path
 
