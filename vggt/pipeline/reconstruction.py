@@ -51,7 +51,7 @@ from vggt.pipeline.points import (
     on_photo_mask,
 )
 from vggt.pipeline.saved import cloud_arrays, export_arrays, read_reconstruction
-from vggt.pipeline.verify import verify_reconstruction
+from vggt.pipeline.verify import verify_colmap_output, verify_reconstruction
 from vggt.utils.cameras import Cameras
 from vggt.utils.files import atomic_directory, check_output_folder
 from vggt.utils.images import is_upright_rgb_file, read_image_rgb
@@ -380,7 +380,9 @@ class Reconstruction:
         check_output_folder(directory, overwrite, sources)
         factors = DOWNSCALE_FACTORS if self.export.downscaled_images else ()
         steps = [
-            ("COLMAP model", lambda out: self.to_colmap(out)),
+            ("COLMAP model", lambda out: self.to_colmap(out, copy_images=False)),
+            ("COLMAP model", lambda out: verify_colmap_output(out, self, directory)),
+            ("images", lambda out: self.copy_images(out / IMAGES_DIR)),
             ("downscaled images", lambda out: write_downscaled_images(out / IMAGES_DIR, self.image_names, factors)),
             ("point cloud", lambda out: self.to_ply(out / PLY_FILE)),
             ("GLB scene", lambda out: self.to_glb(out / GLB_FILE)),
