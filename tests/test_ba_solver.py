@@ -323,3 +323,47 @@ def test_refine_with_ba_on_tiny_model():
     observations = refined.point_observations()
     assert len(observations) == refined.points3d.shape[0]
     assert all(len(frames) == len(pixels) for frames, pixels in observations)
+
+
+@needs_theseus
+def test_cpu_solve_runs_on_one_thread_without_numpy_warnings(monkeypatch):
+    seen = []
+    from vggt.ba import solver
+
+    original = solver._solve
+
+    def recording_solve(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(solver, "_solve", recording_solve)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scene = make_scene(num_frames=3, num_points=20)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's __array__ warning, raised inside Theseus, is silenced there
+            bundle_adjust(*perturb(scene), scene.tracks, scene.mask, scene.image_size, max_iterations=3)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("backend", ["theseus", "ceres"])
+def test_partial_registration_keeps_the_cameras_of_frames_without_tracks(backend):
+    if backend == "theseus" and not _has_theseus():
+        pytest.skip("theseus not installed (scripts/install_theseus.sh)")
+    from vggt.ba.postprocess import MIN_FRAME_OBSERVATIONS, adjust_registered
+
+    scene = make_scene(num_frames=5, num_points=80, noise_px=0.5, seed=4)
+    extrinsics, intrinsics, points = (torch.from_numpy(a).float() for a in perturb(scene))
+    tracks, mask = torch.from_numpy(scene.tracks).float(), torch.from_numpy(scene.mask)
+    mask[4, MIN_FRAME_OBSERVATIONS - 1 :] = False  # frame 4: too few observations to be registered
+    result = adjust_registered(extrinsics, intrinsics, points, tracks, mask, scene.image_size, backend)
+    assert result.refined and result.registered.tolist() == [True] * 4 + [False] and result.num_registered == 4
+    assert torch.equal(result.extrinsics[4].float(), extrinsics[4])  # kept as predicted
+    assert not torch.allclose(result.extrinsics[1].float(), extrinsics[1])  # refined
+    # One frame with tracks is not enough: nothing is refined, and the value says so.
+    mask[1:] = False
+    alone = adjust_registered(extrinsics, intrinsics, points, tracks, mask, scene.image_size, backend)
+    assert not alone.refined and alone.num_registered == 0 and torch.equal(alone.extrinsics, extrinsics)

@@ -83,13 +83,15 @@ def golden_checkpoint(golden_dir) -> list[str]:
 
 
 def test_file_size_limit_fails_the_run_and_keeps_nothing(photos, tmp_path):
-    """pycolmap's writer reports nothing when a file hits the limit: the read-back check must catch it."""
-    args = ["reconstruct", str(photos), "--out", "out", "--preset", "tiny", "--conf-percentile", "0", "-q", *FAST]
-    result = run_vggt(args, tmp_path, limits={resource.RLIMIT_FSIZE: 200_000})
+    """pycolmap's writer reports nothing when a file hits the limit: the read-back check must catch it. The COLMAP
+    model is written (and checked) first; 150 bytes hold cameras.bin (2 PINHOLE cameras: 120 bytes), not images.bin
+    (2 images: at least 166 bytes)."""
+    args = ["reconstruct", str(photos), "--out", "out", "--preset", "tiny", "-q", *FAST]
+    result = run_vggt(args, tmp_path, limits={resource.RLIMIT_FSIZE: 150})
     assert result.returncode == 1
     line = error_line(result)
-    assert line.startswith("vggt reconstruct: error:") and "points3D.bin was not written completely" in line
-    assert "out/sparse/0/points3D.bin" in line  # named where it was meant to go, not by the staging folder
+    assert line.startswith("vggt reconstruct: error:") and "images.bin was not written completely" in line
+    assert "out/sparse/0/images.bin" in line  # named where it was meant to go, not by the staging folder
     assert leftovers(tmp_path, "out") == []
 
 

@@ -19,7 +19,8 @@ from conftest import synthetic_reconstruction
 
 from vggt.errors import InputError
 from vggt.export.colmap import conform_intrinsics
-from vggt.pipeline.multiview import multiview_tracks
+from vggt.pipeline import Reconstruction
+from vggt.pipeline.multiview import multiview_tracks, nearest_frames
 from vggt.utils.geometry import project_points
 
 pycolmap = pytest.importorskip("pycolmap")
@@ -147,6 +148,8 @@ def test_shared_simple_pinhole_camera_everywhere(tmp_path):
     transforms = json.loads((out / "transforms.json").read_text())
     assert transforms["camera_model"] == "SIMPLE_PINHOLE" and "fl_x" in transforms
     assert all("fl_x" not in frame for frame in transforms["frames"])
+    # Read back, it is saved again as it was written.
+    assert Reconstruction.load(out).export == reconstruction.export
 
 
 def test_conform_intrinsics():
@@ -161,3 +164,19 @@ def test_conform_intrinsics():
         conform_intrinsics(intrinsics, np.array([[64, 48], [48, 64]]), "PINHOLE", shared_camera=True)
     with pytest.raises(InputError, match="camera_model"):
         conform_intrinsics(intrinsics, sizes, "OPENCV", shared_camera=False)
+
+
+def test_points_are_looked_for_in_the_nearest_frames_only(synthetic_out):
+    reconstruction, _ = synthetic_out
+    marks = nearest_frames(reconstruction.extrinsics, 2)
+    assert marks.sum(1).tolist() == [2] * reconstruction.num_frames and not marks.diagonal().any()
+    predictions = reconstruction.predictions
+    args = (reconstruction.extrinsics, reconstruction.model_intrinsics, reconstruction.transforms)
+    near = multiview_tracks(reconstruction.cloud, predictions.depth, predictions.depth_conf, *args, neighbour_frames=2)
+    source = near.observations.image_index[: len(near.points)]
+    for point, frame in zip(
+        near.observations.point_index[len(near.points) :], near.observations.image_index[len(near.points) :]
+    ):
+        assert marks[source[point], frame]
+    everything = multiview_tracks(reconstruction.cloud, predictions.depth, predictions.depth_conf, *args)
+    assert len(near.observations) < len(everything.observations)

@@ -327,6 +327,42 @@ def refine_with_ba(
         points, valid, gathered.tracks, mask, extrinsics, intrinsics, max_reproj_error, min_track_length
     )
     tracks, mask, points = gathered.tracks[:, keep], mask[:, keep], points[keep]
+    return adjust_registered(
+        extrinsics,
+        intrinsics,
+        points,
+        tracks,
+        mask,
+        image_size,
+        backend,
+        progress,
+        loss=loss,
+        loss_scale=loss_scale,
+        shared_focal=shared_focal,
+        refine_focal=refine_focal,
+        max_iterations=max_iterations,
+        inlier_threshold=inlier_threshold,
+    )
+
+
+def adjust_registered(
+    extrinsics: torch.Tensor,
+    intrinsics: torch.Tensor,
+    points: torch.Tensor,
+    tracks: torch.Tensor,
+    mask: torch.Tensor,
+    image_size: tuple[int, int],
+    backend: str = "theseus",
+    progress: bool = False,
+    **solver_options: Any,
+) -> BARefinement:
+    """Bundle-adjust the frames with at least MIN_FRAME_OBSERVATIONS observations (a partial registration): the
+    others' observations are dropped, so they keep their cameras; fewer than two such frames: `refined` False.
+
+    Args:
+        extrinsics [S, 3, 4], intrinsics [S, 3, 3], points [N, 3], tracks [S, N, 2], mask [S, N] (float32, CPU).
+        solver_options: keywords of `bundle_adjust` / `ceres_bundle_adjust` (loss, focal and iteration options).
+    """
     registered = registered_frames(mask)
     mask = mask & registered[:, None]
     mask = mask & (mask.sum(0) >= 2)[None]
@@ -342,12 +378,7 @@ def refine_with_ba(
             tracks,
             mask,
             image_size=image_size,
-            loss=loss,
-            loss_scale=loss_scale,
-            shared_focal=shared_focal,
-            refine_focal=refine_focal,
-            max_iterations=max_iterations,
-            inlier_threshold=inlier_threshold,
+            **solver_options,
         )
         bar.update(1)
     return BARefinement(

@@ -15,7 +15,9 @@ which tells in one line what to install, and only then imports `vggt.ba.costs` a
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,13 @@ REL_ERR_TOLERANCE = 1.0e-6
 TRUNCATED_BACKWARD_ITERATIONS = 5
 # The dense solver materialises the whole Jacobian; "auto" uses it below this many bytes.
 DENSE_JACOBIAN_MAX_BYTES = 64 * 2**20
+# torch intra-op threads of a CPU solve: each operation of a bundle-adjustment step is too small to share (2,000 to
+# 30,000 observations: 4.6x and 3.3x slower with 2 threads than with 1 on a busy 2-core machine, whose threads
+# spin-wait for each other; docs/performance.md).
+CPU_SOLVE_THREADS = 1
+# Theseus 0.2.3 converts a tensor with np.array() once per iteration, which numpy 2 answers with this warning (a
+# hundred lines per solve); it is harmless (torch's __array__ copies), so it is silenced around the solve only.
+THESEUS_NUMPY_WARNING = "__array__ implementation doesn't accept a copy keyword"
 
 
 @dataclass
@@ -181,6 +190,7 @@ def bundle_adjust(
     backward_mode: str = "implicit",
     linear_solver: str = "auto",
     verbose: bool = False,
+    num_threads: int | None = CPU_SOLVE_THREADS,
 ) -> BundleAdjustmentResult:
     """Jointly refine camera poses, focal lengths and 3D points so that they reproject onto the tracks.
 
@@ -202,6 +212,7 @@ def bundle_adjust(
             that is not an initial value), "unroll" or "truncated" (through the iterations, also to initial values).
         linear_solver: "sparse" (CHOLMOD; CUDA tensors are solved on the CPU), "dense" (torch Cholesky on the
             inputs' device, for small problems) or "auto" (sparse on CPU, dense on CUDA while A is small).
+        num_threads: torch's intra-op threads while a CPU problem is solved (restored after); None: as set.
 
     Returns:
         BundleAdjustmentResult with the same array kind, device and float dtype as `extrinsics`.
@@ -220,8 +231,21 @@ def bundle_adjust(
         shared_focal,
         refine_focal,
     )
-    info = _solve(problem, inputs.device, max_iterations, backward_mode, linear_solver, verbose)
+    with intra_op_threads(num_threads if inputs.device.type == "cpu" else None):
+        info = _solve(problem, inputs.device, max_iterations, backward_mode, linear_solver, verbose)
     return _collect_result(problem, inputs, info, inlier_threshold)
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int | None):
+    """torch's intra-op thread count set to `count` inside the block (unchanged when None), restored after."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _solve(
@@ -263,7 +287,9 @@ def _solve(
     }
     if backward_mode == "truncated":
         optimizer_kwargs["backward_num_iterations"] = min(TRUNCATED_BACKWARD_ITERATIONS, max_iterations)
-    _, info = layer.forward(optimizer_kwargs=optimizer_kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=THESEUS_NUMPY_WARNING, category=DeprecationWarning)
+        _, info = layer.forward(optimizer_kwargs=optimizer_kwargs)
     return info
 
 

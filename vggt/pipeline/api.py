@@ -233,6 +233,8 @@ def assemble(
         ba_options = {**opts.ba_options, **({"refine_focal": opts.refine_intrinsics} if known is not None else {})}
         if export.shared_camera:
             ba_options["shared_focal"] = True
+        elif opts.ba_backend == "ceres":
+            ba_options.setdefault("shared_focal", False)  # Ceres refines the cameras as written: one per image
         refinement = refine_cameras(
             model, images, predictions, inference, ba_options, model_intrinsics, opts.ba_backend, opts.progress
         )

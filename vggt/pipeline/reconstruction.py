@@ -50,8 +50,8 @@ from vggt.pipeline.points import (
     empty_cloud,
     on_photo_mask,
 )
-from vggt.pipeline.saved import cloud_arrays, read_reconstruction, transform_arrays
-from vggt.pipeline.verify import verify_reconstruction
+from vggt.pipeline.saved import cloud_arrays, export_arrays, read_reconstruction, transform_arrays
+from vggt.pipeline.verify import verify_colmap_output, verify_reconstruction
 from vggt.utils.cameras import Cameras
 from vggt.utils.files import atomic_directory, check_output_folder
 from vggt.utils.images import is_upright_rgb_file, read_image_rgb
@@ -361,6 +361,7 @@ class Reconstruction:
                 self.seconds,
                 self.extrinsics,
             ),
+            **export_arrays(self.export),
         )
         return path
 
@@ -378,7 +379,9 @@ class Reconstruction:
         check_output_folder(directory, overwrite, sources)
         factors = DOWNSCALE_FACTORS if self.export.downscaled_images else ()
         steps = [
-            ("COLMAP model", lambda out: self.to_colmap(out)),
+            ("COLMAP model", lambda out: self.to_colmap(out, copy_images=False)),
+            ("COLMAP model", lambda out: verify_colmap_output(out, self, directory)),
+            ("images", lambda out: self.copy_images(out / IMAGES_DIR)),
             ("downscaled images", lambda out: write_downscaled_images(out / IMAGES_DIR, self.image_names, factors)),
             ("point cloud", lambda out: self.to_ply(out / PLY_FILE)),
             ("GLB scene", lambda out: self.to_glb(out / GLB_FILE)),

@@ -7,8 +7,10 @@ model grid, which the cloud uses: the decoded ones fitted to the camera model, o
 adjustment; `intrinsic` and `extrinsic` stay the feed-forward cameras), how the dense cloud was selected
 (`points_source`, `conf_percentile`, `max_points` with 0 for no limit, `point_frames` when only some frames were
 used, `mask_black_background`, `mask_white_background`), `seconds`, and after bundle adjustment the tracked points
-(`sparse_points`, `sparse_colors`, `sparse_point_index`, `sparse_image_index`, `sparse_xy`). The cameras come
-from cameras.json (`vggt.data.layout.read_cameras_json`), the photos from images/.
+(`sparse_points`, `sparse_colors`, `sparse_point_index`, `sparse_image_index`, `sparse_xy`), and how the folder
+was written (EXPORT_KEYS: `camera_model`, `shared_camera`, `colmap_points`, `masks`, `downscaled_images`), so that
+saving a loaded reconstruction writes the same folder. The cameras come from cameras.json
+(`vggt.data.layout.read_cameras_json`), the photos from images/.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from vggt.errors import InputError
 from vggt.export.colmap import Observations
 from vggt.pipeline.inference import Predictions
 from vggt.pipeline.memory import GIB, available_memory
+from vggt.pipeline.options import ExportOptions
 from vggt.pipeline.points import PointCloud, PointSelection, dense_cloud
 from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_input
 
@@ -41,6 +44,19 @@ NO_POINT_LIMIT = 0  # `max_points` as saved when the cloud had no limit
 # float32 point map is 4, sparse points at most one per pixel; arrays of a few kilobytes are always allowed.
 MAX_BYTES_PER_IMAGE_BYTE = 16
 SMALL_ARRAY_BYTES = 1 << 20
+EXPORT_KEYS = tuple(ExportOptions.__dataclass_fields__)
+
+
+def export_arrays(export: ExportOptions) -> dict[str, np.ndarray]:
+    """The keys of predictions.npz that say how the folder was written (EXPORT_KEYS)."""
+    return {name: np.array(getattr(export, name)) for name in EXPORT_KEYS}
+
+
+def saved_export(arrays: dict[str, np.ndarray]) -> ExportOptions:
+    """The ExportOptions a folder was written with (the defaults for the keys it lacks)."""
+    default = ExportOptions()
+    values = {name: arrays[name].item() if name in arrays else getattr(default, name) for name in EXPORT_KEYS}
+    return ExportOptions(**{name: type(getattr(default, name))(value) for name, value in values.items()})
 
 
 def cloud_arrays(
@@ -211,4 +227,5 @@ def read_reconstruction(directory: str | os.PathLike) -> dict[str, Any]:
         sparse=saved_sparse(arrays),
         selection=selection,
         seconds=float(arrays.get("seconds", 0.0)),
+        export=saved_export(arrays),
     )

@@ -137,10 +137,22 @@ def verify_files(folder: Path, names: list[str]) -> None:
 
 
 def verify_reconstruction(staging: Path, reconstruction, directory: Path) -> None:
-    """Every output `Reconstruction.save` wrote into `staging` reads back as meant (see the module docstring);
-    errors name the files by where they were meant to go, in `directory`."""
+    """Every output `Reconstruction.save` wrote into `staging` but the COLMAP model (`verify_colmap_output`, run
+    as soon as it is written) reads back as meant (see the module docstring); errors name the files by where they
+    were meant to go, in `directory`."""
+    _named_in(staging, directory, _verify_outputs, staging, reconstruction)
+
+
+def verify_colmap_output(staging: Path, reconstruction, directory: Path) -> None:
+    """The COLMAP model of `reconstruction` in `staging` reads back as meant: checked right after it is written,
+    so that a file-size limit that pycolmap's writer hits silently is reported before larger files hit it loudly."""
+    _named_in(staging, directory, _verify_colmap, staging, reconstruction)
+
+
+def _named_in(staging: Path, directory: Path, check, *args) -> None:
+    """Run `check(*args)`; an OutputError it raises names its file in `directory` instead of `staging`."""
     try:
-        _verify_outputs(staging, reconstruction)
+        check(*args)
     except OutputError as err:
         values = dict(err.message.values)
         path = Path(values["path"])
@@ -149,7 +161,7 @@ def verify_reconstruction(staging: Path, reconstruction, directory: Path) -> Non
         raise OutputError(err.message.template, **values) from None
 
 
-def _verify_outputs(staging: Path, reconstruction) -> None:
+def _verify_colmap(staging: Path, reconstruction) -> None:
     points, _, observations = reconstruction.colmap_cloud
     export = reconstruction.export
     verify_colmap(
@@ -160,6 +172,9 @@ def _verify_outputs(staging: Path, reconstruction) -> None:
         1 if export.shared_camera else None,
         CAMERA_MODEL_PARAMS[export.camera_model],
     )
+
+
+def _verify_outputs(staging: Path, reconstruction) -> None:
     verify_files(staging / IMAGES_DIR, reconstruction.image_names)
     verify_ply(staging / PLY_FILE, reconstruction.num_points)
     verify_glb(staging / GLB_FILE)
