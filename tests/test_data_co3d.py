@@ -133,6 +133,10 @@ def test_malformed_input_is_one_clear_error(tmp_path):
     write_co3d(tmp_path)
     with pytest.raises(ValueError, match="set_lists_manyview_dev_0.json is missing"):
         list_sequences(tmp_path, subset="manyview_dev_0")
+    sequence = list_sequences(tmp_path)[0]
+    Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(sequence.depth_paths[1])
+    with pytest.raises(ValueError, match="frame000002.jpg.geometric.png is not a 16-bit depth PNG"):
+        sequence.read_frame(1)
     annotations_path = tmp_path / CATEGORY / "frame_annotations.jgz"
     with gzip.open(annotations_path, "rt") as file:
         annotations = json.load(file)

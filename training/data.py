@@ -25,7 +25,8 @@ Config (the `data:` section of a training YAML; `build_train_loader`):
 
     source: synthetic | folders   # scenes rendered on the fly, or scene folders on disk
     roots: [PATH, ...]            # folders: dataset roots (folders of scenes) or single scene folders; an entry
-                                  # may also be {path: PATH, weight: 0.3, expand_ratio: 2.0} (DatasetSource)
+                                  # may also be {path: PATH, weight: 0.3, expand_ratio: 2.0} (DatasetSource), with
+                                  # format: vkitti2 | co3d for those datasets' own layouts
     num_scenes: 64                # synthetic: number of distinct scene layouts
     frames_per_gpu: 48
     num_frames: [2, 24]           # inclusive range of frames per sample
@@ -140,6 +141,7 @@ class DatasetSource:
                 " (co3d also: categories, subset, split)"
             )
         categories = entry.get("categories")
+        categories = [categories] if isinstance(categories, str) else categories
         source = cls(
             str(entry["path"]),
             entry.get("weight"),

@@ -38,6 +38,7 @@ from vggt.errors import SceneFormatError
 FRAME_ANNOTATIONS = "frame_annotations.jgz"
 SET_LISTS_DIR = "set_lists"
 INTRINSICS_FORMATS = ("ndc_norm_image_bounds", "ndc_isotropic")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 _PYTORCH3D_TO_OPENCV = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -58,16 +59,25 @@ class Co3dSequence(Scene):
 
 
 def read_depth_png(path: Path, scale_adjustment: float = 1.0, scene_name: str = "?") -> np.ndarray:
-    """A Co3D depth PNG (16-bit, the bits of float16 values) as [H, W] float32 metres-like units, 0 = unknown."""
+    """A Co3D depth PNG (16-bit, the bits of float16 values) times `scale_adjustment`, as [H, W] float32 in the
+    cameras' units (0 = unknown)."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            mode = image.mode
             bits = np.array(image, dtype=np.uint16)
     except OSError as error:
         raise SceneFormatError(
             "Co3D sequence {name!r}: cannot read {path}: {error}", name=scene_name, path=path, error=error
         ) from None
+    if mode not in SIXTEEN_BIT_MODES:
+        raise SceneFormatError(
+            "Co3D sequence {name!r}: {path} is not a 16-bit depth PNG (mode {mode})",
+            name=scene_name,
+            path=path,
+            mode=mode,
+        )
     depth = np.frombuffer(bits.tobytes(), dtype=np.float16).reshape(bits.shape).astype(np.float32) * scale_adjustment
     return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0)).astype(np.float32)
 
@@ -101,6 +111,7 @@ def opencv_camera(viewpoint: dict[str, Any], image_hw: tuple[int, int]) -> tuple
 
 
 def _read_jgz(path: Path) -> Any:
+    """A gzip JSON file (Co3D's .jgz), parsed."""
     try:
         with gzip.open(path, "rt", encoding="utf-8") as file:
             return json.load(file)
