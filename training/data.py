@@ -25,7 +25,8 @@ Config (the `data:` section of a training YAML; `build_train_loader`):
 
     source: synthetic | folders   # scenes rendered on the fly, or scene folders on disk
     roots: [PATH, ...]            # folders: dataset roots (folders of scenes) or single scene folders; an entry
-                                  # may also be {path: PATH, weight: 0.3, expand_ratio: 2.0} (DatasetSource)
+                                  # may also be {path: PATH, weight: 0.3, expand_ratio: 2.0} (DatasetSource), with
+                                  # format: vkitti2 | co3d for those datasets' own layouts
     num_scenes: 64                # synthetic: number of distinct scene layouts
     frames_per_gpu: 48
     num_frames: [2, 24]           # inclusive range of frames per sample
@@ -54,7 +55,7 @@ from vggt.data.scene import CAMERAS_FILE, Frame, Scene, list_scenes, load_scene
 from vggt.data.synthetic import generate_scene, layout_rng, sample_layout
 
 PAPER_FRAMES_PER_GPU = 48
-DATASET_FORMATS = ("folders", "vkitti2")
+DATASET_FORMATS = ("folders", "vkitti2", "co3d")
 PAPER_NUM_FRAMES_RANGE = (2, 24)
 
 
@@ -124,16 +125,32 @@ class DatasetSource:
     path: str
     weight: float | None = None
     expand_ratio: float | None = None
-    format: str = "folders"  # folders (docs/dataset_format.md) | vkitti2 (vggt.data.vkitti2, its own layout)
+    format: str = "folders"  # folders (docs/dataset_format.md) | vkitti2 | co3d (vggt.data.*, their own layouts)
+    categories: tuple[str, ...] | None = None  # co3d: the categories to read (None: all)
+    subset: str | None = None  # co3d: a set list (e.g. fewview_train): only its `split` frames
+    split: str = "train"  # co3d: the split of `subset`
 
     @classmethod
     def parse(cls, entry: str | Path | Mapping[str, Any]) -> DatasetSource:
         if isinstance(entry, (str, Path)):
             return cls(str(entry))
-        unknown = sorted(set(entry) - {"path", "weight", "expand_ratio", "format"})
+        unknown = sorted(set(entry) - {field.name for field in dataclasses.fields(cls)})
         if "path" not in entry or unknown:
-            raise ValueError(f"data.roots entry {dict(entry)} must be a path or {{path, weight, expand_ratio, format}}")
-        source = cls(str(entry["path"]), entry.get("weight"), entry.get("expand_ratio"), entry.get("format", "folders"))
+            raise ValueError(
+                f"data.roots entry {dict(entry)} must be a path or {{path, weight, expand_ratio, format}}"
+                " (co3d also: categories, subset, split)"
+            )
+        categories = entry.get("categories")
+        categories = [categories] if isinstance(categories, str) else categories
+        source = cls(
+            str(entry["path"]),
+            entry.get("weight"),
+            entry.get("expand_ratio"),
+            entry.get("format", "folders"),
+            None if categories is None else tuple(str(c) for c in categories),
+            entry.get("subset"),
+            entry.get("split", "train"),
+        )
         if source.format not in DATASET_FORMATS:
             raise ValueError(
                 f"data.roots entry {source.path}: format must be one of {DATASET_FORMATS}, got {source.format!r}"
@@ -167,6 +184,11 @@ def _read_scenes(source: DatasetSource, use_depth: bool) -> list[Scene]:
         from vggt.data.vkitti2 import list_sequences
 
         return list_sequences(root)
+    if source.format == "co3d":
+        from vggt.data.co3d import list_sequences as list_co3d_sequences
+
+        categories = None if source.categories is None else list(source.categories)
+        return list_co3d_sequences(root, categories, source.subset, source.split)
     folders = [root] if (root / CAMERAS_FILE).is_file() else list_scenes(root)
     return [load_scene(folder, load_data=False, use_depth=use_depth) for folder in folders]
 
