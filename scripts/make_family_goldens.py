@@ -173,7 +173,9 @@ def pi3_small(model) -> None:
     """Replace the sized parts of a reference Pi3 by the reference's own classes at PI3_TINY sizes."""
     from functools import partial
 
+    from pi3.models.dinov2.hub.backbones import dinov2_vitl14_reg
     from pi3.models.dinov2.layers import MemEffAttention, Mlp, NestedTensorBlock
+    from pi3.models.dinov2.models import vision_transformer as vits
     from pi3.models.dinov2.models.vision_transformer import DinoVisionTransformer
     from pi3.models.layers.attention import FlashAttentionRope
     from pi3.models.layers.block import BlockRope
@@ -181,12 +183,17 @@ def pi3_small(model) -> None:
     from pi3.models.layers.transformer_head import LinearPts3d, TransformerDecoder
 
     t = PI3_TINY
-    model.encoder = DinoVisionTransformer(
-        img_size=518, patch_size=14, embed_dim=t["encoder_dim"], depth=t["encoder_depth"],
-        num_heads=t["encoder_heads"], mlp_ratio=4, init_values=1.0, ffn_layer="mlp", block_chunks=0,
-        num_register_tokens=4, interpolate_antialias=False, interpolate_offset=0.1,
-        block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention),
+    # The reference's own hub function decides the encoder's settings (registers, position resampling); only the
+    # ViT-L sizes it asks for are shrunk.
+    small_vit = partial(
+        DinoVisionTransformer, embed_dim=t["encoder_dim"], depth=t["encoder_depth"], num_heads=t["encoder_heads"],
+        mlp_ratio=4, block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention),
     )  # fmt: skip
+    vits.vit_large, released_vit_large = small_vit, vits.vit_large
+    try:
+        model.encoder = dinov2_vitl14_reg(pretrained=False)
+    finally:
+        vits.vit_large = released_vit_large
     del model.encoder.mask_token
     model.decoder = torch.nn.ModuleList(
         BlockRope(
