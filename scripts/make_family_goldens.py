@@ -3,7 +3,7 @@
 Run with the reference checkouts importable (nothing of `vggt` is imported here):
 
     PYTHONPATH=/path/to/vggt-omega:/path/to/Pi3 python scripts/make_family_goldens.py tests/data/family_goldens
-    PYTHONPATH=... python scripts/make_family_goldens.py --full   # the released sizes once: summary numbers only
+    PYTHONPATH=... python scripts/make_family_goldens.py /tmp/full --full   # the released sizes once (gigabytes)
 
 The small configurations keep the references' own classes and forward code and only shrink the sizes their
 constructors fix (through `functools.partial` on the names their modules look up). Every parameter is then
@@ -135,29 +135,32 @@ def omega_goldens(out: Path) -> None:
         print(name, {k: tuple(v.shape) for k, v in outputs.items()})
 
 
-def omega_full() -> dict:
-    """The released size once, on random weights, at 2 frames of 64 x 96: summary numbers."""
-    import importlib
+def full_runs(out: Path) -> dict:
+    """The released sizes once, on seeded random weights, at 2 small frames: weights, inputs and outputs into
+    `out/<name>-full/` (not committed: gigabytes) and summary numbers."""
+    import vggt_omega.models.vggt_omega as omega
+    from pi3.models.pi3 import Pi3
+    from pi3.models.pi3x import Pi3X
 
-    import vggt_omega.models.aggregator as agg
-    import vggt_omega.models.vggt_omega as top
-
-    importlib.reload(agg)
-    importlib.reload(top)
-    torch.manual_seed(SEED)
-    model = top.VGGTOmega()
-    randomise(model)
-    model.eval()
-    images = torch.rand(1, 2, 3, 64, 96, generator=torch.Generator().manual_seed(SEED + 2))
-    start = time.perf_counter()
-    with torch.no_grad():
-        outputs = model(images)
-    return {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds": round(time.perf_counter() - start, 2),
-        "depth_mean": outputs["depth"].mean().item(),
-        "pose_enc_sum": outputs["pose_enc"].sum().item(),
-    }
+    summaries = {}
+    builders = (("vggt-omega-1b-512", omega.VGGTOmega, (64, 96)), ("pi3", Pi3, (56, 70)), ("pi3x", Pi3X, (56, 70)))
+    for name, build, (height, width) in builders:
+        model = build()
+        randomise(model)
+        model.eval()
+        images = torch.rand(1, 2, 3, height, width, generator=torch.Generator().manual_seed(SEED + 2))
+        start = time.perf_counter()
+        with torch.no_grad():
+            outputs = {k: v for k, v in model(images).items() if k != "images"}
+        seconds = time.perf_counter() - start
+        write_golden(out / f"{name}-full", model, {"images": images}, outputs, key_manifest(model), {"name": name})
+        summaries[name] = {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "forward_seconds": round(seconds, 2),
+            **{f"{k}_mean": v.double().mean().item() for k, v in outputs.items() if v.is_floating_point()},
+        }
+        del model, outputs
+    return summaries
 
 
 # ------------------------------------------------------------------------------------------ Pi3
@@ -170,7 +173,9 @@ def pi3_small(model) -> None:
     """Replace the sized parts of a reference Pi3 by the reference's own classes at PI3_TINY sizes."""
     from functools import partial
 
+    from pi3.models.dinov2.hub.backbones import dinov2_vitl14_reg
     from pi3.models.dinov2.layers import MemEffAttention, Mlp, NestedTensorBlock
+    from pi3.models.dinov2.models import vision_transformer as vits
     from pi3.models.dinov2.models.vision_transformer import DinoVisionTransformer
     from pi3.models.layers.attention import FlashAttentionRope
     from pi3.models.layers.block import BlockRope
@@ -178,12 +183,17 @@ def pi3_small(model) -> None:
     from pi3.models.layers.transformer_head import LinearPts3d, TransformerDecoder
 
     t = PI3_TINY
-    model.encoder = DinoVisionTransformer(
-        img_size=518, patch_size=14, embed_dim=t["encoder_dim"], depth=t["encoder_depth"],
-        num_heads=t["encoder_heads"], mlp_ratio=4, init_values=1.0, ffn_layer="mlp", block_chunks=0,
-        num_register_tokens=4, interpolate_antialias=False, interpolate_offset=0.1,
-        block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention),
+    # The reference's own hub function decides the encoder's settings (registers, position resampling); only the
+    # ViT-L sizes it asks for are shrunk.
+    small_vit = partial(
+        DinoVisionTransformer, embed_dim=t["encoder_dim"], depth=t["encoder_depth"], num_heads=t["encoder_heads"],
+        mlp_ratio=4, block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention),
     )  # fmt: skip
+    vits.vit_large, released_vit_large = small_vit, vits.vit_large
+    try:
+        model.encoder = dinov2_vitl14_reg(pretrained=False)
+    finally:
+        vits.vit_large = released_vit_large
     del model.encoder.mask_token
     model.decoder = torch.nn.ModuleList(
         BlockRope(
@@ -300,21 +310,78 @@ def pi3x_goldens(out: Path) -> None:
     print("pi3x-tiny", {k: tuple(v.shape) for k, v in outputs.items() if k.startswith("plain")})
 
 
+# ------------------------------------------------------------------------------------------ preprocessing
+
+# Photo sizes (width, height) that exercise the aspect-ratio crop (tall, wide), padding and rounding.
+PHOTO_SIZES = ((97, 61), (61, 97), (150, 40), (40, 150))
+OMEGA_RESOLUTION, PI3_PIXEL_LIMIT = 64, 5000
+
+
+def _torchvision_shim() -> None:
+    """The loaders import torchvision only for `transforms.ToTensor`; this environment has no torchvision, so that
+    one class is given its definition for PIL RGB images (uint8 [H, W, 3] / 255 -> float32 [3, H, W])."""
+    import sys
+    import types
+
+    import numpy as np
+
+    class ToTensor:
+        def __call__(self, image):
+            return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+    transforms = types.SimpleNamespace(ToTensor=ToTensor)
+    sys.modules.setdefault("torchvision", types.SimpleNamespace(transforms=transforms))
+    sys.modules.setdefault("torchvision.transforms", transforms)
+    sys.modules.setdefault("plyfile", types.SimpleNamespace(PlyData=None, PlyElement=None))  # unused by the loader
+
+
+def preprocessing_goldens(out: Path) -> None:
+    """Photos of PHOTO_SIZES (seeded noise, one with alpha) through both references' loaders."""
+    import numpy as np
+    from PIL import Image
+
+    _torchvision_shim()
+    from pi3.utils.basic import load_images_as_tensor
+    from vggt_omega.utils.load_fn import load_and_preprocess_images
+
+    folder = out / "preprocessing"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED)
+    paths = []
+    for i, (width, height) in enumerate(PHOTO_SIZES):
+        channels = 4 if i == 0 else 3
+        pixels = rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+        path = folder / f"photo_{i}.png"
+        Image.fromarray(pixels, "RGBA" if channels == 4 else "RGB").save(path)
+        paths.append(path)
+    outputs = {"omega": load_and_preprocess_images([str(p) for p in paths], image_resolution=OMEGA_RESOLUTION)}
+    outputs |= {"pi3": load_images_as_tensor(str(folder), PIXEL_LIMIT=PI3_PIXEL_LIMIT, verbose=False)}
+    # Both loaders output PIL's 8-bit pixels / 255 (padding: 1.0), so 8 bits store them exactly.
+    pixels = {k: (v * 255).round().to(torch.uint8).contiguous() for k, v in outputs.items()}
+    assert all(torch.equal(pixels[k].float() / 255, v) for k, v in outputs.items())
+    save_file(pixels, str(folder / "io.safetensors"))
+    meta = {"omega_resolution": OMEGA_RESOLUTION, "pi3_pixel_limit": PI3_PIXEL_LIMIT, "sizes": PHOTO_SIZES}
+    (folder / "meta.json").write_text(json.dumps(meta) + "\n")
+    print("preprocessing", {k: tuple(v.shape) for k, v in outputs.items()})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=Path("tests/data/family_goldens"))
-    parser.add_argument("--family", choices=("omega", "pi3", "all"), default="all")
+    parser.add_argument("--family", choices=("omega", "pi3", "preprocessing", "all"), default="all")
     parser.add_argument("--full", action="store_true", help="run the released sizes once and print summaries")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.full:
-        print(json.dumps({"vggt-omega-1b": omega_full()}, indent=2))
+        print(json.dumps(full_runs(args.out), indent=2))
         return
     if args.family in ("omega", "all"):
         omega_goldens(args.out)
     if args.family in ("pi3", "all"):
         pi3_goldens(args.out)
         pi3x_goldens(args.out)
+    if args.family in ("preprocessing", "all"):
+        preprocessing_goldens(args.out)
 
 
 if __name__ == "__main__":

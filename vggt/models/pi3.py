@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vggt.heads.pi3_heads import LinearPixelHead, Pi3CameraHead, TransformerDecoder
@@ -28,8 +27,6 @@ from vggt.layers.vision_transformer import DinoVisionTransformer
 from vggt.models.aggregator import IMAGENET_MEAN, IMAGENET_STD
 
 PATCH_SIZE = 14
-# DINOv2's resampling of its position table: a scale factor (grid + offset) / side, bicubic without antialiasing.
-POS_INTERPOLATE_OFFSET = 0.1
 
 
 @dataclass(frozen=True)
@@ -55,21 +52,6 @@ class Pi3Config:
         return dataclasses.asdict(self)
 
 
-class Pi3Encoder(DinoVisionTransformer):
-    """DINOv2 as Pi3 runs it: its position table is resampled by scale factor, without antialiasing."""
-
-    def interpolate_pos_encoding(self, grid_h: int, grid_w: int) -> Tensor:
-        pos_embed = self.pos_embed
-        side = int(round((pos_embed.shape[1] - 1) ** 0.5))
-        if grid_h == side and grid_w == side:
-            return pos_embed
-        patch_pos = pos_embed[:, 1:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        scale = ((grid_h + POS_INTERPOLATE_OFFSET) / side, (grid_w + POS_INTERPOLATE_OFFSET) / side)
-        patch_pos = F.interpolate(patch_pos, scale_factor=scale, mode="bicubic", antialias=False)
-        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
-        return torch.cat((pos_embed[:, :1].float(), patch_pos), dim=1).to(pos_embed.dtype)
-
-
 class Pi3(nn.Module):
     """Pi3; see the module docstring for inputs and outputs."""
 
@@ -77,7 +59,7 @@ class Pi3(nn.Module):
         super().__init__()
         c = config or Pi3Config()
         self.config = c
-        self.encoder = Pi3Encoder(
+        self.encoder = DinoVisionTransformer(
             c.img_size, PATCH_SIZE, c.encoder_dim, c.encoder_depth, c.encoder_num_heads, 4.0, c.encoder_registers
         )
         del self.encoder.mask_token  # not in the released weights

@@ -61,9 +61,9 @@ class ModelEntry:
 def _build_vggt(entry: ModelEntry, checkpoint: str | os.PathLike | None, overrides: dict[str, Any]) -> nn.Module:
     from vggt.models.build import build_model
 
-    if entry.released:
+    if entry.released or checkpoint is not None:
         return build_model(checkpoint or entry.hub_id, preset=entry.config)
-    return build_model(checkpoint, preset=entry.config, **overrides)
+    return build_model(None, preset=entry.config, **overrides)
 
 
 _VGGT_OUTPUTS = ("cameras", "depth", "points", "tracks")
@@ -151,15 +151,23 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def create_model(
-    name: str, checkpoint: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", **overrides: Any
+    name: str,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+    **overrides: Any,
 ) -> nn.Module:
     """Model `name` in eval mode on `device`, holding `checkpoint`'s weights.
 
     `checkpoint`: a Hub repo id, a folder, or a `.safetensors` / `.pt` file; None: the released weights (from the
-    Hub or its cache), or RANDOM weights for a small preset (with a warning). Raises InputError for an unknown
-    name, CheckpointError for weights that do not match the model's published keys and shapes.
+    Hub or its cache), or RANDOM weights for a small preset or with `pretrained=False` (with a warning). Raises
+    InputError for an unknown name, CheckpointError for weights that do not match the model's published keys and
+    shapes.
     """
     entry = get_entry(name)
+    if checkpoint is None and not pretrained:
+        entry = dataclasses.replace(entry, hub_id=None)
     if entry.family == "vggt":
         return _build_vggt(entry, checkpoint, overrides).to(device).eval()
     try:
