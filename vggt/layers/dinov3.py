@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vggt.layers.block import Block
+from vggt.layers.mlp import LinearFn, call_linear
 from vggt.layers.patch_embed import PatchEmbed
 from vggt.layers.rope import _rotate_half
 
@@ -82,14 +83,15 @@ class PrefixRopeAttention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=NORM_EPS) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=True)
 
-    def forward(self, x: Tensor, pos: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, pos: tuple[Tensor, Tensor] | None = None, linear: LinearFn = call_linear) -> Tensor:
+        """Tokens [B, N, dim] -> [B, N, dim]; `linear` applies the projections (as in `Attention`)."""
         B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = linear(self.qkv, x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         if pos is not None:
             q, k = _rotate_suffix(q, pos), _rotate_suffix(k, pos)
         x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return linear(self.proj, x.transpose(1, 2).reshape(B, N, C))
 
 
 def _rotate_suffix(x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
