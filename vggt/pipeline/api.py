@@ -189,7 +189,7 @@ def check_input_memory(
         width,
         dtype=inference.dtype,
         device_type=inference.device.type,
-        streaming=inference.streaming_options(config),
+        streaming=inference.engine_for(config).options,
     )
     check_memory(estimate, inference.device, frames, height, width)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +50,28 @@ def read_image_rgb(path: str | os.PathLike, exif_orientation: bool = True) -> Im
         ImageReadError: missing file, not an image, corrupt or truncated data, unsupported pixel format.
     """
     path = Path(path)
+    with _image_errors(path), Image.open(path) as opened:
+        opened.load()  # decode now: truncated or corrupt data fails here, not later
+        image = _upright(opened, path) if exif_orientation else opened.copy()
+    try:
+        return _to_rgb(image, path)
+    except ImageReadError:
+        raise
+    except Exception as error:
+        raise ImageReadError(
+            "cannot convert image {path} (mode {mode}) to RGB: {error}", path=path, mode=image.mode, error=error
+        ) from error
+
+
+@contextmanager
+def _image_errors(path: Path) -> Iterator[None]:
+    """Pillow's errors while reading `path` as one `ImageReadError` that names the file and the way out."""
     if not path.exists():
         raise ImageReadError("image file not found: {path}", path=path)
     if not path.is_file():
         raise ImageReadError("not an image file (it is a directory or special file): {path}", path=path)
     try:
-        with Image.open(path) as opened:
-            opened.load()  # decode now: truncated or corrupt data fails here, not later
-            image = _upright(opened, path) if exif_orientation else opened.copy()
+        yield
     except PermissionError:
         raise ImageReadError(
             "cannot read image {path}: permission denied; make it readable (chmod) or remove it", path=path
@@ -70,17 +85,11 @@ def read_image_rgb(path: str | os.PathLike, exif_orientation: bool = True) -> Im
         raise ImageReadError(
             "image is too large to decode safely: {path} ({error}); downscale it first", path=path, error=error
         ) from None
+    except ImageReadError:
+        raise
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, EOFError... for bad data
         raise ImageReadError(
             "corrupt or truncated image file: {path} ({error}); re-save or remove it", path=path, error=error
-        ) from error
-    try:
-        return _to_rgb(image, path)
-    except ImageReadError:
-        raise
-    except Exception as error:
-        raise ImageReadError(
-            "cannot convert image {path} (mode {mode}) to RGB: {error}", path=path, mode=image.mode, error=error
         ) from error
 
 
@@ -110,7 +119,7 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
 
 def image_size_upright(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of an image as displayed (EXIF rotation applied), read from the header only."""
-    with Image.open(path) as image:
+    with _image_errors(Path(path)), Image.open(path) as image:
         width, height = image.size
         if image.getexif().get(EXIF_ORIENTATION_TAG) in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
