@@ -498,3 +498,22 @@ def test_a_huge_resolution_is_refused_before_any_photo_is_decoded(tmp_path, phot
     assert "not enough memory on cpu" in line and "lower --resolution" in line, line
     assert time.monotonic() - start < 60
     assert not (tmp_path / "out").exists()
+
+
+def test_file_names_that_cannot_be_kept_are_refused_before_the_model_runs(tmp_path, photos):
+    """`caf\\xe9.png` became `caf.png` and `\\xff\\xfe.png` a hidden `.png`; names too long failed after inference."""
+    image = next(photos.iterdir()).read_bytes()
+    cases = {b"caf\xe9.png": "is not UTF-8", b"\xff\xfe.png": "is not UTF-8", b"n" * 240 + b".png": "bytes long"}
+    for raw, expected in cases.items():
+        folder = tmp_path / f"case{len(raw)}{raw[0]}"
+        folder.mkdir()
+        with open(os.path.join(os.fsencode(folder), raw), "wb") as file:
+            file.write(image)
+        (folder / "plain.png").write_bytes(image)
+        args = ["reconstruct", str(folder), "--out", "out", "--checkpoint", str(tmp_path / "missing.safetensors")]
+        result = run_vggt([*args, "--device", "cpu", "-q"], tmp_path)
+        assert result.returncode == 2
+        assert expected in error_line(result)
+    result = run_vggt(["reconstruct", str(photos), "--out", "o" * 250, "--preset", "tiny", "-q", *FAST], tmp_path)
+    assert result.returncode == 2 and "output file name" in error_line(result)
+    assert not (tmp_path / "out").exists()

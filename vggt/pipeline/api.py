@@ -37,6 +37,7 @@ from vggt.pipeline.windowed import WindowPlan, common_input_size, predict_window
 from vggt.utils.cameras import Cameras
 from vggt.utils.device import resolve_device, resolve_dtype
 from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_original
+from vggt.utils.paths import NAME_ROOM_BYTES, check_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ def check_options(opts: ReconstructOptions, config: VGGTConfig) -> None:
 
 def check_inputs(opts: ReconstructOptions, collected: CollectedInputs) -> None:
     """What can be checked once the inputs are known, before they are read or the model loaded."""
+    for path in collected.image_paths:  # outputs are named after the inputs: the user's bytes, or a refusal
+        check_file_name(path, room=NAME_ROOM_BYTES)
     if collected.skipped:
         skipped = ", ".join(p.name for p in collected.skipped)
         logger.warning("skipped %d non-image entries: %s", len(collected.skipped), skipped)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from vggt.errors import InputError
 from vggt.utils.locks import output_lock
+from vggt.utils.paths import check_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ def check_output_folder(
     ancestors; one holding (or being) an input (photos, checkpoint, intrinsics...; None entries are skipped); one
     whose parent is not writable. Stale staging folders of dead runs beside it are removed first."""
     directory = Path(directory)
+    check_output_path(directory)
     resolved = directory.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
