@@ -181,7 +181,11 @@ def check_input_memory(
     """The memory check of the largest forward pass, from the photos' headers, before any photo is decoded (a
     large `resolution` must not exhaust the memory while the photos are loaded)."""
     paths = collected.image_paths
-    width, height = common_input_size(paths, opts.mode, opts.resolution or config.default_resolution, config.patch_size)
+    resolution = opts.resolution or config.default_resolution
+    try:
+        width, height = common_input_size(paths, opts.mode, resolution, config.patch_size)
+    except Exception:  # a photo whose header cannot be read: the loader reports it, naming the file
+        return
     frames = -(-min(len(paths), opts.window or len(paths)) // opts.processes)
     estimate = estimate_inference_memory(
         config,

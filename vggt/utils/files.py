@@ -44,7 +44,7 @@ def staging_path(target: Path, marker: str = STAGING_MARKER) -> Path:
     return target.parent / f".{target.name}{marker}{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _process_is_alive(pid: int) -> bool:
+def process_is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -66,7 +66,7 @@ def remove_stale_staging(target: Path) -> list[Path]:
     removed = []
     for entry in sorted(target.parent.iterdir()):
         match = _LEFTOVER.match(entry.name)
-        if match is None or _process_is_alive(int(match.group(3))):
+        if match is None or process_is_alive(int(match.group(3))):
             continue
         original = target.parent / match.group(1)
         if match.group(2) == RETIRED_MARKER and not original.exists():
