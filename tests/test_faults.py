@@ -517,3 +517,27 @@ def test_file_names_that_cannot_be_kept_are_refused_before_the_model_runs(tmp_pa
     result = run_vggt(["reconstruct", str(photos), "--out", "o" * 250, "--preset", "tiny", "-q", *FAST], tmp_path)
     assert result.returncode == 2 and "output file name" in error_line(result)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_symbolic_link_loop_as_input_is_one_line(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    result = run_vggt(["reconstruct", "loop", "--out", "out", "--preset", "tiny", "-q", *FAST], tmp_path)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert "loop" in line and "RuntimeError" not in line, line
+
+
+def test_a_write_failing_in_a_windowed_run_names_the_folder_and_the_cause(tmp_path):
+    """It said "28224 requested and 20352 written", with no file and no cause."""
+    folder = tmp_path / "three"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    args = ["reconstruct", str(folder), "--out", "out", "--preset", "tiny", "--window", "2", "--overlap", "1", "-q"]
+    result = run_vggt([*args, *FAST], tmp_path, limits={resource.RLIMIT_FSIZE: 20_000})
+    assert result.returncode == 1
+    line = error_line(result)
+    assert "could not write the windows into" in line and ".out.windows" in line, line
+    assert "size limit" in line and "kept there for --resume" in line, line
+    assert not (tmp_path / "out").exists()

@@ -156,6 +156,14 @@ def check_writable_folder(folder: Path, for_output: Path) -> None:
     os.unlink(probe)
 
 
+def resolved_path(path: Path, what: str) -> Path:
+    """`path` resolved; a loop of symbolic links is an InputError naming it (Path.resolve raises RuntimeError)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as error:
+        raise InputError("{what} {path} cannot be resolved ({error})", what=what, path=path, error=error) from None
+
+
 def check_output_folder(
     directory: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike | None] = ()
 ) -> None:
@@ -165,7 +173,7 @@ def check_output_folder(
     whose parent is not writable. Stale staging folders of dead runs beside it are removed first."""
     directory = Path(directory)
     check_output_path(directory)
-    resolved = directory.resolve()
+    resolved = resolved_path(directory, "output")
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
         raise InputError(
@@ -176,7 +184,7 @@ def check_output_folder(
     for source in inputs:
         if source is None:
             continue
-        source = Path(source).resolve()
+        source = resolved_path(Path(source), "input")
         if source == resolved or resolved in source.parents:
             raise InputError(
                 "output folder {path} holds the input {source}; choose another output folder",
