@@ -455,7 +455,9 @@ def test_overwrite_never_deletes_the_runs_own_inputs(tmp_path, photos):
     assert (out / "model").is_dir() and (out / "calib.json").read_text() == "{}"
 
 
-def test_a_second_run_to_the_same_output_is_refused_in_one_line(tmp_path, photos):
+@pytest.mark.parametrize("windows", [[], ["--window", "2", "--overlap", "1"]])
+def test_a_second_run_to_the_same_output_is_refused_in_one_line(tmp_path, photos, windows):
+    """Both used to exit 0, one output silently replaced; a second windowed run deleted the first's windows."""
     from test_utils_files import HOLD_LOCK
 
     holder = subprocess.Popen(
@@ -463,8 +465,12 @@ def test_a_second_run_to_the_same_output_is_refused_in_one_line(tmp_path, photos
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        result = run_vggt(["reconstruct", str(photos), "--out", "out", "--preset", "tiny", *FAST], tmp_path)
+        (tmp_path / ".out.windows").mkdir()
+        (tmp_path / ".out.windows" / "manifest.json").write_text("{}")  # the first run's windows
+        args = ["reconstruct", str(photos), "--out", "out", "--preset", "tiny", *windows, *FAST]
+        result = run_vggt(args, tmp_path)
         assert result.returncode == 2
+        assert (tmp_path / ".out.windows" / "manifest.json").read_text() == "{}"
         assert f"being written by another vggt run (process {holder.pid})" in error_line(result)
     finally:
         holder.kill()
