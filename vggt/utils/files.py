@@ -26,7 +26,7 @@ from pathlib import Path
 
 from vggt.errors import InputError
 from vggt.utils.locks import output_lock
-from vggt.utils.paths import check_output_path
+from vggt.utils.paths import check_output_path, resolved_path
 
 logger = logging.getLogger(__name__)
 
@@ -154,14 +154,6 @@ def check_writable_folder(folder: Path, for_output: Path) -> None:
         ) from None
     os.close(fd)
     os.unlink(probe)
-
-
-def resolved_path(path: Path, what: str) -> Path:
-    """`path` resolved; a loop of symbolic links is an InputError naming it (Path.resolve raises RuntimeError)."""
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError) as error:
-        raise InputError("{what} {path} cannot be resolved ({error})", what=what, path=path, error=error) from None
 
 
 def check_output_folder(

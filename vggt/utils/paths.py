@@ -85,12 +85,20 @@ def check_file_name(path: str | os.PathLike, what: str = "input", room: int = 0)
         )
 
 
+def resolved_path(path: Path, what: str) -> Path:
+    """`path` resolved; a loop of symbolic links is an InputError naming it (Path.resolve raises RuntimeError)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as error:
+        raise InputError("{what} {path} cannot be resolved ({error})", what=what, path=path, error=error) from None
+
+
 def check_output_path(directory: str | os.PathLike) -> None:
     """Raise InputError unless an output folder's name leaves room for its staging name and its path for the
     files inside it (checked before any work, not when the first file is written)."""
     directory = Path(directory)
     check_file_name(directory, "output", room=NAME_ROOM_BYTES)
-    length = len(os.fsencode(directory.resolve()))
+    length = len(os.fsencode(resolved_path(directory, "output")))
     if length + 1 + MAX_NAME_BYTES > MAX_PATH_BYTES:
         raise InputError(
             "output {path} is a path of {count} bytes; the files inside it would pass the {limit} bytes a path may "
