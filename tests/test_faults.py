@@ -494,10 +494,13 @@ def test_a_checkpoint_config_of_hostile_sizes_is_one_line_at_once(tmp_path, phot
 
 
 @pytest.mark.parametrize("resolution", ["14000", "140000"])
-def test_a_huge_resolution_is_refused_before_any_photo_is_decoded(tmp_path, photos, resolution):
-    """`--resolution 140000` on the tiny preset was killed by the kernel at 23.9 GB; now the estimate comes first."""
+@pytest.mark.parametrize("model", ["preset", "checkpoint"])
+def test_a_huge_resolution_is_refused_before_any_photo_is_decoded(tmp_path, photos, resolution, model):
+    """`--resolution 140000` on the tiny preset was killed by the kernel at 23.9 GB; now the estimate comes first
+    (for a checkpoint of unknown architecture, the photos alone; a missing one proves the check comes first)."""
     start = time.monotonic()
-    args = ["reconstruct", str(photos), "--out", "out", "--preset", "tiny", "--device", "cpu", "-q"]
+    chosen = ["--preset", "tiny"] if model == "preset" else ["--checkpoint", str(tmp_path / "missing.safetensors")]
+    args = ["reconstruct", str(photos), "--out", "out", *chosen, "--device", "cpu", "-q"]
     result = run_vggt([*args, "--resolution", resolution], tmp_path, timeout=120)
     assert result.returncode == 2
     line = error_line(result)
