@@ -5,7 +5,7 @@
 
 Each model runs in a fresh process (so that one model's memory does not count for the next): the model is built
 with random weights of its released architecture (`create_model(name, pretrained=False)`), then one forward pass
-is timed; peak memory is what the pass added on top of the loaded model (`vggt.models.memory_probe.PeakMemory`).
+is timed; peak memory is what the pass added on top of the loaded model (`benchmarks/memory_probe.py`'s `PeakMemory`).
 Prints one JSON object per model, then a Markdown table (the one in docs/models.md).
 """
 
@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 def measure(job: dict) -> dict:
     """Build `job["model"]` with random weights and time one forward pass of `job["frames"]` square frames."""
     import torch
+    from memory_probe import PeakMemory
 
-    from vggt.models.memory_probe import PeakMemory
     from vggt.models.registry import create_model
 
     torch.set_num_threads(job["threads"])

@@ -290,3 +290,88 @@ def test_page_example_scene_fills_the_upload(chromium, demo):
     page.locator("button.thumbnail-item img, .grid-wrap img").nth(7).wait_for(timeout=60_000)  # the preview
     assert "no_overlap_8.jpg" in page.locator("body").inner_text().replace("\n", "")  # listed in the upload
     page.close()
+
+
+# ------------------------------------------------------------------------------------------------ visitors' files
+
+
+def _cache_files(tmp: Path) -> list[Path]:
+    """Files in Gradio's cache folders of the servers under `tmp`."""
+    return sorted(p for p in (tmp / "gradio").glob("vggt-gradio-*/**/*") if p.is_file())
+
+
+def _server_folders(tmp: Path) -> list[str]:
+    return sorted(p.name for p in [*(tmp / "gradio").glob("vggt-gradio-*"), *(tmp / "tmp").glob("vggt-demo-*")])
+
+
+def _wait_until(condition, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
+@pytest.fixture
+def small_examples(tmp_path) -> Path:
+    """An examples folder with one scene of two small photos, and a secret beside the scene."""
+    scene = tmp_path / "examples" / "squares"
+    scene.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(scene / f"p{i}.png")
+    (tmp_path / "examples" / ".env").write_text("SECRET=1")
+    return tmp_path / "examples"
+
+
+def test_visitors_files_go_with_their_session_the_server_and_a_killed_server(golden_dir, small_examples, tmp_path):
+    """3 concurrent visitors, a session expiry, SIGTERM and a SIGKILL restart: nothing of the visitors is left, and
+    nothing is served once its session is gone; --examples serves the example photos only; uploads are capped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    tmp = tmp_path / "server"
+    args = ["demo", "--checkpoint", str(golden_dir / "tiny_state_dict.safetensors"), "--preset", "tiny"]
+    args += ["--device", "cpu", "--dtype", "float32", "--resolution", str(RESOLUTION), "--max-upload", "1"]
+    args += ["--examples", str(small_examples), "--session-minutes", "0.25"]
+    server = AppServer(args, free_port(), tmp).wait_until_serving()
+    server.tmp = tmp
+    try:
+        photos = sorted((small_examples / "squares").iterdir())
+        api = f"{server.url}gradio_api"
+        assert httpx.get(f"{api}/file={photos[0]}").status_code == 200
+        assert httpx.get(f"{api}/file={small_examples / '.env'}").status_code == 403
+        too_big = [("files", ("big.png", bytes(2 << 20), "image/png"))]
+        assert httpx.post(f"{api}/upload", files=too_big).status_code == 413
+
+        def visit(_: int) -> list:
+            visitor = client(server)
+            visitor.predict([gradio_client.handle_file(str(p)) for p in photos], api_name="/reconstruct")
+            return visitor.predict(api_name="/downloads")
+
+        with ThreadPoolExecutor(3) as pool:
+            downloads = list(pool.map(visit, range(3)))
+        assert all(len(d) == 5 for d in downloads)
+        served = _cache_files(tmp)
+        assert any(p.suffix == ".glb" for p in served) and any(p.name == "predictions.npz" for p in served)
+        assert httpx.get(f"{api}/file={served[0]}").status_code == 200
+        # The sessions expire after 15 s idle: every copy goes, and is no longer served.
+        assert _wait_until(lambda: not _cache_files(tmp)), _cache_files(tmp)
+        assert httpx.get(f"{api}/file={served[0]}").status_code in (403, 404)
+        assert not session_dirs(server)
+
+        client(server).predict([gradio_client.handle_file(str(p)) for p in photos], api_name="/reconstruct")
+        assert _cache_files(tmp)
+        server.process.kill()  # SIGKILL: nothing of ours runs
+        server.process.wait()
+        assert _cache_files(tmp) and session_dirs(server)
+    finally:
+        server.stop()
+    restarted = AppServer(args, free_port(), tmp).wait_until_serving()
+    try:
+        assert len(_server_folders(tmp)) == 2 and not _cache_files(tmp)  # the new server's two (empty) folders
+    finally:
+        assert restarted.stop() == 0, restarted.log()[-3000:]
+    assert _server_folders(tmp) == [] and not _cache_files(tmp)

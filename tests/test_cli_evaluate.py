@@ -319,3 +319,18 @@ def test_evaluate_reports_tracks_of_synthesized_scenes(tmp_path, capsys, tiny_ch
     assert tracks["num_tracks"] == 16 and tracks["num_scenes"] == 1
     assert 0.0 <= tracks["delta_avg"] <= 100.0 and 0.0 <= tracks["occlusion_accuracy"] <= 100.0
     assert "tracks delta_avg" in (out / "metrics.md").read_text()
+
+
+def test_earlier_metrics_are_not_overwritten_silently(tmp_path, capsys):
+    """A missing checkpoint proves the order: the refusal comes before any model is loaded."""
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, num_scenes=1, num_frames=NUM_FRAMES, height=HEIGHT, width=WIDTH, seed=SEED)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    args = ["--data", str(data), "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(out)]
+    code, err = run_cli(capsys, *args)
+    assert code == 2 and "already holds metrics.json; pass --overwrite to replace them" in err, err
+    assert (out / "metrics.json").read_text() == "{}"
+    code, err = run_cli(capsys, *args, "--overwrite")
+    assert code == 2 and "missing.safetensors" in err and "already holds" not in err

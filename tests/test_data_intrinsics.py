@@ -196,6 +196,7 @@ def test_bad_files_give_one_line_input_errors(tmp_path):
         "bad_length.json": ({"camera": {**camera, "distortion": [0.1, 0, 0]}}, "distortion has 3 coefficients"),
         "bad_model.json": ({"camera": {**camera, "model": "PINHOLE", "distortion": [0.1]}}, "does not take 1"),
         "negative.json": ({"camera": {**camera, "fx": -5}}, "focal lengths must be positive"),
+        "huge.json": ({"camera": {**camera, "fx": 1e308}}, "intrinsic values must be at most 1e+09 pixels"),
         "missing.json": ({"cameras": {"a.jpg": camera}}, "no camera for 1 of the images (e.g. b.jpg)"),
     }
     cases = [

@@ -197,6 +197,11 @@ MALFORMED = {
         "x.png",
     ),
     "invalid json": (lambda f: (f / "cameras.json").write_text("{"), "cameras.json", "not valid JSON"),
+    "huge focal length": (
+        lambda f: _edit_cameras(f, _set(1, "intrinsic", [[1e308, 0, 20], [0, 1e308, 14], [0, 0, 1]])),
+        "frame_0001.png",
+        "at most 1e+09 pixels",
+    ),
     "file name climbing out": (
         lambda f: _edit_cameras(f, _set(0, "file_name", "../../victim.png")),
         "victim.png",

@@ -457,7 +457,9 @@ def test_overwrite_never_deletes_the_runs_own_inputs(tmp_path, photos):
     assert (out / "model").is_dir() and (out / "calib.json").read_text() == "{}"
 
 
-def test_a_second_run_to_the_same_output_is_refused_in_one_line(tmp_path, photos):
+@pytest.mark.parametrize("windows", [[], ["--window", "2", "--overlap", "1"]])
+def test_a_second_run_to_the_same_output_is_refused_in_one_line(tmp_path, photos, windows):
+    """Both used to exit 0, one output silently replaced; a second windowed run deleted the first's windows."""
     from test_utils_files import HOLD_LOCK
 
     holder = subprocess.Popen(
@@ -465,8 +467,12 @@ def test_a_second_run_to_the_same_output_is_refused_in_one_line(tmp_path, photos
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        result = run_vggt(["reconstruct", str(photos), "--out", "out", "--preset", "tiny", *FAST], tmp_path)
+        (tmp_path / ".out.windows").mkdir()
+        (tmp_path / ".out.windows" / "manifest.json").write_text("{}")  # the first run's windows
+        args = ["reconstruct", str(photos), "--out", "out", "--preset", "tiny", *windows, *FAST]
+        result = run_vggt(args, tmp_path)
         assert result.returncode == 2
+        assert (tmp_path / ".out.windows" / "manifest.json").read_text() == "{}"
         assert f"being written by another vggt run (process {holder.pid})" in error_line(result)
     finally:
         holder.kill()
@@ -490,13 +496,60 @@ def test_a_checkpoint_config_of_hostile_sizes_is_one_line_at_once(tmp_path, phot
 
 
 @pytest.mark.parametrize("resolution", ["14000", "140000"])
-def test_a_huge_resolution_is_refused_before_any_photo_is_decoded(tmp_path, photos, resolution):
-    """`--resolution 140000` on the tiny preset was killed by the kernel at 23.9 GB; now the estimate comes first."""
+@pytest.mark.parametrize("model", ["preset", "checkpoint"])
+def test_a_huge_resolution_is_refused_before_any_photo_is_decoded(tmp_path, photos, resolution, model):
+    """`--resolution 140000` on the tiny preset was killed by the kernel at 23.9 GB; now the estimate comes first
+    (for a checkpoint of unknown architecture, the photos alone; a missing one proves the check comes first)."""
     start = time.monotonic()
-    args = ["reconstruct", str(photos), "--out", "out", "--preset", "tiny", "--device", "cpu", "-q"]
+    chosen = ["--preset", "tiny"] if model == "preset" else ["--checkpoint", str(tmp_path / "missing.safetensors")]
+    args = ["reconstruct", str(photos), "--out", "out", *chosen, "--device", "cpu", "-q"]
     result = run_vggt([*args, "--resolution", resolution], tmp_path, timeout=120)
     assert result.returncode == 2
     line = error_line(result)
     assert "not enough memory on cpu" in line and "lower --resolution" in line, line
     assert time.monotonic() - start < 60
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_names_that_cannot_be_kept_are_refused_before_the_model_runs(tmp_path, photos):
+    """`caf\\xe9.png` became `caf.png` and `\\xff\\xfe.png` a hidden `.png`; names too long failed after inference."""
+    image = next(photos.iterdir()).read_bytes()
+    cases = {b"caf\xe9.png": "is not UTF-8", b"\xff\xfe.png": "is not UTF-8", b"n" * 240 + b".png": "bytes long"}
+    for raw, expected in cases.items():
+        folder = tmp_path / f"case{len(raw)}{raw[0]}"
+        folder.mkdir()
+        with open(os.path.join(os.fsencode(folder), raw), "wb") as file:
+            file.write(image)
+        (folder / "plain.png").write_bytes(image)
+        args = ["reconstruct", str(folder), "--out", "out", "--checkpoint", str(tmp_path / "missing.safetensors")]
+        result = run_vggt([*args, "--device", "cpu", "-q"], tmp_path)
+        assert result.returncode == 2
+        assert expected in error_line(result)
+    result = run_vggt(["reconstruct", str(photos), "--out", "o" * 250, "--preset", "tiny", "-q", *FAST], tmp_path)
+    assert result.returncode == 2 and "output file name" in error_line(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_symbolic_link_loop_as_input_is_one_line(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for flags in (["loop", "--out", "out"], [str(tmp_path), "--out", "loop/out"]):
+        result = run_vggt(["reconstruct", *flags, "--preset", "tiny", "-q", *FAST], tmp_path)
+        assert result.returncode == 2
+        line = error_line(result)
+        assert "loop" in line and "RuntimeError" not in line, line
+
+
+def test_a_write_failing_in_a_windowed_run_names_the_folder_and_the_cause(tmp_path):
+    """It said "28224 requested and 20352 written", with no file and no cause."""
+    folder = tmp_path / "three"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    args = ["reconstruct", str(folder), "--out", "out", "--preset", "tiny", "--window", "2", "--overlap", "1", "-q"]
+    result = run_vggt([*args, *FAST], tmp_path, limits={resource.RLIMIT_FSIZE: 20_000})
+    assert result.returncode == 1
+    line = error_line(result)
+    assert "could not write the windows into" in line and ".out.windows" in line, line
+    assert "size limit" in line and "kept there for --resume" in line, line
     assert not (tmp_path / "out").exists()

@@ -86,3 +86,19 @@ def test_a_work_folder_that_is_not_ours_is_never_cleared(tmp_path):
     with pytest.raises(InputError, match="holds files but no windows"):
         _store(work, _photos(tmp_path / "photos"), fresh)
     assert (work / "thesis.tex").read_text() == "mine"
+
+
+def test_a_windowed_video_run_resumes_from_its_windows(golden_model, tmp_path, caplog):
+    import logging
+
+    import vggt
+
+    video = tmp_path / "clip.mp4"
+    write_video(video, num_frames=12, fps=6)
+    options = dict(model=golden_model, device="cpu", dtype="float32", resolution=56, max_frames=6, window=4, overlap=2)
+    first = vggt.reconstruct(video, work_dir=tmp_path / "work", **options)
+    with caplog.at_level(logging.INFO, logger="vggt"):
+        resumed = vggt.reconstruct(video, work_dir=tmp_path / "work", resume=True, **options)
+    assert "resuming: 2 of 2 windows are already on disk" in caplog.text
+    np.testing.assert_array_equal(resumed.extrinsics, first.extrinsics)
+    np.testing.assert_array_equal(resumed.depth, first.depth)

@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import re
+import shutil
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from gradio.utils import get_upload_folder
 
 from vggt.apps.demo_page import DEFAULT_BRANCH, DEFAULT_FPS, POINT_BRANCHES, TITLE, Page, PageLimits, build_page
 from vggt.apps.downloads import write_downloads
+from vggt.apps.gradio_files import GradioFiles, UploadLimit
 from vggt.apps.runner import ModelRunner
 from vggt.apps.sessions import Session, SessionStore
 from vggt.apps.views import (
@@ -67,13 +69,16 @@ NOTHING_YET = "nothing reconstructed yet (or the session expired): press Reconst
 @dataclass(frozen=True)
 class DemoSettings:
     """Limits of one server: files per upload, frames per run (and the page's default), the idle time after which a
-    session's files are deleted, and the example scenes (name -> image files)."""
+    session's files are deleted, the example scenes (name -> image files), the bytes one upload (and one session's
+    input) may have and the bytes of uploads the whole server keeps."""
 
     max_files: int = 200
     max_frames: int = 100
     default_frames: int = 32
     session_seconds: float = 3600.0
     examples: dict[str, list[Path]] = field(default_factory=dict)
+    max_upload_bytes: int = 1 << 30
+    max_server_bytes: int = 8 << 30
 
 
 def page_message(error: VGGTError, hidden: Sequence[Path]) -> str:
@@ -121,10 +126,13 @@ def private(name: str) -> dict[str, str]:
 class DemoApp:
     """The page's event handlers around one `ModelRunner` and one `SessionStore`."""
 
-    def __init__(self, runner: ModelRunner, store: SessionStore, settings: DemoSettings) -> None:
+    def __init__(self, runner: ModelRunner, store: SessionStore, settings: DemoSettings, files: GradioFiles) -> None:
         self.runner = runner
         self.store = store
         self.settings = settings
+        self.files = files
+        store.on_close = files.release
+        store.on_sweep = lambda: files.sweep(settings.session_seconds)
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -154,8 +162,16 @@ class DemoApp:
         return session
 
     def frame_outputs(self, session: Session, index: int) -> tuple:
+        """The caption and the frame's image, depth and confidence as PNG files of the session (in Gradio's cache)."""
+        from PIL import Image
+
         index = min(max(int(index), 0), session.shown.num_frames - 1)
-        return (frame_caption(session.shown, index), *frame_views(session.shown, index))
+        folder = session.fresh_dir("frame")
+        views = []
+        for name, view in zip(("image", "depth", "confidence"), frame_views(session.shown, index)):
+            Image.fromarray(view).save(folder / f"{name}.png")
+            views.append(self.files.hand_out(session.id, folder / f"{name}.png"))
+        return (frame_caption(session.shown, index), *views)
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -170,6 +186,14 @@ class DemoApp:
                 "{inputs} holds {count} files, more than this server takes ({limit}); upload fewer or a video",
                 count=len(images),
                 limit=self.settings.max_files,
+            )
+        total = sum(Path(p).stat().st_size for p in [*images, *([video] if video else [])] if Path(p).is_file())
+        if total > self.settings.max_upload_bytes:
+            raise InputError(
+                "{inputs} holds {size} MB, more than this server takes at once ({limit} MB); upload fewer or smaller "
+                "files",
+                size=total >> 20,
+                limit=self.settings.max_upload_bytes >> 20,
             )
         return images, video
 
@@ -192,11 +216,12 @@ class DemoApp:
             return [], session_id
         images, video = self.input_files(images, video)
         limit = self.frame_limit(max_frames)
-        if images:
-            return [images[i] for i in evenly_spaced_indices(len(images), limit)], session_id
         session = self.store.open(session_id, request.session_hash if request else None)
+        self.files.claim(session.id, [*images, video])  # Gradio's copies of the upload go with the session
+        if images:
+            return [images[i] for i in evenly_spaced_indices(len(images), limit)], session.id
         frames = sample_video_frames(video, session.fresh_dir("preview"), fps=fps or DEFAULT_FPS, max_frames=limit)
-        return [str(p) for p in frames], session.id
+        return [self.files.hand_out(session.id, p) for p in frames], session.id
 
     def example(self, name: str | None):
         """The example scene's photos as the upload (and no video)."""
@@ -230,6 +255,7 @@ class DemoApp:
             conf_percentile, None, show_cameras, points, mask_black_background, mask_white_background, max_points
         )
         session = self.store.open(session_id, request.session_hash if request else None)
+        self.files.claim(session.id, [*images, video])
         with session.lock:
             progress(0, desc="Reading the upload")
             inputs = session.take_uploads([video]) if video else session.take_uploads(images)
@@ -260,7 +286,7 @@ class DemoApp:
         session.shown = apply_view(session.reconstruction, view)
         session.show_cameras = view.show_cameras
         scene = write_scene(session.shown, session.fresh_dir("scene"), view.show_cameras)
-        return str(scene), summary_line(session.shown, self.runner.settings.device_text)
+        return self.files.hand_out(session.id, scene), summary_line(session.shown, self.runner.settings.device_text)
 
     def render(
         self,
@@ -299,14 +325,15 @@ class DemoApp:
         with session.lock:
             folder = session.fresh_dir("downloads")
             scene = write_scene(session.shown, folder, session.show_cameras)
-            return [str(p) for p in write_downloads(session.shown, folder, scene)]
+            return [self.files.hand_out(session.id, p) for p in write_downloads(session.shown, folder, scene)]
 
     # ------------------------------------------------------------------------------------------ the page
 
     def build(self) -> gr.Blocks:
         """The page with its events wired."""
         limits = PageLimits(self.settings.max_frames, self.settings.default_frames, tuple(self.settings.examples))
-        with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=self.cache_cleanup()) as blocks:
+        # Gradio's own timed clean-up is off (it fails under concurrent use): GradioFiles deletes the copies.
+        with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=None) as blocks:
             state = gr.State(None, time_to_live=self.settings.session_seconds, delete_callback=self.store.close)
             page = build_page(gr, limits, state)
             self.wire(page)
@@ -316,11 +343,6 @@ class DemoApp:
     def page_closed(self, request: gr.Request) -> None:
         """The visitor closed the page: delete their session's files."""
         self.store.close_page(request.session_hash)
-
-    def cache_cleanup(self) -> tuple[int, int]:
-        """(how often, how old): Gradio's own copies of uploads and outputs go with the sessions' time limit."""
-        seconds = max(int(self.settings.session_seconds), 1)
-        return max(seconds // 10, 1), seconds
 
     def wire(self, page: Page) -> None:
         """Connect the page's events to the handlers (one model run at a time, views up to RENDER_CONCURRENCY)."""
@@ -379,12 +401,21 @@ def interrupt(signum: int, frame: object) -> None:
 
 
 def serve(app: DemoApp, host: str, port: int, share: bool, max_file_mb: int, allowed: Sequence[Path] = ()) -> None:
-    """Serve the page until interrupted (Ctrl-C or SIGTERM), then delete every session's files."""
+    """Serve the page until interrupted (Ctrl-C or SIGTERM), then delete every session's files and Gradio's cache
+    folder (`app.files.root`, which must be GRADIO_TEMP_DIR already). `allowed`: the files (never folders) the
+    page may serve besides its own (the example photos)."""
+    from starlette.middleware import Middleware
+
     # pycolmap (glog) replaces the SIGTERM handler when it is first imported: import it before setting ours.
     importlib.import_module("pycolmap")
     signal.signal(signal.SIGTERM, interrupt)
     blocks = app.build()
     blocks.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    upload_limits = {
+        "files": app.files,
+        "request_bytes": app.settings.max_upload_bytes,
+        "server_bytes": app.settings.max_server_bytes,
+    }
     app.store.start_sweeping()
     try:
         blocks.launch(
@@ -396,6 +427,8 @@ def serve(app: DemoApp, host: str, port: int, share: bool, max_file_mb: int, all
             show_error=False,
             ssr_mode=False,
             run_history=False,
+            app_kwargs={"middleware": [Middleware(UploadLimit, **upload_limits)]},
         )
     finally:
         app.store.close_all()
+        shutil.rmtree(app.files.root, ignore_errors=True)

@@ -107,6 +107,9 @@ class SessionStore:
         self._pages: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Called with the id of each closed session, and after each sweep (the demo deletes Gradio's copies).
+        self.on_close: Callable[[str], Any] | None = None
+        self.on_sweep: Callable[[], Any] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -154,6 +157,8 @@ class SessionStore:
             with session.lock:
                 session.reconstruction = session.shown = None
                 shutil.rmtree(session.folder, ignore_errors=True)
+            if self.on_close is not None:
+                self.on_close(session.id)
 
     def sweep(self) -> None:
         """Close the sessions idle for longer than the time limit."""
@@ -163,6 +168,8 @@ class SessionStore:
         for session_id in idle:
             logger.info("session %s idle for over %.0f s: deleted", session_id[:8], self.ttl_seconds)
             self.close(session_id)
+        if self.on_sweep is not None:
+            self.on_sweep()
 
     def start_sweeping(self) -> threading.Thread:
         """A daemon thread that sweeps every SWEEP_FRACTION of the time limit until `close_all`."""

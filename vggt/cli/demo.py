@@ -14,6 +14,7 @@ are deleted when they close the page or after --session-minutes idle. Needs the 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,8 @@ DEFAULT_PAGE_FRAMES = 32
 DEFAULT_MAX_FILES = 200
 DEFAULT_MAX_FILE_MB = 500
 DEFAULT_SESSION_MINUTES = 60.0
+DEFAULT_MAX_UPLOAD_MB = 1024
+DEFAULT_MAX_SERVER_UPLOADS_MB = 8192
 SECONDS_PER_MINUTE = 60.0
 
 
@@ -75,6 +78,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"largest uploaded file (default {DEFAULT_MAX_FILE_MB} MB)",
     )
     server.add_argument(
+        "--max-upload",
+        type=positive_int,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        metavar="MB",
+        help=f"most bytes one upload request or one reconstruction may bring (default {DEFAULT_MAX_UPLOAD_MB} MB)",
+    )
+    server.add_argument(
+        "--max-server-uploads",
+        type=positive_int,
+        default=DEFAULT_MAX_SERVER_UPLOADS_MB,
+        metavar="MB",
+        help=f"most bytes of visitors' files the server keeps at once (default {DEFAULT_MAX_SERVER_UPLOADS_MB} MB)",
+    )
+    server.add_argument(
         "--session-minutes",
         type=positive_float,
         default=DEFAULT_SESSION_MINUTES,
@@ -101,6 +118,14 @@ def run(args: argparse.Namespace) -> int:
 
     check_resolution(args.resolution, expected_config(args.preset).patch_size)
 
+    from vggt.apps.gradio_files import (
+        CACHE_PREFIX,
+        STORE_PREFIX,
+        GradioFiles,
+        gradio_temp_parent,
+        remove_dead_servers_folders,
+        server_folder,
+    )
     from vggt.apps.runner import ModelRunner
     from vggt.apps.sessions import SessionStore
 
@@ -115,12 +140,23 @@ def run(args: argparse.Namespace) -> int:
         default_frames=min(DEFAULT_PAGE_FRAMES, max_frames),
         session_seconds=args.session_minutes * SECONDS_PER_MINUTE,
         examples=examples,
+        max_upload_bytes=args.max_upload << 20,
+        max_server_bytes=args.max_server_uploads << 20,
     )
-    store = SessionStore(Path(tempfile.mkdtemp(prefix="vggt-demo-")), settings.session_seconds)
-    app = DemoApp(runner, store, settings)
-    allowed = [args.examples.resolve()] if examples else []
+    # Sessions and Gradio's copies in folders of this server; those of servers that died go first.
+    remove_dead_servers_folders([tempfile.gettempdir(), gradio_temp_parent()])
+    store = SessionStore(server_folder(STORE_PREFIX), settings.session_seconds)
+    cache = server_folder(CACHE_PREFIX, parent=_made(gradio_temp_parent()))
+    os.environ["GRADIO_TEMP_DIR"] = str(cache)  # read by Gradio when the page is built and on every upload
+    app = DemoApp(runner, store, settings, GradioFiles(cache))
+    allowed = [path for paths in examples.values() for path in paths]  # the example photos, not their folder
     serve(app, args.host, port, args.share, args.max_file_size, allowed)
     return 0
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def check_resolution(resolution: int | None, patch_size: int) -> None:

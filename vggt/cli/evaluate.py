@@ -42,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--data", required=True, type=Path, help="a scene folder, or a folder of scene folders")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default ./{DEFAULT_OUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace the metrics.json and metrics.md in it")
     add_merge_ratio_argument(add_model_arguments(parser))
     add_image_arguments(parser, "evenly spaced frames per scene (default: all)")
     metrics = parser.add_argument_group("metrics")
@@ -66,9 +67,19 @@ def scene_dirs(data: Path) -> list[Path]:
     return list_scenes(data)
 
 
-def check_output(out: Path) -> None:
+def check_output(out: Path, overwrite: bool = False) -> None:
+    """The reports' folder: a folder (or nothing yet) without earlier reports, unless `overwrite`."""
+    from vggt.eval.runner import METRICS_JSON, METRICS_MARKDOWN
+
     if out.exists() and not out.is_dir():
         raise InputError("{out} {path} exists and is not a folder; choose a folder for the reports", path=out)
+    earlier = [name for name in (METRICS_JSON, METRICS_MARKDOWN) if (out / name).exists()]
+    if earlier and not overwrite:
+        raise InputError(
+            "{out} {path} already holds {files}; pass {overwrite=True} to replace them, or choose another folder",
+            path=out,
+            files=" and ".join(earlier),
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             raise DependencyError("vggt evaluate needs {module}: pip install 'vggt[eval]'", module=module) from None
     if args.max_points is not None and args.max_points < 3:
         raise InputError("{max_points} must be at least 3, got {value}", value=args.max_points)
-    check_output(args.out)
+    check_output(args.out, args.overwrite)
     scenes = scene_dirs(args.data)
 
     from vggt.eval.runner import EvalSettings, evaluate_scenes, write_report

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from vggt.data.layout import MAX_PIXEL_VALUE
 from vggt.errors import InputError
 from vggt.utils.cameras import COLMAP_PIXEL_CENTER
 from vggt.utils.optional import import_cv2, import_pycolmap
@@ -156,6 +157,10 @@ def _checked(camera: CameraCalibration, label: str) -> CameraCalibration:
     values = np.concatenate((camera.intrinsic.ravel(), camera.distortion))
     if not np.isfinite(values).all() or camera.intrinsic[0, 0] <= 0 or camera.intrinsic[1, 1] <= 0:
         raise InputError("{label}: focal lengths must be positive and all values finite", label=label)
+    if np.abs(camera.intrinsic).max() > MAX_PIXEL_VALUE:
+        raise InputError(
+            "{label}: intrinsic values must be at most {limit:g} pixels", label=label, limit=MAX_PIXEL_VALUE
+        )
     if min(camera.image_wh) <= 0:
         raise InputError("{label}: width and height must be positive, got {size}", label=label, size=camera.image_wh)
     return camera

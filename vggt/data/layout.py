@@ -46,6 +46,8 @@ CAMERA_CONVENTION = (
 # round trips through JSON, tight enough to catch scaled or sheared matrices.
 ROTATION_TOLERANCE = 1e-3
 REQUIRED_KEYS = ("file_name", "width", "height", "intrinsic", "extrinsic")
+# The largest focal length or principal point (pixels) taken: beyond it, products overflow float32 to infinity.
+MAX_PIXEL_VALUE = 1e9
 MAX_LISTED = 5
 
 
@@ -140,6 +142,11 @@ def check_intrinsic(scene: str, where: str, intrinsic: np.ndarray) -> None:
         )
     if intrinsic[1, 0] != 0 or not np.allclose(intrinsic[2], [0.0, 0.0, 1.0]):
         raise scene_error(scene, where, "intrinsic must have the form [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]")
+    if np.abs(intrinsic).max() > MAX_PIXEL_VALUE:
+        raise scene_error(
+            scene, where, "intrinsic values must be at most {limit:g} pixels, got {value:g}", limit=MAX_PIXEL_VALUE,
+            value=np.abs(intrinsic).max(),
+        )  # fmt: skip
 
 
 def check_extrinsic(scene: str, where: str, extrinsic: np.ndarray) -> None:

@@ -28,7 +28,7 @@ from vggt.models.config import DEFAULT_CHECKPOINT, VGGTConfig, get_preset
 from vggt.pipeline.calibration import apply_known_intrinsics, known_intrinsics
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference, streaming_for
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
-from vggt.pipeline.memory import check_memory, estimate_inference_memory
+from vggt.pipeline.memory import MemoryEstimate, check_memory, estimate_inference_memory
 from vggt.pipeline.options import ExportOptions, ReconstructOptions
 from vggt.pipeline.parallel import join_torchrun
 from vggt.pipeline.points import PointSelection, dense_cloud, tracked_points
@@ -38,6 +38,7 @@ from vggt.pipeline.windowed import WindowPlan, common_input_size, predict_window
 from vggt.utils.cameras import Cameras
 from vggt.utils.device import resolve_device, resolve_dtype
 from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_original
+from vggt.utils.paths import NAME_ROOM_BYTES, check_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,10 @@ def reconstruct(
     try:
         check_inputs(opts, collected)
         if opts.memory_check:
-            check_input_memory(opts, collected, inference, config)
+            # A checkpoint named without a preset has an architecture unknown until it loads: then only the
+            # photos themselves are counted (what a huge resolution allocates first).
+            exact = model is not None or opts.checkpoint is None or opts.preset is not None
+            check_input_memory(opts, collected, inference, config, exact)
         known = None
         if opts.intrinsics is not None:
             known, collected = known_intrinsics(opts.intrinsics, collected)
@@ -162,6 +166,8 @@ def check_options(opts: ReconstructOptions, config: VGGTConfig) -> None:
 
 def check_inputs(opts: ReconstructOptions, collected: CollectedInputs) -> None:
     """What can be checked once the inputs are known, before they are read or the model loaded."""
+    for path in collected.image_paths:  # outputs are named after the inputs: the user's bytes, or a refusal
+        check_file_name(path, room=NAME_ROOM_BYTES)
     if collected.skipped:
         skipped = ", ".join(p.name for p in collected.skipped)
         logger.warning("skipped %d non-image entries: %s", len(collected.skipped), skipped)
@@ -175,22 +181,34 @@ def check_inputs(opts: ReconstructOptions, collected: CollectedInputs) -> None:
 
 
 def check_input_memory(
-    opts: ReconstructOptions, collected: CollectedInputs, inference: InferenceOptions, config: VGGTConfig
+    opts: ReconstructOptions,
+    collected: CollectedInputs,
+    inference: InferenceOptions,
+    config: VGGTConfig,
+    exact: bool = True,
 ) -> None:
     """The memory check of the largest forward pass, from the photos' headers, before any photo is decoded (a
-    large `resolution` must not exhaust the memory while the photos are loaded)."""
+    large `resolution` must not exhaust the memory while the photos are loaded). With `exact` False (`config` is
+    a guess), only what loading the photos takes is counted."""
     paths = collected.image_paths
-    width, height = common_input_size(paths, opts.mode, opts.resolution or config.default_resolution, config.patch_size)
+    resolution = opts.resolution or config.default_resolution
+    width, height = common_input_size(paths, opts.mode, resolution, config.patch_size)
     frames = -(-min(len(paths), opts.window or len(paths)) // opts.processes)
-    estimate = estimate_inference_memory(
-        config,
-        frames,
-        height,
-        width,
-        dtype=inference.dtype,
-        device_type=inference.device.type,
-        streaming=inference.engine_for(config).options,
-    )
+    if not exact:
+        # The loader holds every photo as a float32 tensor, then their concatenation: twice the batch.
+        image_bytes = 3 * height * width * 4
+        loading = (2 * min(len(paths), opts.window or len(paths)) + 1) * image_bytes
+        estimate = MemoryEstimate(weights=0, aggregator=loading, dense_heads=0, outputs=0, overhead=0)
+    else:
+        estimate = estimate_inference_memory(
+            config,
+            frames,
+            height,
+            width,
+            dtype=inference.dtype,
+            device_type=inference.device.type,
+            streaming=inference.engine_for(config).options,
+        )
     check_memory(estimate, inference.device, frames, height, width)
 
 

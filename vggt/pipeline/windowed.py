@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vggt.data.intrinsics import KnownIntrinsics
-from vggt.errors import InputError
+from vggt.errors import InputError, OutputError
 from vggt.pipeline.calibration import apply_known_intrinsics
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference
 from vggt.pipeline.inputs import load_input_images
@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
 WINDOW_DIR = "window_{:05d}"
 MERGED_DIR = "merged"
+# Free space below which a failed write is put down to a full disk.
+FULL_DISK_BYTES = 1 << 20
 # The arrays of a window, as Predictions fields; those a model does not predict are absent.
 ARRAY_FIELDS = (
     "images",
@@ -306,6 +308,19 @@ def _frame_in_world(predictions: Predictions, j: int, node: Similarity) -> dict[
     return values
 
 
+def write_failure_cause(folder: Path, error: OSError) -> str:
+    """Why writing into `folder` failed, in words: numpy's writers report only the bytes they wrote."""
+    import resource
+
+    if shutil.disk_usage(folder).free < FULL_DISK_BYTES:
+        return f"the disk is full: {error}"
+    if error.strerror:
+        return error.strerror
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return f"a file reached the size limit of this process (ulimit -f): {error}"
+    return str(error)
+
+
 def predict_windowed(
     model: torch.nn.Module,
     paths: Sequence[Path],
@@ -327,7 +342,15 @@ def predict_windowed(
     plan = WindowPlan.build(len(paths), opts.window, opts.overlap, opts.loop_closure)
     with output_lock(work):  # one run at a time per work folder
         store = WindowStore(work, windows_manifest(paths, opts, resolution, model_name, video), resume=opts.resume)
-        run_windows(model, paths, plan, store, opts.mode, resolution, inference, model_name, known)
-        nodes, residuals, inliers = align_windows(store, plan)
-        predictions, transforms = merge_windows(store, plan, nodes, len(paths))
+        try:
+            run_windows(model, paths, plan, store, opts.mode, resolution, inference, model_name, known)
+            nodes, residuals, inliers = align_windows(store, plan)
+            predictions, transforms = merge_windows(store, plan, nodes, len(paths))
+        except OSError as error:  # disk full, file size limit: say where and why, and what is kept
+            raise OutputError(
+                "could not write the windows into {folder} ({cause}); the windows already written are kept there for "
+                "{resume=True}",
+                folder=work,
+                cause=write_failure_cause(work, error),
+            ) from None
     return WindowedResult(predictions, transforms, nodes, residuals, inliers, holder or work)

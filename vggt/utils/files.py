@@ -26,6 +26,7 @@ from pathlib import Path
 
 from vggt.errors import InputError
 from vggt.utils.locks import output_lock
+from vggt.utils.paths import check_output_path, resolved_path
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def staging_path(target: Path, marker: str = STAGING_MARKER) -> Path:
     return target.parent / f".{target.name}{marker}{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _process_is_alive(pid: int) -> bool:
+def process_is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,7 +66,7 @@ def remove_stale_staging(target: Path) -> list[Path]:
     removed = []
     for entry in sorted(target.parent.iterdir()):
         match = _LEFTOVER.match(entry.name)
-        if match is None or _process_is_alive(int(match.group(3))):
+        if match is None or process_is_alive(int(match.group(3))):
             continue
         original = target.parent / match.group(1)
         if match.group(2) == RETIRED_MARKER and not original.exists():
@@ -163,7 +164,8 @@ def check_output_folder(
     ancestors; one holding (or being) an input (photos, checkpoint, intrinsics...; None entries are skipped); one
     whose parent is not writable. Stale staging folders of dead runs beside it are removed first."""
     directory = Path(directory)
-    resolved = directory.resolve()
+    check_output_path(directory)
+    resolved = resolved_path(directory, "output")
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
         raise InputError(
@@ -174,7 +176,7 @@ def check_output_folder(
     for source in inputs:
         if source is None:
             continue
-        source = Path(source).resolve()
+        source = resolved_path(Path(source), "input")
         if source == resolved or resolved in source.parents:
             raise InputError(
                 "output folder {path} holds the input {source}; choose another output folder",

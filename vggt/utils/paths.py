@@ -16,6 +16,10 @@ from vggt.errors import InputError
 
 # The longest file name (one path component, in bytes) Linux, macOS and Windows file systems all accept.
 MAX_NAME_BYTES = 255
+# What writers add to a name: `depth/<name>.npy`, `.png` previews, `.<name>.tmp-<pid>-<random>` staging.
+NAME_ROOM_BYTES = 32
+# The longest path Linux accepts, and what an output folder must leave for the files inside it.
+MAX_PATH_BYTES = 4096
 
 
 def confined_path(folder: str | os.PathLike, name: str, what: str = "file name") -> Path:
@@ -55,8 +59,9 @@ def confined_path(folder: str | os.PathLike, name: str, what: str = "file name")
     return path
 
 
-def check_file_name(path: str | os.PathLike, what: str = "input") -> None:
-    """Raise InputError unless the last component of `path` is valid UTF-8 and at most MAX_NAME_BYTES bytes."""
+def check_file_name(path: str | os.PathLike, what: str = "input", room: int = 0) -> None:
+    """Raise InputError unless the last component of `path` is valid UTF-8 and at most MAX_NAME_BYTES - `room`
+    bytes (`room`: what writers will add to it)."""
     name = Path(path).name
     try:
         encoded = name.encode("utf-8")
@@ -68,11 +73,37 @@ def check_file_name(path: str | os.PathLike, what: str = "input") -> None:
             path=str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
             raw=os.fsencode(name),
         ) from None
-    if len(encoded) > MAX_NAME_BYTES:
+    if len(encoded) > MAX_NAME_BYTES - room:
         raise InputError(
-            "{what} file name {name!r}... is {count} bytes long, more than the {limit} file systems accept; rename it",
+            "{what} file name {name!r}... is {count} bytes long, more than the {limit} the outputs can be named "
+            "after (file systems accept {most}); rename it",
             what=what,
             name=name[:40],
             count=len(encoded),
-            limit=MAX_NAME_BYTES,
+            limit=MAX_NAME_BYTES - room,
+            most=MAX_NAME_BYTES,
+        )
+
+
+def resolved_path(path: Path, what: str) -> Path:
+    """`path` resolved; a loop of symbolic links is an InputError naming it (Path.resolve raises RuntimeError)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as error:
+        raise InputError("{what} {path} cannot be resolved ({error})", what=what, path=path, error=error) from None
+
+
+def check_output_path(directory: str | os.PathLike) -> None:
+    """Raise InputError unless an output folder's name leaves room for its staging name and its path for the
+    files inside it (checked before any work, not when the first file is written)."""
+    directory = Path(directory)
+    check_file_name(directory, "output", room=NAME_ROOM_BYTES)
+    length = len(os.fsencode(resolved_path(directory, "output")))
+    if length + 1 + MAX_NAME_BYTES > MAX_PATH_BYTES:
+        raise InputError(
+            "output {path} is a path of {count} bytes; the files inside it would pass the {limit} bytes a path may "
+            "have: choose a shorter one",
+            path=directory,
+            count=length,
+            limit=MAX_PATH_BYTES,
         )
