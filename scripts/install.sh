@@ -3,7 +3,8 @@
 #
 #   bash scripts/install.sh          # the package: model, reconstruction and exports, training
 #   bash scripts/install.sh all      # the same plus bundle adjustment (Theseus), the web apps (`demo`: Gradio,
-#                                    # viser) and the test tools, with Debian's Chromium for the browser tests
+#                                    # viser), the keypoint extractors (`keypoints`: kornia) and the test tools,
+#                                    # with Debian's Chromium for the browser tests
 #
 # torch is pinned to the CPU build these machines carry on disk; on a GPU machine install the
 # CUDA torch you want first and this script keeps it.
@@ -20,7 +21,7 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
 fi
 
 extras="export,eval,train"
-if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,dev"; fi
+if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,keypoints,dev"; fi
 "$PYTHON" -m pip install --quiet -e ".[${extras}]"
 
 if [ "${1:-}" = "all" ]; then
