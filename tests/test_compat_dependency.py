@@ -121,3 +121,30 @@ def test_visualize_tracks_writes_frames_and_grid(tmp_path) -> None:
     assert frame.shape == (16, 32, 3) and frame[:, :16].max() == 0  # the plain frame, then the drawn one
     assert tuple(frame[12, 16 + 11]) == tuple(colors[1])  # track 1's dot in frame 1
     assert np.asarray(Image.open(tmp_path / "tracks_grid.png")).shape == (32, 64, 3)
+
+
+def test_predict_tracks_runs_on_cached_weights(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("kornia")
+    from compat_weights import write_tracking_weights
+
+    from vggt.dependency.track_predict import predict_tracks
+
+    write_tracking_weights(tmp_path / "torch")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 128, 128)
+    conf = np.full((2, 64, 64), 2.0, dtype=np.float32)
+    points = np.random.default_rng(0).normal(size=(2, 64, 64, 3))
+    tracks, visibility, confidence, points_3d, colors = predict_tracks(
+        images, conf=conf, points_3d=points, max_query_pts=32, query_frame_num=2, keypoint_extractor="aliked+sp+sift",
+        fine_tracking=False, complete_non_vis=False,
+    )  # fmt: skip
+    count = tracks.shape[1]
+    assert tracks.shape == (2, count, 2) and visibility.shape == (2, count) and count > 0
+    assert confidence.shape == (count,) and points_3d.shape == (count, 3) and colors.shape == (count, 3)
+    assert colors.dtype == np.uint8 and ((visibility >= 0) & (visibility <= 1)).all()
+    # Every track starts at a keypoint of its query frame, whose colour and 3D point it carries.
+    first = np.rint(tracks[0, :10]).astype(int)
+    np.testing.assert_array_equal(
+        colors[:10], (images[0].permute(1, 2, 0).numpy()[first[:, 1], first[:, 0]] * 255).astype(np.uint8)
+    )
