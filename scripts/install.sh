@@ -25,6 +25,8 @@ if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,keypoints,dev"; fi
 "$PYTHON" -m pip install --quiet -e ".[${extras}]"
 
 if [ "${1:-}" = "all" ]; then
+    # pycolmap 3.10 beside the environment's 4.x, for the test of vggt.dependency.np_to_pycolmap under both.
+    "$PYTHON" -m pip install --quiet --no-deps --upgrade --target "$("$PYTHON" -c 'import sys; print(sys.prefix)')/pycolmap-3.10" "pycolmap==3.10.0"
     bash scripts/install_theseus.sh
     bash scripts/install_chromium.sh
 fi

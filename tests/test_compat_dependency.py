@@ -148,3 +148,44 @@ def test_predict_tracks_runs_on_cached_weights(tmp_path, monkeypatch) -> None:
     np.testing.assert_array_equal(
         colors[:10], (images[0].permute(1, 2, 0).numpy()[first[:, 1], first[:, 0]] * 255).astype(np.uint8)
     )
+
+
+PYCOLMAP_3_10_CHECK = """
+import numpy as np, pycolmap, tempfile
+from vggt.dependency.np_to_pycolmap import batch_np_matrix_to_pycolmap, batch_np_matrix_to_pycolmap_wo_track
+from vggt.dependency.np_to_pycolmap import pycolmap_to_batch_np_matrix
+from vggt.dependency.projection import project_3D_points_np
+assert pycolmap.__version__.startswith("3.10"), pycolmap.__version__
+extrinsics = np.zeros((3, 3, 4)); extrinsics[:, :3, :3] = np.eye(3); extrinsics[:, 0, 3] = [0, 0.1, 0.2]
+intrinsics = np.tile(np.array([[100.0, 0, 64], [0, 100.0, 64], [0, 0, 1]]), (3, 1, 1))
+points = np.random.default_rng(0).uniform(-1, 1, (80, 3)) + [0, 0, 5]
+tracks, _ = project_3D_points_np(points, extrinsics, intrinsics)
+model, valid = batch_np_matrix_to_pycolmap(points, extrinsics, intrinsics, tracks, np.array([128, 128]),
+                                           max_reproj_error=2.0, min_inlier_per_frame=10)
+folder = tempfile.mkdtemp(); model.write(folder); model = pycolmap.Reconstruction(folder)
+assert model.num_reg_images() == 3 and model.num_points3D() == 80 and valid.all()
+back_points, back_extrinsics, _, _ = pycolmap_to_batch_np_matrix(model)
+assert np.abs(back_points - points).max() < 1e-9 and np.abs(back_extrinsics - extrinsics).max() < 1e-9
+pycolmap.bundle_adjustment(model, pycolmap.BundleAdjustmentOptions())
+xyf = np.array([[1, 2, 0], [3, 4, 1], [5, 6, 2]], dtype=np.float32)
+flat = batch_np_matrix_to_pycolmap_wo_track(points[:3], xyf, np.zeros((3, 3), np.uint8), extrinsics, intrinsics,
+                                            np.array([128, 128]), shared_camera=True)
+assert len(flat.cameras) == 1 and flat.num_reg_images() == 3 and flat.num_points3D() == 3
+print("ok")
+"""
+
+
+def test_colmap_conversion_under_pycolmap_3_10() -> None:
+    """The same conversions with pycolmap 3.10 (images registered directly, no rigs or frames)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    target = Path(sys.prefix) / "pycolmap-3.10"
+    if not target.is_dir():
+        pytest.skip(f"pycolmap 3.10 is not installed at {target} (bash scripts/install.sh all puts it there)")
+    worktree = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(worktree)]), "GLOG_minloglevel": "2"}
+    result = subprocess.run([sys.executable, "-c", PYCOLMAP_3_10_CHECK], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
