@@ -30,9 +30,9 @@ import torch
 
 torch.cuda.get_device_capability = lambda device=None: (8, 0)
 """
-# Seconds one script may take. Measured on the 2-core development machine while it was shared with five other
-# engineers' test runs (load average 10-25): 9 min wall for demo_colmap.py feed-forward (under 3 min of CPU) and
-# 26 min wall for --use_ba; an idle 2-core machine needs a fraction of that.
+# Seconds one script may take. Measured on the 2-core development machine: with a load average of 2-4,
+# demo_colmap.py --use_ba took 189 s and demo_viser.py 128 s (the 1B weights file: 18 s); shared with five other
+# engineers' test runs (load average 10-25) the feed-forward demo_colmap.py took 9 min and --use_ba 26 min.
 SCRIPT_TIMEOUT = 2400
 
 
