@@ -3,8 +3,9 @@
 #
 #   bash scripts/install.sh          # the package: model, reconstruction and exports, training
 #   bash scripts/install.sh all      # the same plus bundle adjustment (Theseus), the web apps (`demo`: Gradio,
-#                                    # viser) and the test tools, with Debian's Chromium for the browser tests
-#                                    # and Debian's COLMAP for the tests that hand our models to COLMAP
+#                                    # viser), the keypoint extractors (`keypoints`: kornia) and the test tools,
+#                                    # with Debian's Chromium for the browser tests and Debian's COLMAP for the
+#                                    # tests that hand our models to COLMAP
 #
 # torch is pinned to the CPU build these machines carry on disk; on a GPU machine install the
 # CUDA torch you want first and this script keeps it.
@@ -21,10 +22,12 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
 fi
 
 extras="export,eval,train"
-if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,dev"; fi
+if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,keypoints,dev"; fi
 "$PYTHON" -m pip install --quiet -e ".[${extras}]"
 
 if [ "${1:-}" = "all" ]; then
+    # pycolmap 3.10 beside the environment's 4.x, for the test of vggt.dependency.np_to_pycolmap under both.
+    "$PYTHON" -m pip install --quiet --no-deps --upgrade --target "$("$PYTHON" -c 'import sys; print(sys.prefix)')/pycolmap-3.10" "pycolmap==3.10.0"
     bash scripts/install_theseus.sh
     bash scripts/install_chromium.sh
     bash scripts/install_colmap.sh

@@ -33,6 +33,7 @@ FINAL_ATTEMPT_EXTRACTORS = "sp+sift+aliked"
 FINAL_ATTEMPT_KEYPOINTS = 2048
 
 
+@torch.no_grad()
 def predict_tracks(
     images: Tensor,
     conf: np.ndarray | None = None,
