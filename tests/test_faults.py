@@ -553,3 +553,35 @@ def test_a_write_failing_in_a_windowed_run_names_the_folder_and_the_cause(tmp_pa
     assert "could not write the windows into" in line and ".out.windows" in line, line
     assert "size limit" in line and "kept there for --resume" in line, line
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------ Hub ids
+
+
+@pytest.fixture
+def no_hub(tmp_path, monkeypatch) -> None:
+    """An empty Hub cache and an endpoint on a closed local port: every connection is refused at once."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+
+
+@pytest.mark.parametrize("name", ["a/b/c", "bad id!", "bad/id!", "-x/..", "x/-y", "owner/" + "n" * 200])
+def test_odd_hub_ids_are_one_line_naming_the_value(tmp_path, photos, no_hub, name):
+    result = run_vggt(["reconstruct", str(photos), "--out", "out", f"--checkpoint={name}", "-q", *FAST], tmp_path)
+    assert result.returncode == 2, result.stderr
+    line = error_line(result)
+    assert name in line and "facebook/VGGT-1B" in line and "HFValidationError" not in line
+
+
+def test_unreachable_hub_fails_fast_in_one_line(tmp_path, photos, no_hub):
+    start = time.monotonic()
+    args = ["reconstruct", str(photos), "--out", "out", "--checkpoint", "facebook/VGGT-1B", "-q", *FAST]
+    result = run_vggt(args, tmp_path, timeout=120)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2, result.stderr
+    line = error_line(result)
+    assert "facebook/VGGT-1B" in line and "no network connection" in line
+    assert elapsed < 20, f"took {elapsed:.1f} s"
+    assert not (tmp_path / "out").exists()

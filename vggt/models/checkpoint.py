@@ -70,9 +70,34 @@ def _read_config_file(path: Path) -> VGGTConfig:
 # ---------------------------------------------------------------------------------------- finding
 
 
-def _is_hub_id(name: str) -> bool:
+def is_hub_id(name: str) -> bool:
+    """`owner/name` that huggingface_hub accepts (its characters, length and no leading `-`/`.`)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and not os.path.splitext(name)[1]
+    if len(parts) != 2 or not all(parts) or name.startswith((".", "~")) or os.path.splitext(name)[1]:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def hub_reachable(repo_id: str, revision: str | None, token: str | bool | None) -> bool:
+    """One HEAD request to the Hub, without huggingface_hub's retries (which take ~25 s and log each try when
+    the network is down). False when there is no connection (or HF_HUB_OFFLINE=1); True on any HTTP answer."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, WEIGHTS_NAME, revision=revision), token=token, retry_on_errors=False)
+    except HfHubHTTPError:  # the server answered (missing file, gated, unknown repo...): handled below
+        return True
+    except Exception:  # connection refused, timeout, DNS, offline mode
+        return False
+    return True
 
 
 def resolve_checkpoint(
@@ -100,10 +125,10 @@ def resolve_checkpoint(
     if path.is_file():
         sibling = path.parent / CONFIG_NAME
         return path, sibling if sibling.is_file() else None
-    if path.suffix in (".safetensors", *TORCH_SUFFIXES) or not _is_hub_id(str(name_or_path)):
+    if path.suffix in (".safetensors", *TORCH_SUFFIXES) or not is_hub_id(str(name_or_path)):
         raise CheckpointNotFoundError(
-            "Checkpoint not found: {name} is neither an existing file or directory nor a Hub repo id "
-            "like 'facebook/VGGT-1B'",
+            "Checkpoint not found: {name} is neither an existing file or directory nor a valid Hub repo id "
+            "like 'facebook/VGGT-1B' (letters, digits, '-', '_', '.'; at most 96 characters)",
             name=name_or_path,
         )
     return _download_from_hub(
@@ -131,6 +156,9 @@ def _download_from_hub(repo_id: str, **kwargs: Any) -> tuple[Path, Path | None]:
         "cached copy. Download model.safetensors (and config.json) on a connected machine, then pass the local "
         "path: VGGT.from_pretrained('/path/to/model.safetensors'), or {checkpoint=/path/to/dir}"
     )
+    if not kwargs.get("local_files_only") and not hub_reachable(repo_id, kwargs.get("revision"), kwargs.get("token")):
+        # Only cached files can be had: without this, each name not cached would be retried over the network.
+        kwargs = {**kwargs, "local_files_only": True}
     weights = None
     for candidate in WEIGHT_CANDIDATES:
         try:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from vggt.errors import CheckpointError, CheckpointNotFoundError, InputError
-from vggt.models.checkpoint import check_state_dict, read_state_dict, resolve_checkpoint
+from vggt.models.checkpoint import check_state_dict, hub_reachable, is_hub_id, read_state_dict, resolve_checkpoint
 from vggt.models.pi3 import Pi3, Pi3Config
 from vggt.models.pi3x import Pi3X, Pi3XConfig
 from vggt.models.vggt_omega import OmegaConfig, VGGTOmega
@@ -204,12 +204,14 @@ def _download(repo_id: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    if len(repo_id.split("/")) != 2:
+    if not is_hub_id(repo_id):
         raise CheckpointNotFoundError(
-            "Checkpoint not found: {name} is neither an existing file or directory nor a Hub repo id", name=repo_id
+            "Checkpoint not found: {name} is neither an existing file or directory nor a valid Hub repo id "
+            "like 'facebook/VGGT-1B'",
+            name=repo_id,
         )
-    try:
-        return Path(hf_hub_download(repo_id, filename))
+    try:  # without a connection only the cache is looked at (no retries for ~25 s)
+        return Path(hf_hub_download(repo_id, filename, local_files_only=not hub_reachable(repo_id, None, None)))
     except GatedRepoError:
         raise CheckpointError(
             "{repo_id} is gated on the Hub: request access on its model page, log in (`hf auth login`), or pass "
