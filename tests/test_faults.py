@@ -585,3 +585,26 @@ def test_unreachable_hub_fails_fast_in_one_line(tmp_path, photos, no_hub):
     assert "facebook/VGGT-1B" in line and "no network connection" in line
     assert elapsed < 20, f"took {elapsed:.1f} s"
     assert not (tmp_path / "out").exists()
+
+
+def test_training_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path):
+    """SIGKILL before any checkpoint, then --resume: the run starts over and the dead run's log lines go."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    args = ["train", "--config", str(TINY_TRAINING_CONFIG), f"run_dir={run_dir}", *SMALL_TRAINING_RUN]
+    args += ["logging.tensorboard=true", "checkpoint.every=1000", "data.frames_per_gpu=2"]
+    process = _start([*args, "optim.max_steps=400"], tmp_path)
+    metrics = run_dir / "metrics.jsonl"
+    _wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2, process)
+    process.kill()
+    process.communicate(timeout=60)
+    from training.checkpoint import list_checkpoints
+
+    assert not list_checkpoints(run_dir)
+    resumed = run_vggt([*args, "optim.max_steps=3", "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]
