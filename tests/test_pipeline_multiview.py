@@ -120,7 +120,7 @@ def test_colmap_point_triangulator_on_the_model_without_points(tmp_path):
     triangulated.mkdir()
     steps = [
         ("feature_extractor", "--database_path", database, "--image_path", out / "images",
-         "--SiftExtraction.use_gpu", "0"),
+         "--SiftExtraction.use_gpu", "0", "--SiftExtraction.num_threads", "1"),  # database ids in name order
         ("exhaustive_matcher", "--database_path", database, "--SiftMatching.use_gpu", "0"),
         ("point_triangulator", "--database_path", database, "--image_path", out / "images", "--input_path", sparse,
          "--output_path", triangulated),
