@@ -429,6 +429,11 @@ def serve(app: DemoApp, host: str, port: int, share: bool, max_file_mb: int, all
             run_history=False,
             app_kwargs={"middleware": [Middleware(UploadLimit, **upload_limits)]},
         )
+    except KeyboardInterrupt:
+        # Gradio's own wait loop turns a stop into a normal return; a stop that comes while launch() is still
+        # checking its server (before that loop) is the same request and must end the same way.
+        pass
     finally:
+        blocks.close(verbose=False)
         app.store.close_all()
         shutil.rmtree(app.files.root, ignore_errors=True)
