@@ -95,6 +95,8 @@ def test_frames_the_heads_have_read_are_discarded_without_changing_a_number(
 
 
 def test_the_engine_is_an_argument_and_grad_mode_picks_nothing(golden_model, golden_io, monkeypatch):
+    """An engine named (None for the reference pass) runs in any grad mode; the default ("auto") is in
+    test_runtime_default_engine.py."""
     calls = []
     original = engine_module.run_trunk
 
@@ -105,10 +107,10 @@ def test_the_engine_is_an_argument_and_grad_mode_picks_nothing(golden_model, gol
     monkeypatch.setattr(engine_module, "run_trunk", counting)
     images = golden_io["input.images"][:1]
     with torch.no_grad():
-        reference = golden_model(images)
+        reference = golden_model(images, engine=None)
     with torch.enable_grad():
-        golden_model(images)
-    assert not calls, "without an engine the model runs its reference forward, whatever the grad mode"
+        golden_model(images, engine=None)
+    assert not calls, "engine=None runs the reference forward, whatever the grad mode"
     with torch.enable_grad():
         streamed = golden_model(images, engine=StreamingEngine(_options(2, False)))
     assert len(calls) == 1, "the engine passed runs, whatever the grad mode"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -16,14 +16,7 @@ from vggt.heads.dpt_head import DPTHead
 from vggt.heads.track_head import TrackHead
 from vggt.models.aggregator import Aggregator
 from vggt.models.config import VGGTConfig, config_from_reference_arguments, get_preset
-
-
-class ForwardEngine(Protocol):
-    """Something that computes `VGGT.forward`'s outputs its own way, e.g. `vggt.runtime.StreamingEngine`."""
-
-    def run(self, model: VGGT, images: Tensor, query_points: Tensor | None, heads: tuple[str, ...]) -> dict[str, Any]:
-        """The outputs of `model.forward(images, query_points, heads=heads)` (inputs already checked)."""
-        ...
+from vggt.models.engines import DEFAULT_ENGINE, ForwardEngine, resolve_engine
 
 
 class VGGT(
@@ -244,7 +237,7 @@ class VGGT(
         query_points: Tensor | None = None,
         *,
         heads: Collection[str] | None = None,
-        engine: ForwardEngine | None = None,
+        engine: ForwardEngine | str | None = DEFAULT_ENGINE,
     ) -> dict[str, Any]:
         """Predict cameras, depth, point maps and (with query points) tracks.
 
@@ -253,9 +246,11 @@ class VGGT(
                 streaming engine they may stay on the CPU while the model is on a GPU.
             query_points: optional [N, 2] or [B, N, 2] pixel (x, y) in the first frame.
             heads: which heads to run (names of HEAD_NAMES, e.g. ("track",)); None runs every head the model has.
-            engine: None runs the reference forward pass, the one training uses, in any grad mode. For inference
-                on many frames pass `vggt.runtime.StreamingEngine.auto(device)`: the same numbers in chunks,
-                with working memory bounded by the chunk sizes rather than by the scene (no autograd).
+            engine: "auto" (the default): for inference (no autograd, eval mode) the streaming engine with the
+                automatic chunk sizes of the model's device (`vggt.runtime.StreamingEngine.auto`): the same
+                numbers in chunks, with working memory bounded by the chunk sizes rather than by the scene;
+                otherwise the reference forward pass (see `vggt.models.engines`). None: always the reference
+                forward pass, the one training uses, in any grad mode. An engine object: that engine.
 
         Returns a dict with `pose_enc` [B, S, 9], `pose_enc_list` (one per refinement iteration),
         `depth` [B, S, H, W, 1], `depth_conf` [B, S, H, W], `world_points` [B, S, H, W, 3],
@@ -265,6 +260,7 @@ class VGGT(
         """
         images, query_points = self.check_inputs(images, query_points)
         heads = self.heads_to_run(heads)
+        engine = resolve_engine(engine, self, images)
         if engine is not None:
             return engine.run(self, images, query_points, heads)
         return self._reference_forward(images, query_points, heads)

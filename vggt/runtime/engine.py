@@ -107,6 +107,18 @@ class StreamingEngine:
         return predictions
 
 
+def default_engine(model: VGGT, images: Tensor) -> StreamingEngine | None:
+    """The engine of `model(images)` when the caller names none (`VGGT.forward(engine="auto")`, found through
+    the `vggt.engines` entry point): for inference (no autograd, eval mode, parameters not sharded by FSDP) the
+    streaming engine with the automatic chunk sizes of the model's device, so that a notebook's `model(images)`
+    under `torch.no_grad()` has working memory bounded by chunks; otherwise None, the reference forward pass."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if torch.is_grad_enabled() or model.training or isinstance(model, FSDPModule):
+        return None
+    return StreamingEngine.auto(model.aggregator.camera_token.device)
+
+
 def streaming_steps(
     model: VGGT, images_shape: torch.Size, heads: Collection[str], tracking: bool, options: StreamingOptions
 ) -> int:
