@@ -73,8 +73,10 @@ class CrossAttnBlock(CrossAttentionBlock):
 
 
 class Mlp(_LayersMlp):
-    """`fc2(drop(norm(act(fc1(x)))))` on [..., in_features]: `vggt.layers.Mlp` with the reference tracker's
-    optional norm of the hidden features (`norm_layer(hidden_features)`); 1x1 convolutions are not provided."""
+    """`fc2(act(fc1(x)))` on [..., in_features]: `vggt.layers.Mlp` with the reference tracker's arguments.
+
+    `norm_layer` is accepted and, as in the reference, not applied; 1x1 convolutions (`use_conv`) are not provided.
+    """
 
     def __init__(
         self,
@@ -90,11 +92,6 @@ class Mlp(_LayersMlp):
         if use_conv:
             raise InputError("this Mlp has linear layers only; pass use_conv=False")
         super().__init__(in_features, hidden_features, out_features, act_layer, drop, bias)
-        self.norm = norm_layer(self.fc1.out_features) if norm_layer else nn.Identity()
-
-    def forward(self, x: Tensor, linear: Callable[[nn.Module, Tensor], Tensor] | None = None) -> Tensor:
-        hidden = self.norm(self.drop(self.act(self.fc1(x))))
-        return self.drop(self.fc2(hidden))
 
 
 def _norm(norm_fn: str, planes: int) -> nn.Module:
