@@ -28,6 +28,13 @@ if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,keypoints,dev"; fi
 if [ "${1:-}" = "all" ]; then
     # pycolmap 3.10 beside the environment's 4.x, for the test of vggt.dependency.np_to_pycolmap under both.
     "$PYTHON" -m pip install --quiet --no-deps --upgrade --target "$("$PYTHON" -c 'import sys; print(sys.prefix)')/pycolmap-3.10" "pycolmap==3.10.0"
+    # Gradio 5.50.0 beside the environment's Gradio 6, for the test that runs the reference's demo_gradio.py (written
+    # for Gradio 5): the packages whose versions gradio 5.50.0's requirements exclude here (huggingface_hub < 2,
+    # Pillow < 12, pydantic <= 2.12.3, starlette < 1, pandas < 3, websockets < 16) or that this environment lacks.
+    "$PYTHON" -m pip install --quiet --no-deps --upgrade --target "$("$PYTHON" -c 'import sys; print(sys.prefix)')/gradio-5" \
+        "gradio==5.50.0" "gradio-client==1.14.0" "huggingface-hub==1.33.0" "pillow==11.3.0" "pydantic==2.12.3" \
+        "pydantic-core==2.41.4" "fastapi==0.163.2" "starlette==0.52.1" "pandas==2.3.3" "websockets==15.0.1" \
+        "tomlkit==0.13.3" "aiofiles==24.1.0" "ffmpy==1.0.0"
     bash scripts/install_theseus.sh
     bash scripts/install_chromium.sh
     bash scripts/install_colmap.sh

@@ -23,8 +23,9 @@ def write_tracking_weights(torch_home: Path) -> Path:
     torch.manual_seed(0)
     models = {
         "vggsfm_v2_tracker.pt": TrackerPredictor(),
+        # Flat block names, as DINOv2's hub models are built (block_chunks=0) and their files hold them.
         "dinov2_vitb14_reg4_pretrain.pth": vit_base(
-            patch_size=14, num_register_tokens=4, img_size=518, init_values=1.0
+            patch_size=14, num_register_tokens=4, img_size=518, init_values=1.0, block_chunks=0
         ),
         "superpoint_v1.pth": SuperPoint(weights_url=None),
         "aliked-n16.pth": KorniaALIKED("aliked-n16"),

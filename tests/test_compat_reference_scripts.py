@@ -9,6 +9,9 @@ Each script runs as a user on an offline CPU machine would run it:
   PYTHONPATH answers it on CPU (the script itself is not touched);
 - `HF_HUB_OFFLINE=1` and a private `HF_HOME` keep every Hub lookup local.
 The scripts only run on the full VGGT-1B (they call `VGGT()`), so each mode runs once, on two small photos.
+demo_gradio.py needs Gradio 5 (Gradio 6 removed `Gallery(show_download_button=...)`): it runs with the packages
+where gradio 5.50.0's requirements differ from this environment's, which `scripts/install.sh all` puts in
+`<prefix>/gradio-5` (GRADIO_5_FOLDER), first on its PYTHONPATH, as a user's environment with gradio==5.50.0 has them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,13 @@ torch.cuda.get_device_capability = lambda device=None: (8, 0)
 # demo_colmap.py --use_ba took 189 s and demo_viser.py 128 s (the 1B weights file: 18 s); shared with five other
 # engineers' test runs (load average 10-25) the feed-forward demo_colmap.py took 9 min and --use_ba 26 min.
 SCRIPT_TIMEOUT = 2400
+# The Gradio 5 packages for demo_gradio.py (see scripts/install.sh) and the release they were tested with.
+GRADIO_5_FOLDER = Path(sys.prefix) / "gradio-5"
+GRADIO_5_VERSION = "5.50.0"
+# The example videos demo_gradio.py lists (it builds its examples table from them when the page is built).
+GRADIO_EXAMPLE_VIDEOS = (
+    "great_wall", "Colosseum", "room", "kitchen", "fern", "single_cartoon", "single_oil_painting", "pyramid"
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -145,33 +156,55 @@ def test_demo_colmap_with_bundle_adjustment(scripts_dir, user_machine, examples_
 def test_demo_viser_serves_the_reconstruction(scripts_dir, user_machine, examples_dir, tmp_path):
     """demo_viser.py started headless: it reconstructs, builds the scene in its viser server, serves the page on its
     port, and is stopped (SIGINT, as Ctrl-C)."""
-    import signal
-    import time
-    import urllib.request
-
     from conftest import free_port
 
     images = _scene(tmp_path, examples_dir) / "images"
     port = free_port()
     log_path = tmp_path / "viser.log"
+    args = [sys.executable, str(scripts_dir / "demo_viser.py"), "--image_folder", str(images), "--port", str(port)]
+
+    def page() -> bytes | None:
+        # "Starting viser server..." is printed once the whole scene (points, cameras, GUI) is in the server.
+        return _get(f"http://127.0.0.1:{port}/") if "Starting viser server..." in log_path.read_text() else None
+
+    served = _serve_then_stop(args, user_machine, tmp_path, log_path, page)
+    output = log_path.read_text()
+    assert "Preprocessed images shape: torch.Size([2, 3," in output and "Starting viser server..." in output
+    assert b"<html" in served.lower()
+
+
+def _get(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read()
+
+
+def _serve_then_stop(
+    args: list[str], env: dict[str, str], cwd: Path, log_path: Path, fetch: Callable[[], object | None]
+) -> object:
+    """Run a script as a server until `fetch()` gives something (None or OSError: not yet), then stop it with SIGINT
+    (as Ctrl-C). Fails when the script exits first or gives nothing within SCRIPT_TIMEOUT."""
+    import signal
+    import time
+
     with log_path.open("w") as log:
-        args = [sys.executable, str(scripts_dir / "demo_viser.py"), "--image_folder", str(images), "--port", str(port)]
-        process = subprocess.Popen(args, env=user_machine, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + SCRIPT_TIMEOUT
-            page = None
-            # "Starting viser server..." is printed once the whole scene (points, cameras, GUI) is in the server.
-            while (page is None or "Starting viser server..." not in log_path.read_text()) and (
-                time.monotonic() < deadline
-            ):
+            result = None
+            while result is None and time.monotonic() < deadline:
                 if process.poll() is not None:
-                    pytest.fail(f"demo_viser.py exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+                    pytest.fail(
+                        f"{Path(args[1]).name} exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+                    )
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                        page = response.read()
+                    result = fetch()
                 except OSError:
+                    result = None
+                if result is None:
                     time.sleep(1)
-            assert page is not None, f"demo_viser.py never served:\n{log_path.read_text()[-4000:]}"
+            assert result is not None, f"{Path(args[1]).name} never served:\n{log_path.read_text()[-4000:]}"
         finally:
             process.send_signal(signal.SIGINT)
             try:
@@ -179,6 +212,53 @@ def test_demo_viser_serves_the_reconstruction(scripts_dir, user_machine, example
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-    output = log_path.read_text()
-    assert "Preprocessed images shape: torch.Size([2, 3," in output and "Starting viser server..." in output
-    assert b"<html" in page.lower()
+    return result
+
+
+def _example_videos(folder: Path, examples_dir: Path) -> None:
+    """examples/videos/*.mp4 as the reference's repository has them, here 3-frame clips of the kitchen photos."""
+    import cv2
+
+    folder.mkdir(parents=True)
+    photos = sorted((examples_dir / "kitchen" / "images").iterdir())[:3]
+    frames = [cv2.resize(cv2.imread(str(photo)), (160, 120)) for photo in photos]
+    for name in GRADIO_EXAMPLE_VIDEOS:
+        writer = cv2.VideoWriter(str(folder / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 1.0, (160, 120))
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+
+
+def test_demo_gradio_builds_and_serves_with_gradio_5(scripts_dir, user_machine, examples_dir, tmp_path):
+    """demo_gradio.py started headless with Gradio 5.50: it loads the model, builds its page (gallery, 3D view,
+    examples) and serves it on a local port (its `share=True` link needs the internet; offline, Gradio serves
+    locally only), and is stopped (SIGINT, as Ctrl-C). Measured: 100 s on the 2-core machine, after the module's
+    55 s of writing the weights."""
+    import json
+
+    from conftest import free_port
+
+    if not (GRADIO_5_FOLDER / "gradio").is_dir():
+        pytest.skip(f"{GRADIO_5_FOLDER} has no Gradio 5 (bash scripts/install.sh all puts it there)")
+    _example_videos(tmp_path / "examples" / "videos", examples_dir)
+    port = free_port()
+    site, worktree = user_machine["PYTHONPATH"].split(os.pathsep)
+    env = {
+        **user_machine,
+        "PYTHONPATH": os.pathsep.join([site, str(GRADIO_5_FOLDER), worktree]),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+    }
+    log_path = tmp_path / "gradio.log"
+    args = [sys.executable, str(scripts_dir / "demo_gradio.py")]
+    config = _serve_then_stop(
+        args, env, tmp_path, log_path, lambda: json.loads(_get(f"http://127.0.0.1:{port}/config"))
+    )
+    assert config["version"] == GRADIO_5_VERSION
+    kinds = {component["type"] for component in config["components"]}
+    assert {"gallery", "model3d", "video", "dataset"} <= kinds, kinds  # dataset: the examples table
+    gallery = next(c for c in config["components"] if c["type"] == "gallery")
+    assert gallery["props"]["show_download_button"] is True
+    assert "Initializing and loading VGGT model..." in log_path.read_text()

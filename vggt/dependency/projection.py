@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vggt.utils.geometry import img_from_cam, project_world_points_to_cam
+from vggt.utils import geometry
+from vggt.utils.geometry import project_world_points_to_cam
 
 __all__ = ["img_from_cam", "img_from_cam_np", "project_3D_points", "project_3D_points_np"]
 
@@ -51,6 +52,14 @@ def project_3D_points_np(
         only_points_cam=only_points_cam,
     )
     return (None if pixels is None else pixels.numpy()), points_cam.numpy()
+
+
+def img_from_cam(
+    intrinsics: torch.Tensor, points_cam: torch.Tensor, extra_params: torch.Tensor | None = None, default: float = 0.0
+) -> torch.Tensor:
+    """Camera points [B, 3, N] -> pixels [B, N, 2] through intrinsics [B, 3, 3] and distortion `extra_params`
+    [B, K] (K = 1, 2, 4); NaNs become `default`. `vggt.utils.geometry.img_from_cam` under this module's names."""
+    return geometry.img_from_cam(intrinsics, points_cam, extra_params, default=default)
 
 
 def img_from_cam_np(

@@ -18,6 +18,7 @@ from vggt.dependency.keypoints import ALIKED, SIFT, SuperPoint
 from vggt.dependency.vggsfm_tracker import TrackerPredictor
 from vggt.errors import InputError
 from vggt.layers.dinov2 import forward_features, vit_base, vit_large, vit_small
+from vggt.layers.vision_transformer import VGGT_ENCODER_OPTIONS
 
 TRACKER_URL = "https://huggingface.co/facebook/VGGSfM/resolve/main/vggsfm_v2_tracker.pt"
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/{short}/{short}_reg4_pretrain.pth"
@@ -44,7 +45,8 @@ def _dinov2(model_name: str) -> nn.Module:
             model_name=model_name,
             choices=", ".join(DINOV2_MODELS),
         )
-    model = DINOV2_MODELS[model_name](patch_size=14, num_register_tokens=4, img_size=518, init_values=1.0)
+    options = {"patch_size": 14, "num_register_tokens": 4, "img_size": 518, "init_values": 1.0, **VGGT_ENCODER_OPTIONS}
+    model = DINOV2_MODELS[model_name](**options)
     url = DINOV2_URL.format(short=model_name.removesuffix("_reg"))
     model.load_state_dict(torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True))
     return model.eval()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from vggt.errors import InputError
 from vggt.heads.head_act import CONF_ACTIVATIONS, DENSE_ACTIVATIONS, activate_head, check_activation
 from vggt.heads.utils import create_uv_grid, make_sincos_pos_embed
 
@@ -39,43 +40,83 @@ def interpolate_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.cat([F.interpolate(p, size=size, mode="bilinear", align_corners=True) for p in pieces]).contiguous()
 
 
-class ResidualConvUnit(nn.Module):
-    """`relu(x) + conv2(relu(conv1(relu(x))))` on [N, C, h, w].
+def custom_interpolate(
+    x: Tensor,
+    size: tuple[int, int] | None = None,
+    scale_factor: float | None = None,
+    mode: str = "bilinear",
+    align_corners: bool = True,
+) -> Tensor:
+    """Resize [N, C, h, w] to `size` (or `scale_factor` times h and w), in batch pieces when huge (bilinear,
+    `align_corners`: `interpolate_bilinear`)."""
+    if size is None:
+        if scale_factor is None:
+            raise ValueError("custom_interpolate needs size or scale_factor")
+        size = (int(x.shape[-2] * scale_factor), int(x.shape[-1] * scale_factor))
+    if mode == "bilinear" and align_corners:
+        return interpolate_bilinear(x, tuple(size))
+    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=align_corners)
 
-    The skip path carries relu(x), not x: the released model applied its first ReLU in place, so
-    the input it added back had already been rectified, and its weights were trained that way.
+
+def _check_plain_dpt(name: str, **unsupported: bool) -> None:
+    refused = [key for key, given in unsupported.items() if given]
+    if refused:
+        raise InputError(f"{name} is the released DPT's (no batch norm, groups or deconvolution); leave {refused} out")
+
+
+class ResidualConvUnit(nn.Module):
+    """`act(x) + conv2(act(conv1(act(x))))` on [N, C, h, w], `act` being `activation` (a module).
+
+    The skip path carries act(x), not x: the released model's activation is an in-place ReLU, so the input it added
+    back had already been rectified, and its weights were trained that way.
     """
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, activation: nn.Module, bn: bool, groups: int = 1) -> None:
         super().__init__()
+        _check_plain_dpt("ResidualConvUnit", bn=bn, groups=groups != 1)
         self.conv1 = nn.Conv2d(features, features, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(features, features, kernel_size=3, padding=1)
+        self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(x)
-        return self.conv2(F.relu(self.conv1(x))) + x
+        x = F.relu(x) if isinstance(self.activation, nn.ReLU) else self.activation(x)
+        return self.conv2(self.activation(self.conv1(x))) + x
 
 
 class FeatureFusionBlock(nn.Module):
-    """Add a refined skip connection (if any), refine, upsample, and mix channels with a 1x1 conv."""
+    """Add a refined skip connection (if `has_residual`), refine, upsample (to `size` when given here or at
+    construction, else twice h and w), and mix channels with a 1x1 conv."""
 
-    def __init__(self, features: int, has_skip: bool = True) -> None:
+    def __init__(
+        self,
+        features: int,
+        activation: nn.Module,
+        deconv: bool = False,
+        bn: bool = False,
+        expand: bool = False,
+        align_corners: bool = True,
+        size: tuple[int, int] | None = None,
+        has_residual: bool = True,
+        groups: int = 1,
+    ) -> None:
         super().__init__()
+        _check_plain_dpt("FeatureFusionBlock", deconv=deconv, bn=bn, expand=expand, groups=groups != 1)
+        _check_plain_dpt("FeatureFusionBlock (align_corners=False)", align_corners=not align_corners)
         self.out_conv = nn.Conv2d(features, features, kernel_size=1)
-        if has_skip:
-            self.resConfUnit1 = ResidualConvUnit(features)
-        self.has_skip = has_skip
-        self.resConfUnit2 = ResidualConvUnit(features)
+        if has_residual:
+            self.resConfUnit1 = ResidualConvUnit(features, activation, bn)
+        self.has_skip = has_residual
+        self.resConfUnit2 = ResidualConvUnit(features, activation, bn)
+        self.size = size
 
     def forward(self, x: Tensor, skip: Tensor | None = None, size: tuple[int, int] | None = None) -> Tensor:
         """[N, C, h, w] (plus skip [N, C, h, w]) -> [N, C, *size]; size defaults to twice h and w."""
         if skip is not None:
             if not self.has_skip:
-                raise ValueError("this fusion block was built without a skip connection (has_skip=False)")
+                raise ValueError("this fusion block was built without a skip connection (has_residual=False)")
             x = x + self.resConfUnit1(skip)
         x = self.resConfUnit2(x)
-        if size is None:
-            size = (2 * x.shape[-2], 2 * x.shape[-1])
+        size = size or self.size or (2 * x.shape[-2], 2 * x.shape[-1])
         return self.out_conv(interpolate_bilinear(x, tuple(size)))
 
 
@@ -88,10 +129,10 @@ class DPTScratch(nn.Module):
         self.layer2_rn = nn.Conv2d(in_channels[1], features, kernel_size=3, padding=1, bias=False)
         self.layer3_rn = nn.Conv2d(in_channels[2], features, kernel_size=3, padding=1, bias=False)
         self.layer4_rn = nn.Conv2d(in_channels[3], features, kernel_size=3, padding=1, bias=False)
-        self.refinenet1 = FeatureFusionBlock(features)
-        self.refinenet2 = FeatureFusionBlock(features)
-        self.refinenet3 = FeatureFusionBlock(features)
-        self.refinenet4 = FeatureFusionBlock(features, has_skip=False)
+        self.refinenet1 = FeatureFusionBlock(features, nn.ReLU(inplace=True))
+        self.refinenet2 = FeatureFusionBlock(features, nn.ReLU(inplace=True))
+        self.refinenet3 = FeatureFusionBlock(features, nn.ReLU(inplace=True))
+        self.refinenet4 = FeatureFusionBlock(features, nn.ReLU(inplace=True), has_residual=False)
         if feature_only:
             self.output_conv1 = nn.Conv2d(features, features, kernel_size=3, padding=1)
         else:

@@ -30,27 +30,28 @@ def check_activation(name: str, choices: tuple[str, ...], what: str) -> None:
         raise ValueError(f"Unknown {what} {name!r}; choose one of {list(choices)}")
 
 
-def _activate_pose_part(x: Tensor, activation: str) -> Tensor:
-    if activation == "linear":
-        return x
-    if activation == "inv_log":
-        return inverse_log_transform(x)
-    if activation == "exp":
-        return torch.exp(x)
-    if activation == "relu":
-        return F.relu(x)
-    raise ValueError(f"Unknown pose activation {activation!r}; choose one of {list(POSE_ACTIVATIONS)}")
+def base_pose_act(pose_enc: Tensor, act_type: str = "linear") -> Tensor:
+    """One pose-encoding part [..., k] through `act_type`: linear, inv_log, exp or relu."""
+    if act_type == "linear":
+        return pose_enc
+    if act_type == "inv_log":
+        return inverse_log_transform(pose_enc)
+    if act_type == "exp":
+        return torch.exp(pose_enc)
+    if act_type == "relu":
+        return F.relu(pose_enc)
+    raise ValueError(f"Unknown pose activation {act_type!r}; choose one of {list(POSE_ACTIVATIONS)}")
 
 
 def activate_pose(
-    pose_enc: Tensor, trans_act: str = "linear", quat_act: str = "linear", fl_act: str = "linear"
+    pred_pose_enc: Tensor, trans_act: str = "linear", quat_act: str = "linear", fl_act: str = "linear"
 ) -> Tensor:
     """Activate the translation, quaternion and field-of-view parts of a [..., 9] pose encoding."""
     return torch.cat(
         [
-            _activate_pose_part(pose_enc[..., TRANSLATION_SLICE], trans_act),
-            _activate_pose_part(pose_enc[..., QUATERNION_SLICE], quat_act),
-            _activate_pose_part(pose_enc[..., FOV_SLICE], fl_act),
+            base_pose_act(pred_pose_enc[..., TRANSLATION_SLICE], trans_act),
+            base_pose_act(pred_pose_enc[..., QUATERNION_SLICE], quat_act),
+            base_pose_act(pred_pose_enc[..., FOV_SLICE], fl_act),
         ],
         dim=-1,
     )

@@ -6,6 +6,8 @@ Attribute names are the keys of the released Pi3 checkpoint.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,7 +33,10 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.projects = nn.Linear(in_dim, dim)
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, 4.0, init_values=None, norm_eps=DECODER_NORM_EPS, rope=rope) for _ in range(depth)
+            Block(
+                dim, num_heads, 4.0, init_values=None, norm_layer=partial(nn.LayerNorm, eps=DECODER_NORM_EPS), rope=rope
+            )
+            for _ in range(depth)
         )
         self.linear_out = nn.Linear(dim, out_dim)
 

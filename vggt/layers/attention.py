@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vggt.errors import InputError
 from vggt.layers.mlp import LinearFn, LinearRowsFn, call_linear, linear_rows
 from vggt.layers.rope import RotaryPositionEmbedding2D
 
@@ -21,10 +24,14 @@ class Attention(nn.Module):
     def __init__(
         self,
         dim: int,
-        num_heads: int,
+        num_heads: int = 8,
         qkv_bias: bool = True,
         proj_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
         qk_norm: bool = False,
+        fused_attn: bool = True,
         rope: RotaryPositionEmbedding2D | None = None,
     ) -> None:
         super().__init__()
@@ -33,10 +40,14 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.rope = rope
+        # Dropout of the attention weights and of the output, in training only. `fused_attn` is the reference's
+        # switch between fused and explicit softmax attention: both give the same numbers, here always fused.
+        self.attn_drop, self.proj_drop = attn_drop, nn.Dropout(proj_drop)
+        self.fused_attn = fused_attn
 
     def forward(self, x: Tensor, pos: Tensor | None = None, linear: LinearFn = call_linear) -> Tensor:
         """Tokens [B, N, dim] -> [B, N, dim]; `linear` applies the projections (LinearFn)."""
@@ -44,8 +55,8 @@ class Attention(nn.Module):
         qkv = linear(self.qkv, x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
         q, k = self._finish(q, QUERY, pos), self._finish(k, KEY, pos)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return linear(self.proj, x.transpose(1, 2).reshape(B, N, C))
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(linear(self.proj, x.transpose(1, 2).reshape(B, N, C)))
 
     def _finish(self, x: Tensor, part: int, pos: Tensor | tuple[Tensor, ...] | None) -> Tensor:
         """QK-norm and RoPE of queries or keys [B, heads, N, head_dim]; values pass unchanged.
@@ -82,3 +93,15 @@ class Attention(nn.Module):
             out = self.qkv(x)[..., rows]
         out = out.reshape(B, n, heads.stop - heads.start, self.head_dim).transpose(1, 2)
         return self._finish(out, part, pos)
+
+
+class MemEffAttention(Attention):
+    """The reference's name for attention; scaled-dot-product attention is already memory-efficient here."""
+
+    def forward(
+        self, x: Tensor, attn_bias: Tensor | None = None, pos: Tensor | None = None, linear: LinearFn = call_linear
+    ) -> Tensor:
+        """Tokens [B, N, dim] -> [B, N, dim]; `attn_bias` (xFormers' block-diagonal mask) is refused."""
+        if attn_bias is not None:
+            raise InputError("MemEffAttention takes no attn_bias here (that was xFormers' block-diagonal mask)")
+        return super().forward(x, pos=pos, linear=linear)

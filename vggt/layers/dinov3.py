@@ -11,6 +11,7 @@ They differ from the DINOv2 pieces of `vision_transformer.py` in three ways that
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +110,9 @@ class PrefixRopeBlock(Block):
     def __init__(
         self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False, init_values: float = 1e-5
     ) -> None:
-        super().__init__(dim, num_heads, mlp_ratio, init_values=init_values, norm_eps=NORM_EPS)
+        super().__init__(
+            dim, num_heads, mlp_ratio, init_values=init_values, norm_layer=partial(nn.LayerNorm, eps=NORM_EPS)
+        )
         self.attn = PrefixRopeAttention(dim, num_heads, qk_norm=qk_norm)
 
 
@@ -128,7 +131,7 @@ class DinoV3Encoder(nn.Module):
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
-        self.patch_embed = PatchEmbed(patch_size, 3, embed_dim)
+        self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=3, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.storage_tokens = nn.Parameter(torch.zeros(1, num_storage_tokens, embed_dim))
         # Kept for checkpoint compatibility (masked-image training); it adds nothing at inference.

@@ -33,8 +33,8 @@ class Mlp(nn.Module):
         hidden_features: int | None = None,
         out_features: int | None = None,
         act_layer: type[nn.Module] = nn.GELU,
-        bias: bool = True,
         drop: float = 0.0,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         hidden_features = hidden_features or in_features

@@ -19,6 +19,14 @@ def patch_positions(batch: int, height: int, width: int, device: torch.device | 
     return grid.view(1, height * width, 2).expand(batch, -1, -1)
 
 
+class PositionGetter:
+    """Callable giving (y, x) patch positions [batch, height * width, 2] (the reference's name for
+    `patch_positions`)."""
+
+    def __call__(self, batch_size: int, height: int, width: int, device: torch.device | str) -> Tensor:
+        return patch_positions(batch_size, height, width, device)
+
+
 def _rotate_half(x: Tensor) -> Tensor:
     first, second = x.chunk(2, dim=-1)
     return torch.cat((-second, first), dim=-1)
@@ -27,9 +35,11 @@ def _rotate_half(x: Tensor) -> Tensor:
 class RotaryPositionEmbedding2D(nn.Module):
     """Applies 2D RoPE to queries or keys [B, heads, N, head_dim] given positions [B, N, 2] (y, x)."""
 
-    def __init__(self, frequency: float = 100.0) -> None:
+    def __init__(self, frequency: float = 100.0, scaling_factor: float = 1.0) -> None:
         super().__init__()
         self.frequency = frequency
+        # The reference's argument, stored and, as there, never applied to the angles.
+        self.scaling_factor = scaling_factor
         self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def _cos_sin(self, dim: int, length: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

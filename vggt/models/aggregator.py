@@ -10,6 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vggt.layers import Block, DinoVisionTransformer, RotaryPositionEmbedding2D, patch_positions
 from vggt.layers.mlp import LinearFn, call_linear
+from vggt.layers.vision_transformer import VGGT_ENCODER_OPTIONS
 from vggt.models.config import VGGTConfig, aggregator_config
 
 # ImageNet statistics the DINOv2 encoder was trained with.
@@ -23,6 +24,11 @@ def expand_per_frame(pair: Tensor, batch: int, frames: int, includes_first: bool
     if includes_first:
         others = torch.cat([pair[:, :1].expand(batch, 1, *pair.shape[2:]), others], dim=1)
     return others.reshape(batch * frames, *pair.shape[2:])
+
+
+def slice_expand_and_flatten(token_tensor: Tensor, B: int, S: int) -> Tensor:
+    """The reference's name for `expand_per_frame`: [1, 2, X, C] -> [B * S, X, C]."""
+    return expand_per_frame(token_tensor, B, S)
 
 
 class Aggregator(nn.Module):
@@ -83,6 +89,7 @@ class Aggregator(nn.Module):
             num_register_tokens=c.num_register_tokens,
             init_values=c.patch_embed_layerscale,
             gradient_checkpointing=gradient_checkpointing,
+            **VGGT_ENCODER_OPTIONS,
         )
         self.rope = RotaryPositionEmbedding2D(c.rope_freq) if c.rope_freq > 0 else None
 

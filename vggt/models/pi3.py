@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from vggt.heads.pi3_heads import LinearPixelHead, Pi3CameraHead, TransformerDecoder
 from vggt.layers.block import Block
 from vggt.layers.rope import RotaryPositionEmbedding2D, patch_positions
-from vggt.layers.vision_transformer import DinoVisionTransformer
+from vggt.layers.vision_transformer import VGGT_ENCODER_OPTIONS, DinoVisionTransformer
 from vggt.models.aggregator import IMAGENET_MEAN, IMAGENET_STD
 
 PATCH_SIZE = 14
@@ -52,6 +53,13 @@ class Pi3Config:
         return dataclasses.asdict(self)
 
 
+def decoder_block(dim: int, num_heads: int, rope: RotaryPositionEmbedding2D | None = None) -> Block:
+    """One block of Pi3's decoder (QK-norm, LayerScale 0.01, LayerNorm eps 1e-6) on [B, N, dim] tokens."""
+    return Block(
+        dim, num_heads, 4.0, init_values=0.01, qk_norm=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), rope=rope
+    )
+
+
 class Pi3(nn.Module):
     """Pi3; see the module docstring for inputs and outputs."""
 
@@ -60,15 +68,19 @@ class Pi3(nn.Module):
         c = config or Pi3Config()
         self.config = c
         self.encoder = DinoVisionTransformer(
-            c.img_size, PATCH_SIZE, c.encoder_dim, c.encoder_depth, c.encoder_num_heads, 4.0, c.encoder_registers
+            img_size=c.img_size,
+            patch_size=PATCH_SIZE,
+            embed_dim=c.encoder_dim,
+            depth=c.encoder_depth,
+            num_heads=c.encoder_num_heads,
+            num_register_tokens=c.encoder_registers,
+            init_values=1.0,
+            **VGGT_ENCODER_OPTIONS,
         )
         del self.encoder.mask_token  # not in the released weights
         self.rope = RotaryPositionEmbedding2D(c.rope_freq)
         self.decoder = nn.ModuleList(
-            Block(
-                c.decoder_dim, c.decoder_num_heads, 4.0, init_values=0.01, qk_norm=True, norm_eps=1e-6, rope=self.rope
-            )
-            for _ in range(c.decoder_depth)
+            decoder_block(c.decoder_dim, c.decoder_num_heads, self.rope) for _ in range(c.decoder_depth)
         )
         self.register_token = nn.Parameter(torch.randn(1, 1, c.num_register_tokens, c.decoder_dim) * 1e-6)
 

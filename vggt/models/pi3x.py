@@ -19,9 +19,8 @@ from torch import Tensor, nn
 
 from vggt.errors import InputError
 from vggt.heads.pi3x_heads import ContextDecoder, ConvHead
-from vggt.layers.block import Block
 from vggt.layers.patch_embed import PatchEmbed
-from vggt.models.pi3 import PATCH_SIZE, Pi3, Pi3Config, camera_to_world
+from vggt.models.pi3 import PATCH_SIZE, Pi3, Pi3Config, camera_to_world, decoder_block
 
 MAX_LOG_DEPTH = 15.0  # the predicted log depth is clamped here before exp
 DEPTH_NORM_EPS = 1e-8
@@ -52,12 +51,11 @@ class Pi3X(Pi3):
         # Conditioning: a depth encoder (the image encoder's architecture on depth and its validity mask), a
         # patch embedding of the viewing rays, and the pose-injection blocks (used only with poses).
         self.depth_encoder = copy.deepcopy(self.encoder)
-        self.depth_encoder.patch_embed = PatchEmbed(PATCH_SIZE, 2, c.encoder_dim)
+        self.depth_encoder.patch_embed = PatchEmbed(patch_size=PATCH_SIZE, in_chans=2, embed_dim=c.encoder_dim)
         self.depth_emb = nn.Parameter(torch.zeros(1, 1, c.encoder_dim))
-        self.ray_embed = PatchEmbed(PATCH_SIZE, 2, c.encoder_dim)
+        self.ray_embed = PatchEmbed(patch_size=PATCH_SIZE, in_chans=2, embed_dim=c.encoder_dim)
         self.pose_inject_blk = nn.ModuleList(
-            Block(c.decoder_dim, c.decoder_num_heads, 4.0, init_values=0.01, qk_norm=True, norm_eps=1e-6)
-            for _ in range(c.pose_inject_blocks)
+            decoder_block(c.decoder_dim, c.decoder_num_heads) for _ in range(c.pose_inject_blocks)
         )
         self.metric_token = nn.Parameter(torch.randn(1, 1, 2 * c.decoder_dim) * 1e-6)
         self.metric_decoder = ContextDecoder(

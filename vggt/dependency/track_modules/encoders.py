@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vggt.errors import InputError
+
 
 def _resize(x: Tensor, height: int, width: int) -> Tensor:
     return F.interpolate(x, (height, width), mode="bilinear", align_corners=True)
@@ -79,8 +81,12 @@ class BasicEncoder(nn.Module):
 class ShallowEncoder(nn.Module):
     """[B, 3, H, W] -> [B, output_dim, H / stride, W / stride]: a light two-stage encoder for image patches."""
 
-    def __init__(self, input_dim: int = 3, output_dim: int = 32, stride: int = 1) -> None:
+    def __init__(self, input_dim: int = 3, output_dim: int = 32, stride: int = 1, norm_fn: str = "instance") -> None:
         super().__init__()
+        if norm_fn != "instance":
+            raise InputError(
+                f"ShallowEncoder normalises by instance (as the released tracker); got norm_fn={norm_fn!r}"
+            )
         self.stride = stride
         self.norm1 = nn.InstanceNorm2d(output_dim)
         self.norm2 = nn.InstanceNorm2d(output_dim * 2)  # unused, kept as in the released model

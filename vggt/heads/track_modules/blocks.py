@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vggt.errors import InputError
 from vggt.heads.track_modules.utils import bilinear_sample
 from vggt.layers import Mlp
 
@@ -64,8 +65,8 @@ class CrossAttentionBlock(nn.Module):
 class EfficientUpdateFormer(nn.Module):
     """Transformer that predicts coordinate and feature updates for every track and frame.
 
-    Each of the `depth` layers attends along time within each track, then across tracks within each
-    frame. Tracks do not attend to one another directly: `num_virtual_tracks` learned tokens first
+    Each of the `time_depth` (= `space_depth`) layers attends along time within each track, then across
+    tracks within each frame. Tracks do not attend to one another directly: `num_virtual_tracks` learned tokens first
     gather from all tracks, attend among themselves, and the tracks then read from them.
 
     Input [B, N, S, input_dim] -> output [B, N, S, output_dim].
@@ -73,14 +74,22 @@ class EfficientUpdateFormer(nn.Module):
 
     def __init__(
         self,
-        input_dim: int,
-        hidden_size: int,
-        output_dim: int,
-        depth: int,
-        num_heads: int,
-        num_virtual_tracks: int,
+        space_depth: int = 6,
+        time_depth: int = 6,
+        input_dim: int = 320,
+        hidden_size: int = 384,
+        num_heads: int = 8,
+        output_dim: int = 130,
         mlp_ratio: float = MLP_RATIO,
+        add_space_attn: bool = True,
+        num_virtual_tracks: int = 64,
     ) -> None:
+        if space_depth != time_depth or not add_space_attn:
+            raise InputError(
+                "EfficientUpdateFormer exchanges across tracks after every time block: pass add_space_attn=True and "
+                f"space_depth equal to time_depth (got {space_depth} and {time_depth})"
+            )
+        depth = time_depth
         super().__init__()
         self.num_virtual_tracks = num_virtual_tracks
         self.input_norm = nn.LayerNorm(input_dim)

@@ -96,7 +96,8 @@ class TrackerPredictor(nn.Module):
             input_dim=self.transformer_dim,
             hidden_size=hidden_size,
             output_dim=latent_dim + 2,
-            depth=depth,
+            space_depth=depth,
+            time_depth=depth,
             num_heads=num_heads,
             num_virtual_tracks=num_virtual_tracks,
         )

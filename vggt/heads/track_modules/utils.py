@@ -75,3 +75,61 @@ def sample_features(feature_map: Tensor, points: Tensor) -> Tensor:
     """
     sampled = bilinear_sample(feature_map, points[:, :, None, :], padding_mode="border")  # [B, C, N, 1]
     return sampled[..., 0].transpose(1, 2)
+
+
+# The reference's names for the functions above, with its signatures and layouts.
+
+
+def get_1d_sincos_pos_embed_from_grid(embed_dim: int, pos: Tensor) -> Tensor:
+    """`sincos_embedding_1d` of positions of any shape (flattened to M) -> [1, M, embed_dim], float32."""
+    return sincos_embedding_1d(pos, embed_dim)[None]
+
+
+def get_2d_sincos_pos_embed_from_grid(embed_dim: int, grid: Tensor) -> Tensor:
+    """Embedding of a grid [2, 1, H, W] ((x, y) planes) -> [1, H * W, embed_dim]: half for x, then half for y."""
+    if embed_dim % 2:
+        raise ValueError(f"2D sine-cosine embedding needs an even width, got {embed_dim}")
+    halves = [get_1d_sincos_pos_embed_from_grid(embed_dim // 2, plane) for plane in (grid[0], grid[1])]
+    return torch.cat(halves, dim=2)
+
+
+def get_2d_sincos_pos_embed(
+    embed_dim: int, grid_size: int | tuple[int, int], return_grid: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """`sincos_grid_embedding` of a (height, width) grid (or a square one): [1, embed_dim, H, W]; with
+    `return_grid` also the grid [2, 1, H, W] of (x, y) positions."""
+    height, width = grid_size if isinstance(grid_size, tuple) else (grid_size, grid_size)
+    embedding = sincos_grid_embedding(embed_dim, height, width)
+    if not return_grid:
+        return embedding
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
+    return embedding, torch.stack((xs, ys))[:, None]
+
+
+def get_2d_embedding(xy: Tensor, C: int, cat_coords: bool = True) -> Tensor:
+    """`flow_embedding` of points xy [B, N, 2] -> [B, N, 2C] (x channels, then y), after xy itself when
+    `cat_coords` ([B, N, 2C + 2])."""
+    embedding = flow_embedding(xy, C)
+    return torch.cat((xy, embedding), dim=-1) if cat_coords else embedding
+
+
+def bilinear_sampler(input: Tensor, coords: Tensor, align_corners: bool = True, padding_mode: str = "border") -> Tensor:
+    """`F.grid_sample` at pixel coordinates: input [B, C, H, W] at coords [B, Ho, Wo, 2] (x, y), or [B, C, T, H, W]
+    at coords [B, To, Ho, Wo, 3] (t, x, y). With `align_corners` 0 and size - 1 are the centres of the first and
+    last pixels, else 0 and size are their outer edges."""
+    sizes = input.shape[2:]
+    if len(sizes) not in (2, 3):
+        raise ValueError(f"bilinear_sampler samples 4D or 5D inputs, got {tuple(input.shape)}")
+    coords = coords.to(device=input.device, dtype=input.dtype)
+    if len(sizes) == 3:
+        coords = coords[..., [1, 2, 0]]  # grid_sample wants (x, y, t)
+    spans = [max(size - 1, 1) if align_corners else size for size in reversed(sizes)]
+    scale = torch.tensor([2.0 / span for span in spans], device=coords.device, dtype=coords.dtype)
+    return F.grid_sample(input, coords * scale - 1, align_corners=align_corners, padding_mode=padding_mode)
+
+
+def sample_features4d(input: Tensor, coords: Tensor) -> Tensor:
+    """`sample_features`: features of input [B, C, H, W] at pixel points coords [B, R, 2] -> [B, R, C]."""
+    return sample_features(input, coords)
