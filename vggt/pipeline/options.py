@@ -64,8 +64,11 @@ class ReconstructOptions:
     """How to reconstruct. See `vggt.reconstruct` for what each field does.
 
     Attributes:
-        checkpoint: Hub id, folder or weights file; None: facebook/VGGT-1B, or random weights if only `preset`.
-        preset: architecture preset (`tiny`, `vggt-1b`).
+        model_name: a model of the registry (`vggt.models.list_models`, or a small random preset such as
+            `pi3-tiny`); None: VGGT (`checkpoint` / `preset`).
+        checkpoint: Hub id, folder or weights file; None: the model's released weights (facebook/VGGT-1B), or
+            random weights if only `preset` (or a small preset's name).
+        preset: VGGT architecture preset (`tiny`, `vggt-1b`).
         device, dtype: "auto" or explicit (`cpu`, `cuda`, `cuda:N`, `mps`; `float32`, `bfloat16`, `float16`).
         mode: "crop" or "pad". resolution: model input width (crop) or longer side (pad); None: the model's
             training resolution (`VGGTConfig.default_resolution`).
@@ -93,6 +96,7 @@ class ReconstructOptions:
         ba_backend: "theseus" (differentiable, the `ba` extra) or "ceres" (COLMAP's bundle adjuster, pycolmap).
     """
 
+    model_name: str | None = None
     checkpoint: str | None = None
     preset: str | None = None
     device: Any = "auto"
