@@ -93,3 +93,37 @@ def test_unknown_model_and_refusals(examples_dir, tmp_path, capsys):
     assert len(error.splitlines()) == 1 and "track head" in error
     assert main(["reconstruct", str(photos), "--out", str(out), "--model", "pi3-tiny", "--preset", "tiny"] + FAST) == 2
     assert not out.exists()
+
+
+def test_windowed_run_and_engine_options_with_pi3x(examples_dir, tmp_path, capsys):
+    """A windowed run of a non-VGGT model: one reference pass per window, merged like VGGT's windows into the
+    first window's frame and (metric) scale; the streaming engine's options are said to be ignored in one line,
+    and the run goes on."""
+    photos = examples_dir / "room" / "images"
+    out = tmp_path / "windowed"
+    fast = ["--device", "cpu", "--dtype", "float32", "--resolution", "112", "--max-frames", "5"]
+    args = ["reconstruct", str(photos), "--out", str(out), "--model", "pi3x-tiny", "--window", "3", "--overlap", "1"]
+    assert main(args + ["--offload", "--chunk-size", "2"] + fast) == 0
+    captured = capsys.readouterr()
+    notices = [line for line in captured.err.splitlines() if "reference forward pass" in line]
+    assert len(notices) == 1 and "--chunk-size, --offload" in notices[0]
+    assert "2 windows" in captured.out and "metric scale" in captured.out
+    assert check_output_folder(out, 5)["metric"] is True
+
+
+def test_viewer_shows_a_family_model_output(examples_dir, tmp_path):
+    from conftest import free_port
+
+    from vggt.apps.viewer import SceneViewer
+    from vggt.pipeline.reconstruction import Reconstruction
+
+    out = tmp_path / "pi3x"
+    assert main(["reconstruct", str(examples_dir / "kitchen" / "images"), "--out", str(out), "--model", "pi3x-tiny"]
+                + FAST) == 0  # fmt: skip
+    rec = Reconstruction.load(out)
+    assert rec.predictions.metric and rec.num_frames == 3
+    viewer = SceneViewer(rec, "127.0.0.1", free_port())
+    try:
+        assert len(viewer.points.points) == rec.num_points > 0 and len(viewer.frustums) == 3
+    finally:
+        viewer.stop()

@@ -58,6 +58,7 @@ ARRAY_FIELDS = (
     "depth_conf",
     "world_points",
     "world_points_conf",
+    "metric_scale",  # per window, not per frame: a metric model's (Pi3X) scale
 )
 
 
@@ -283,6 +284,8 @@ def merge_windows(
                     )
                 merged[name][frame] = value
     predictions = Predictions(**merged)
+    # Every window is moved into the first one's frame and scale: metric if the first window is.
+    predictions.metric_scale = store.load(0)[0].metric_scale
     height, width = predictions.input_hw
     pose_enc = extri_intri_to_pose_encoding(
         torch.from_numpy(np.asarray(predictions.extrinsics))[None],
