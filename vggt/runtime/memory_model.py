@@ -105,8 +105,11 @@ def estimate_streaming_memory(
 # --------------------------------------------------------------------------- the other families' reference pass
 
 # Values per pixel of every frame that the outputs of Pi3 / Pi3X and their conversion to geometry hold at once:
-# points, local points, confidence, then world points, depth, confidence and the focal-length fit's ratios.
-PI3_OUTPUT_VALUES_PER_PIXEL = 20
+# the heads' raw maps, local points, points and their temporaries, rays (Pi3X), confidence, then world points,
+# depth, confidence, the focal-length fit's ratios and weights, and the numpy copies of the predictions.
+PI3_OUTPUT_VALUES_PER_PIXEL = 45
+# Pi3X's convolutional heads end with three upsampling stages, the last at 8 cells per patch side.
+PI3X_LAST_STAGE_CELLS_PER_PATCH_SIDE = 8
 # VGGT-Omega's outputs and their conversion: depth, confidence, world points and the unprojection's temporaries.
 OMEGA_OUTPUT_VALUES_PER_PIXEL = 12
 # Values per cell of the dense head's finest level (1/4 of the image), in units of its `features` width: the
@@ -149,9 +152,14 @@ def estimate_reference_forward_memory(
         working = (2 + BLOCK_WORKING_SET_WIDTHS) * tokens * config.decoder_dim * 4
         decoders = (3 + BLOCK_WORKING_SET_WIDTHS) * tokens * config.head_dim * 4
         conv = 0
-        if isinstance(config, Pi3XConfig):  # two full-resolution convolutional heads, one after the other
+        if isinstance(config, Pi3XConfig):  # two convolutional heads, one after the other
             last = config.conv_channels[-1]
-            conv = pixels * (2 * (last + 2) + 2 * config.conv_last_channels) * 4
+            # The last stage's input with its UV grid, its convolutions' output and its residual blocks' hidden
+            # layer, on its grid; then the map resized to the image, with the UV grid, and the output branch.
+            stage_cells = (PI3X_LAST_STAGE_CELLS_PER_PATCH_SIDE / config.patch_size) ** 2
+            stage = stage_cells * (2 * last + 2 + 4 * last)
+            full = 2 * (last + 2) + 2 * config.conv_last_channels
+            conv = int(pixels * (stage + full) * 4)
         heads = kept + max(decoders, conv) + pixels * PI3_OUTPUT_VALUES_PER_PIXEL * 4
     else:
         raise TypeError(f"no memory model for the reference forward pass of {type(config).__name__}")
