@@ -5,6 +5,7 @@ numpy, cameras in the first camera's frame, and the one-line refusals."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,92 @@ def test_viewer_shows_a_family_model_output(examples_dir, tmp_path):
         assert len(viewer.points.points) == rec.num_points > 0 and len(viewer.frustums) == 3
     finally:
         viewer.stop()
+
+
+# ----------------------------------------------------------------------------------- Pi3X's conditioning inputs
+
+TRAINED_PI3X = Path(__file__).parent / "data" / "pi3x_tiny_rays.safetensors"
+
+
+def conditioning_photos(folder, count: int = 2, side: int = 56):
+    """Random photos, one calibration for all (JSON) and a depth folder (the first photo's depth only)."""
+    from PIL import Image
+
+    photos, depth = folder / "photos", folder / "depth"
+    photos.mkdir(parents=True)
+    depth.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    np.save(depth / "p0.npy", np.full((side, side), 2.5, np.float32))
+    camera = {"width": side, "height": side, "fx": 40.0, "fy": 40.0, "cx": side / 2 - 0.5, "cy": side / 2 - 0.5}
+    intrinsics = folder / "intrinsics.json"
+    intrinsics.write_text(json.dumps({"camera": camera}))
+    return photos, intrinsics, depth
+
+
+def test_pi3x_reads_known_intrinsics_and_depth(tmp_path, capsys):
+    """--intrinsics and --depth reach Pi3X's network (its points change); --depth and --poses are refused
+    in one line where no model takes them."""
+    photos, intrinsics, depth = conditioning_photos(tmp_path)
+    base = ["--device", "cpu", "--dtype", "float32", "--resolution", "56", "-q", "--model"]
+    points = {}
+    for name, extra in {
+        "none": [],
+        "intrinsics": ["--intrinsics", str(intrinsics)],
+        "depth": ["--depth", str(depth)],
+    }.items():
+        out = tmp_path / f"out_{name}"
+        assert main(["reconstruct", str(photos), "--out", str(out), *base, "pi3x-tiny", *extra]) == 0
+        points[name] = np.load(out / "predictions.npz")["world_points"]
+    assert not np.allclose(points["intrinsics"], points["none"]) and not np.allclose(points["depth"], points["none"])
+    capsys.readouterr()
+    refusals = {
+        "pi3-tiny": ["--depth", str(depth)],
+        "pi3x-tiny": ["--poses", str(intrinsics)],
+    }
+    for model, extra in refusals.items():
+        assert main(["reconstruct", str(photos), "--out", str(tmp_path / "no"), *base, model, *extra]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and extra[0] in error
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.skipif(not TRAINED_PI3X.is_file(), reason="tests/data/pi3x_tiny_rays.safetensors is missing")
+def test_conditioning_on_true_intrinsics_moves_the_prediction_toward_them():
+    """A small Pi3X trained to read its intrinsics (scripts/train_pi3x_tiny_rays.py) on synthetic scenes whose
+    images say nothing about the camera: given the true intrinsics, the focal lengths fitted to its predicted
+    points are close to them; without, they are an average guess, far from them."""
+    from vggt.models.registry import create_model
+    from vggt.pipeline.family import conditioning_inputs
+    from vggt.pipeline.inference import InferenceOptions, run_inference
+
+    model = create_model("pi3x-tiny", checkpoint=TRAINED_PI3X)
+    generator = torch.Generator().manual_seed(1)  # other scenes than the training ones
+    side, num_frames, options = 42, 2, InferenceOptions(memory_check=False)
+    errors = {"with": [], "without": []}
+    for _ in range(4):
+        focal = side * (0.5 + 1.5 * torch.rand(num_frames, generator=generator))
+        intrinsics = np.zeros((num_frames, 3, 3), np.float32)
+        intrinsics[:, 0, 0] = intrinsics[:, 1, 1] = focal.numpy()
+        intrinsics[:, :2, 2] = side / 2 - 0.5  # centred, in this package's pixel convention
+        intrinsics[:, 2, 2] = 1
+        images = torch.rand(num_frames, 3, side, side, generator=generator)
+        conditioning = conditioning_inputs(intrinsics, None, (side, side))
+        for key, given in (("with", conditioning), ("without", None)):
+            predictions = run_inference(model, images, options, conditioning=given)
+            fitted = predictions.intrinsics[:, 0, 0]
+            errors[key].append(np.abs(fitted - focal.numpy()) / focal.numpy())
+    error_with, error_without = np.mean(errors["with"]), np.mean(errors["without"])
+    assert error_with < 0.15 and error_with < 0.5 * error_without, errors
+
+
+def test_evaluate_with_a_family_model(tmp_path):
+    """`vggt evaluate --model`: scores a model without a track head on a scene with tracks (tracks left out)."""
+    data, out = tmp_path / "data", tmp_path / "eval"
+    assert main(["synthesize", "--out", str(data), "--num-scenes", "1", "--num-frames", "3", "--num-tracks", "8"]) == 0
+    args = ["evaluate", "--data", str(data), "--out", str(out), "--model", "pi3-tiny", "-q"]
+    assert main(args + ["--device", "cpu", "--dtype", "float32", "--resolution", "56"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["model"] == "pi3-tiny" and {"camera", "depth", "points"} <= set(report["overall"])
+    assert "tracks" not in report["overall"]

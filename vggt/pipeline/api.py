@@ -23,8 +23,9 @@ from vggt.data.intrinsics import KnownIntrinsics
 from vggt.data.layout import unique_file_names
 from vggt.errors import InputError
 from vggt.export.colmap import conform_intrinsics
+from vggt.models.pi3x import Pi3XConfig
 from vggt.pipeline.calibration import apply_known_intrinsics, known_intrinsics
-from vggt.pipeline.family import engine_notice
+from vggt.pipeline.family import conditioning_inputs, engine_notice, read_known_depth, takes_conditioning
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference, streaming_for
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
 from vggt.pipeline.memory import MemoryEstimate, check_memory, estimate_inference_memory
@@ -37,7 +38,7 @@ from vggt.pipeline.refine import refine_cameras, require_bundle_adjustment
 from vggt.pipeline.windowed import WindowPlan, common_input_size, predict_windowed
 from vggt.utils.cameras import Cameras
 from vggt.utils.device import resolve_device, resolve_dtype
-from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_original
+from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_input, rescale_intrinsics_to_original
 from vggt.utils.paths import NAME_ROOM_BYTES, check_file_name
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,14 @@ def predict_and_assemble(
             # The checkpoint records another training resolution than the configuration expected before loading.
             resolution = model.config.default_resolution
             loaded = load_input_images(paths, opts.mode, resolution, model.config.patch_size)
-        predictions = run_inference(model, loaded.images, inference)
+        conditioning = None
+        if takes_conditioning(model) and (known is not None or opts.depth is not None):
+            conditioning = conditioning_inputs(
+                None if known is None else rescale_intrinsics_to_input(known.intrinsics, loaded.transforms),
+                None if opts.depth is None else read_known_depth(opts.depth, paths, loaded.transforms),
+                tuple(loaded.images.shape[-2:]),
+            )
+        predictions = run_inference(model, loaded.images, inference, conditioning=conditioning)
         if predictions is None:
             return None
         masked = check_finite(predictions, model_name(model, opts))
@@ -165,10 +173,24 @@ def check_options(opts: ReconstructOptions, config: Any) -> None:
             patch=config.patch_size,
             value=resolution,
         )
+    check_conditioning_options(opts, config)
     if not is_vggt(config):
         check_family_options(opts, config)
     if opts.bundle_adjust:
         require_bundle_adjustment(opts.ba_backend)
+
+
+def check_conditioning_options(opts: ReconstructOptions, config: Any) -> None:
+    """Known poses are refused (no model here takes them); known depth only by Pi3X, in one forward pass."""
+    if opts.poses is not None:
+        raise InputError(
+            "{poses}: no model here takes known camera poses yet (Pi3X's pose conditioning is not implemented); "
+            "drop {poses}, or give {intrinsics} and, with {model_name=pi3x}, {depth}"
+        )
+    if opts.depth is not None and not isinstance(config, Pi3XConfig):
+        raise InputError("{depth} feeds Pi3X's network only: add {model_name=pi3x} (or a Pi3X checkpoint)")
+    if opts.depth is not None and opts.windowed:
+        raise InputError("{depth} is read in one forward pass over all frames; it is not combined with {window}")
 
 
 def check_family_options(opts: ReconstructOptions, config: Any) -> None:

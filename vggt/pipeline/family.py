@@ -13,14 +13,22 @@ take none (the pipeline then replaces their predictions with what is known, as f
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from vggt.errors import InputError
 from vggt.models.family_outputs import to_geometry
 
 logger = logging.getLogger(__name__)
+
+# Pi3X's pixel coordinates put the top-left pixel's centre at (0.5, 0.5); this package's at (0, 0).
+PI3X_PIXEL_CENTRE_OFFSET = 0.5
 
 ENGINE_NOTICE = (
     "%s runs its reference forward pass in one piece: %s apply to VGGT models only (the streaming engine) and "
@@ -82,3 +90,48 @@ def family_geometry(outputs: dict[str, Tensor], image_hw: tuple[int, int]) -> di
     if "metric" in outputs:
         geometry["metric_scale"] = outputs["metric"]
     return geometry
+
+
+def read_known_depth(folder: str | Path, paths: Sequence[Path], transforms: Sequence[Any]) -> Tensor:
+    """Known depth of each photo, `folder/<photo stem>.npy` (float32 [height, width] at the photo's size, 0 or
+    non-finite where unknown; a photo without a file is all unknown), resampled (nearest) onto the model's input
+    grid with the photo's `PreprocessTransform` -> [S, H, W] (0: unknown)."""
+    import cv2
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("{depth} must be a folder of <photo name>.npy depth maps, got {path}", path=folder)
+    width, height = transforms[0].input_size
+    maps = []
+    for path, transform in zip(paths, transforms):
+        file = folder / f"{path.stem}.npy"
+        if not file.is_file():
+            maps.append(np.zeros((height, width), np.float32))
+            continue
+        depth = np.load(file, allow_pickle=False)
+        if depth.ndim != 2 or depth.shape[::-1] != tuple(transform.original_size):
+            raise InputError(
+                "{depth}: {file} holds an array of shape {shape}; expected the photo's {size} (height, width)",
+                file=file,
+                shape=depth.shape,
+                size=tuple(transform.original_size[::-1]),
+            )
+        depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
+        affine = transform.matrix()[:2].astype(np.float64)
+        maps.append(cv2.warpAffine(depth, affine, (width, height), flags=cv2.INTER_NEAREST, borderValue=0))
+    return torch.from_numpy(np.stack(maps))
+
+
+def conditioning_inputs(
+    known_intrinsics: np.ndarray | None, depth: Tensor | None, input_hw: tuple[int, int]
+) -> FamilyConditioning:
+    """Pi3X's conditioning from known intrinsics [S, 3, 3] on the model's input grid in this package's convention
+    (the top-left pixel's centre at (0, 0)) and known depth [S, H, W]: Pi3X numbers pixel centres from 0.5, so
+    its principal point is half a pixel further."""
+    intrinsics = None
+    if known_intrinsics is not None:
+        intrinsics = torch.as_tensor(np.asarray(known_intrinsics), dtype=torch.float32).clone()
+        intrinsics[:, :2, 2] += PI3X_PIXEL_CENTRE_OFFSET
+    if depth is not None and tuple(depth.shape[-2:]) != tuple(input_hw):
+        raise ValueError(f"depth of {tuple(depth.shape[-2:])} for inputs of {input_hw}")
+    return FamilyConditioning(intrinsics, depth)
