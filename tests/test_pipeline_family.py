@@ -217,3 +217,14 @@ def test_evaluate_with_a_family_model(tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     assert report["model"] == "pi3-tiny" and {"camera", "depth", "points"} <= set(report["overall"])
     assert "tracks" not in report["overall"]
+
+
+def test_demo_runner_with_a_family_model(examples_dir):
+    """The demo's model runner (`vggt demo --model`) loads a registry model and reconstructs with it."""
+    from vggt.apps.runner import ModelRunner
+
+    runner = ModelRunner.load(None, None, "cpu", "float32", model_name="vggt-omega-tiny", resolution=64)
+    photos = sorted((examples_dir / "kitchen" / "images").iterdir())[:2]
+    rec = runner.reconstruct(photos)
+    assert runner.runs == 1 and rec.num_frames == 2 and rec.num_points > 0
+    assert rec.predictions.input_hw[1] == 64

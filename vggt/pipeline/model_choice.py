@@ -68,8 +68,10 @@ def model_label(model: nn.Module | None, checkpoint: str | None, preset: str | N
     if preset is not None:
         return f"random weights of preset {preset}"
     if name is not None:
-        from vggt.models.registry import get_entry
+        from vggt.models.registry import REGISTRY
 
-        entry = get_entry(name)
+        entry = REGISTRY.get(name)
+        if entry is None:  # a model built outside the registry: its class name
+            return name
         return f"{name} ({entry.hub_id})" if entry.released else f"random weights of {name}"
     return getattr(model, "name_or_path", None) or DEFAULT_CHECKPOINT
