@@ -48,7 +48,8 @@ outputs in DIR:
   depth_preview/<name>.png                colour previews of the depth
   cameras.json, transforms.json           cameras: ours (OpenCV axes) and nerfstudio's (OpenGL axes)
   predictions.npz                         the raw model outputs
-  (all outputs are up to an unknown scale: the first camera is the world frame)
+  (the first camera is the world frame; outputs are up to an unknown scale unless cameras.json says
+   "metric": true, as with --model pi3x)
 
 exit codes: 0 success, 2 bad input or usage, 1 anything else, 130 interrupted, 143 terminated
 """

@@ -61,11 +61,11 @@ def reconstruct(
             "pi3x", or a small random preset such as "pi3-tiny": the `model_name` option); None builds VGGT from
             `checkpoint` / `preset`. Models other than VGGT run their reference forward pass (no streaming engine,
             no track head: see `vggt.pipeline.family`).
-        options, overrides: a `ReconstructOptions`, and/or its fields as keywords (`checkpoint`, `preset`,
-            `device`, `dtype`, `mode`, `resolution`, `points`, `conf_percentile`, `max_points`, `chunk_size`,
-            `offload`, `processes`, `merge_ratio`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `intrinsics`,
-            `refine_intrinsics`, `window`, `overlap`, `loop_closure`, `work_dir`, `resume`, `memory_check`,
-            `progress`).
+        options, overrides: a `ReconstructOptions`, and/or its fields as keywords (`model_name`, `checkpoint`,
+            `preset`, `device`, `dtype`, `mode`, `resolution`, `points`, `conf_percentile`, `max_points`,
+            `chunk_size`, `offload`, `processes`, `merge_ratio`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`,
+            `intrinsics`, `depth`, `refine_intrinsics`, `window`, `overlap`, `loop_closure`, `work_dir`, `resume`,
+            `memory_check`, `progress`).
 
     Raises:
         InputError: bad inputs or options; CheckpointError: weights that cannot be loaded;
