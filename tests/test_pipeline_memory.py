@@ -107,3 +107,25 @@ def test_family_estimate_is_within_a_factor_of_the_measured_cpu_peak(family):
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     ratio = measured["estimate_mb"] / measured["peak_mb"]
     assert 1 / ESTIMATE_FACTOR <= ratio <= ESTIMATE_FACTOR, measured
+
+
+def test_family_estimate_of_the_released_sizes():
+    """The estimate of the released Pi3X and VGGT-Omega (built on the meta device: no memory used): the weights
+    as counted, and a pass that grows with the frames at most linearly (global attention over all of them is
+    computed in blocks, never as a full matrix)."""
+    from vggt.models.pi3x import Pi3X
+    from vggt.models.vggt_omega import VGGTOmega
+    from vggt.pipeline.memory import estimate_family_memory
+
+    for model_class in (Pi3X, VGGTOmega):
+        with torch.device("meta"):
+            model = model_class()
+        parameters = sum(p.numel() for p in model.parameters())
+        small, middle, large = (estimate_family_memory(model, frames, 392, 518) for frames in (8, 16, 64))
+        assert small.weights == 4 * parameters > 4 * 10**9
+        assert small.total < middle.total < large.total
+
+        def working(estimate):
+            return max(estimate.aggregator, estimate.dense_heads)
+
+        assert working(large) <= 8 * working(small) * 1.01
