@@ -135,7 +135,7 @@ def test_viewer_shows_a_family_model_output(examples_dir, tmp_path):
 TRAINED_PI3X = Path(__file__).parent / "data" / "pi3x_tiny_rays.safetensors"
 
 
-def conditioning_photos(folder, count: int = 2, side: int = 56):
+def conditioning_photos(folder, count: int = 3, side: int = 56):
     """Random photos, one calibration for all (JSON) and a depth folder (the first photo's depth only)."""
     from PIL import Image
 
@@ -167,6 +167,14 @@ def test_pi3x_reads_known_intrinsics_and_depth(tmp_path, capsys):
         assert main(["reconstruct", str(photos), "--out", str(out), *base, "pi3x-tiny", *extra]) == 0
         points[name] = np.load(out / "predictions.npz")["world_points"]
     assert not np.allclose(points["intrinsics"], points["none"]) and not np.allclose(points["depth"], points["none"])
+    # A windowed run gives each window's intrinsics to the network too.
+    windowed = ["--intrinsics", str(intrinsics), "--window", "2", "--overlap", "1"]
+    for name, extra in {"windowed": windowed[2:], "windowed_intrinsics": windowed}.items():
+        assert main(["reconstruct", str(photos), "--out", str(tmp_path / name), *base, "pi3x-tiny", *extra]) == 0
+    with_known, without = (
+        np.load(tmp_path / name / "predictions.npz")["depth"] for name in ("windowed_intrinsics", "windowed")
+    )
+    assert not np.allclose(with_known[0], without[0])  # the first window's frame: its depth as predicted
     capsys.readouterr()
     refusals = {
         "pi3-tiny": ["--depth", str(depth)],
