@@ -27,6 +27,7 @@ def _predictions(frames: int = 3, height: int = 4, width: int = 5, tracks: int =
         tracks=values(frames, tracks, 2),
         track_vis=values(frames, tracks),
         track_conf=values(frames, tracks),
+        metric_scale=values(1),
     )
 
 

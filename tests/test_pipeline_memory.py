@@ -73,3 +73,59 @@ def test_estimate_is_within_a_factor_of_the_measured_cpu_peak(frames, size):
     # The process's peak holds the weights and the pass, as the estimate does (and the interpreter and libraries).
     ratio = measured["estimate_mb"] / measured["peak_mb"]
     assert 1 / ESTIMATE_FACTOR <= ratio <= ESTIMATE_FACTOR, measured
+
+
+# VGGT-Omega, Pi3 and Pi3X at their released widths with fewer blocks, run through the pipeline's reference pass.
+MEASURE_FAMILY = """
+import json, sys, torch
+from benchmarks.memory_probe import peak_rss_mb
+from vggt.models import pi3, pi3x, vggt_omega
+from vggt.pipeline.inference import InferenceOptions, run_inference
+from vggt.pipeline.memory import estimate_family_memory
+shallow = dict(encoder_depth=2, decoder_depth=4, head_depth=1)
+models = {
+    "vggt-omega": lambda: vggt_omega.VGGTOmega(vggt_omega.OmegaConfig(
+        encoder_depth=2, depth=4, register_attention_blocks=(1,), dense_layers=(0, 1, 2, 3), camera_trunk_depth=1)),
+    "pi3": lambda: pi3.Pi3(pi3.Pi3Config(**shallow)),
+    "pi3x": lambda: pi3x.Pi3X(pi3x.Pi3XConfig(**shallow, metric_depth=1)),
+}
+torch.manual_seed(0)
+model = models[sys.argv[1]]().eval()
+num_frames, side = 8, 280
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident set
+run_inference(model, torch.rand(num_frames, 3, side, side), InferenceOptions(memory_check=False))
+estimate = estimate_family_memory(model, num_frames, side, side)
+print(json.dumps({"peak_mb": peak_rss_mb(), "estimate_mb": estimate.total / 2**20}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak resident memory is read from /proc (Linux)")
+@pytest.mark.parametrize("family", ["vggt-omega", "pi3", "pi3x"])
+def test_family_estimate_is_within_a_factor_of_the_measured_cpu_peak(family):
+    result = subprocess.run([sys.executable, "-c", MEASURE_FAMILY, family], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    ratio = measured["estimate_mb"] / measured["peak_mb"]
+    assert 1 / ESTIMATE_FACTOR <= ratio <= ESTIMATE_FACTOR, measured
+
+
+def test_family_estimate_of_the_released_sizes():
+    """The estimate of the released Pi3X and VGGT-Omega (built on the meta device: no memory used): the weights
+    as counted, and a pass that grows with the frames at most linearly (global attention over all of them is
+    computed in blocks, never as a full matrix)."""
+    from vggt.models.pi3x import Pi3X
+    from vggt.models.vggt_omega import VGGTOmega
+    from vggt.pipeline.memory import estimate_family_memory
+
+    for model_class in (Pi3X, VGGTOmega):
+        with torch.device("meta"):
+            model = model_class()
+        parameters = sum(p.numel() for p in model.parameters())
+        small, middle, large = (estimate_family_memory(model, frames, 392, 518) for frames in (8, 16, 64))
+        assert small.weights == 4 * parameters > 4 * 10**9
+        assert small.total < middle.total < large.total
+
+        def working(estimate):
+            return max(estimate.aggregator, estimate.dense_heads)
+
+        assert working(large) <= 8 * working(small) * 1.01

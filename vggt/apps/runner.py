@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vggt.models.build import build_model
 from vggt.pipeline.api import reconstruct
+from vggt.pipeline.model_choice import load_model
 from vggt.pipeline.reconstruction import Reconstruction
 from vggt.utils.commands import write_line
 from vggt.utils.device import resolve_device, resolve_dtype
@@ -46,11 +46,18 @@ class ModelRunner:
 
     @classmethod
     def load(
-        cls, checkpoint: str | None, preset: str | None, device: str, dtype: str, **settings: object
+        cls,
+        checkpoint: str | None,
+        preset: str | None,
+        device: str,
+        dtype: str,
+        model_name: str | None = None,
+        **settings: object,
     ) -> ModelRunner:
-        """Build the model (`vggt.models.build_model`) on the resolved device and precision."""
+        """Build the model (a registry name, else VGGT: `vggt.pipeline.model_choice.load_model`) on the resolved
+        device and precision."""
         resolved = resolve_device(device)
-        model = build_model(checkpoint, preset, device=resolved)
+        model = load_model(model_name, checkpoint, preset, resolved)
         return cls(model, RunSettings(resolved, resolve_dtype(resolved, dtype), **settings))
 
     def reconstruct(

@@ -28,18 +28,27 @@ def positive_float(text: str) -> float:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """--checkpoint, --preset, --device, --dtype."""
+    """--model, --checkpoint, --preset, --device, --dtype."""
     group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        dest="model_name",
+        default=None,
+        metavar="NAME",
+        help="vggt-1b (default), vggt-omega-1b-512, vggt-omega-1b-256-text, pi3 or pi3x (its released weights "
+        "from the Hub, or --checkpoint), or a small preset with RANDOM weights for tests (vggt-tiny, pi3-tiny, "
+        "pi3x-tiny, vggt-omega-tiny, vggt-omega-text-tiny); see docs/models.md",
+    )
     group.add_argument(
         "--checkpoint",
         default=None,
-        help=f"Hub id, folder or weights file (.safetensors/.pt); default {DEFAULT_CHECKPOINT} "
-        "(for offline runs, pass a local path)",
+        help=f"Hub id, folder or weights file (.safetensors/.pt) of the model; default its released weights "
+        f"({DEFAULT_CHECKPOINT} for VGGT; for offline runs, pass a local path)",
     )
     group.add_argument(
         "--preset",
         default=None,
-        help="architecture preset (e.g. tiny); without --checkpoint it runs with RANDOM weights (for testing)",
+        help="VGGT architecture preset (e.g. tiny); without --checkpoint it runs with RANDOM weights (for testing)",
     )
     group.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default auto)")
     group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="compute precision (default auto)")

@@ -114,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if max_frames < 1:
         raise InputError("{max_frames} must be at least 1, got {value}", value=max_frames)
 
-    from vggt.pipeline.api import expected_config
+    from vggt.pipeline.model_choice import expected_config
 
-    check_resolution(args.resolution, expected_config(args.preset).patch_size)
+    check_resolution(args.resolution, expected_config(args.model_name, args.preset).patch_size)
 
     from vggt.apps.gradio_files import (
         CACHE_PREFIX,
@@ -130,7 +130,13 @@ def run(args: argparse.Namespace) -> int:
     from vggt.apps.sessions import SessionStore
 
     runner = ModelRunner.load(
-        args.checkpoint, args.preset, args.device, args.dtype, mode=args.mode, resolution=args.resolution
+        args.checkpoint,
+        args.preset,
+        args.device,
+        args.dtype,
+        model_name=args.model_name,
+        mode=args.mode,
+        resolution=args.resolution,
     )
     from vggt.apps.demo import DemoApp, DemoSettings, serve
 

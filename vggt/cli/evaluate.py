@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     scenes = scene_dirs(args.data)
 
     from vggt.eval.runner import EvalSettings, evaluate_scenes, write_report
-    from vggt.models.build import build_model
+    from vggt.pipeline.model_choice import load_model
     from vggt.utils.device import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
@@ -108,10 +108,11 @@ def run(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         merge_ratio=args.merge_ratio,
     )
-    model = build_model(args.checkpoint, args.preset, device=device)
+    model = load_model(args.model_name, args.checkpoint, args.preset, device)
     start = time.perf_counter()
     report = evaluate_scenes(model, scenes, settings, progress=not args.quiet)
-    report["checkpoint"] = args.checkpoint or (None if args.preset else DEFAULT_CHECKPOINT)
+    report["model"] = getattr(model, "registry_name", None) or ("vggt-1b" if args.preset is None else None)
+    report["checkpoint"] = args.checkpoint or (None if args.preset or args.model_name else DEFAULT_CHECKPOINT)
     report["preset"] = args.preset
     json_path, md_path = write_report(report, args.out)
     if not args.quiet:

@@ -48,7 +48,8 @@ outputs in DIR:
   depth_preview/<name>.png                colour previews of the depth
   cameras.json, transforms.json           cameras: ours (OpenCV axes) and nerfstudio's (OpenGL axes)
   predictions.npz                         the raw model outputs
-  (all outputs are up to an unknown scale: the first camera is the world frame)
+  (the first camera is the world frame; outputs are up to an unknown scale unless cameras.json says
+   "metric": true, as with --model pi3x)
 
 exit codes: 0 success, 2 bad input or usage, 1 anything else, 130 interrupted, 143 terminated
 """
@@ -161,6 +162,21 @@ def add_sequence_arguments(parser: argparse.ArgumentParser) -> None:
     cameras.add_argument(
         "--refine-intrinsics", action="store_true", help="with --ba, let bundle adjustment refine known intrinsics"
     )
+    cameras.add_argument(
+        "--depth",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="known depth for --model pi3x's conditioning: DIR/<photo name without extension>.npy, float32 at the "
+        "photo's size, 0 where unknown",
+    )
+    cameras.add_argument(
+        "--poses",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="known camera poses (not supported yet: Pi3X's pose conditioning is not implemented; refused)",
+    )
     windows = parser.add_argument_group("long sequences")
     windows.add_argument(
         "--window", type=int, default=None, metavar="W", help="one forward pass per W frames (memory bounded by W)"
@@ -265,7 +281,9 @@ def run(args: argparse.Namespace) -> int:
     from vggt.pipeline.api import reconstruct
 
     # Everything the run reads must survive it: --overwrite never deletes an input.
-    check_output_folder(args.out, args.overwrite, [*args.inputs, *local_files(options.checkpoint, options.intrinsics)])
+    check_output_folder(
+        args.out, args.overwrite, [*args.inputs, *local_files(options.checkpoint, options.intrinsics, options.depth)]
+    )
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     # The windows beside the output are the run's too: one run at a time per output (torchrun ranks share it).
     lock = output_lock(args.out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()

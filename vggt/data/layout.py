@@ -233,8 +233,10 @@ def write_cameras_json(
     cameras: Cameras,
     extra: Sequence[dict[str, Any]] | None = None,
     depth_scale: float | None = None,
+    metric: bool | None = None,
 ) -> Path:
-    """Write `cameras` as cameras.json; `extra` adds per-image fields (e.g. `depth_file`)."""
+    """Write `cameras` as cameras.json; `extra` adds per-image fields (e.g. `depth_file`); `metric` (when known)
+    says whether translations and depth are in metres (True) or up to an unknown scale (False)."""
     images = []
     for i, name in enumerate(cameras.names):
         entry: dict[str, Any] = {
@@ -250,6 +252,8 @@ def write_cameras_json(
     document: dict[str, Any] = {"convention": CAMERA_CONVENTION}
     if depth_scale is not None:
         document["depth_scale"] = depth_scale
+    if metric is not None:
+        document["metric"] = metric
     document["images"] = images
     path = Path(path)
     path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")

@@ -105,7 +105,7 @@ class EvalSettings:
         """How `predict` runs the model: exact streaming chosen per model, or the fast mode's (`config`: the
         model's, for its frames per chunk; None: VGGT-1B's)."""
         engine = None
-        if self.merge_ratio > 0:
+        if self.merge_ratio > 0 and (config is None or isinstance(config, VGGTConfig)):  # VGGT's engine only
             engine = streaming_for(self.device, config or VGGTConfig(), merge_ratio=self.merge_ratio)
         return InferenceOptions(self.device, self.dtype, engine=engine, memory_check=False)
 

@@ -75,13 +75,15 @@ class ResidualMlp(nn.Module):
 
 
 def orthogonalize(matrices: Tensor) -> Tensor:
-    """Nearest rotations [B, 3, 3] to 9-vectors [B, 9] (rows normalised first) by SVD, with det +1."""
-    m = F.normalize(matrices.reshape(-1, 3, 3), p=2, dim=-1).transpose(-1, -2)
-    u, _, vh = torch.linalg.svd(m)
-    v = vh.transpose(-1, -2)
-    det = torch.det(v @ u.transpose(-1, -2))
-    v = torch.cat([v[:, :, :-1], v[:, :, -1:] * det.view(-1, 1, 1)], dim=2)
-    return v @ u.transpose(-1, -2)
+    """Nearest rotations [B, 3, 3] to 9-vectors [B, 9] (rows normalised first) by SVD, with det +1, in float32
+    (under bfloat16 autocast too: SVD and det have no low-precision kernels)."""
+    with torch.autocast(matrices.device.type, enabled=False):
+        m = F.normalize(matrices.float().reshape(-1, 3, 3), p=2, dim=-1).transpose(-1, -2)
+        u, _, vh = torch.linalg.svd(m)
+        v = vh.transpose(-1, -2)
+        det = torch.det(v @ u.transpose(-1, -2))
+        v = torch.cat([v[:, :, :-1], v[:, :, -1:] * det.view(-1, 1, 1)], dim=2)
+        return v @ u.transpose(-1, -2)
 
 
 class Pi3CameraHead(nn.Module):

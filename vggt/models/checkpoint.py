@@ -239,12 +239,16 @@ def _few(names: list[str]) -> str:
     return shown + (f" and {len(names) - MAX_NAMES_SHOWN} more" if len(names) > MAX_NAMES_SHOWN else "")
 
 
-def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise a CheckpointError naming missing/unexpected keys or the first mismatched shape."""
+VGGT_ADVICE = "pass the matching {config} or {preset} (e.g. {preset=tiny}), or check that this is a VGGT checkpoint"
+
+
+def check_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str, advice: str = VGGT_ADVICE
+) -> None:
+    """Raise a CheckpointError naming missing/unexpected keys or the first mismatched shape, then `advice`."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    advice = "pass the matching {config} or {preset} (e.g. {preset=tiny}), or check that this is a VGGT checkpoint"
     if missing or unexpected:
         parts = []
         if missing:
@@ -254,12 +258,13 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
         raise CheckpointError(
             "{source} does not match the model: {parts}; " + advice, source=source, parts="; ".join(parts)
         )
-    _check_shapes(state, expected, source)
+    _check_shapes(state, expected, source, advice)
 
 
-def _check_shapes(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
+def _check_shapes(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str, advice: str = VGGT_ADVICE
+) -> None:
     """Raise a CheckpointError at the first tensor of `state` whose shape or kind differs from `expected`'s."""
-    advice = "pass the matching {config} or {preset} (e.g. {preset=tiny}), or check that this is a VGGT checkpoint"
     for key, tensor in expected.items():
         if key not in state:
             continue

@@ -48,6 +48,13 @@ class Pi3Config:
     head_num_heads: int = 16
     camera_dim: int = 512
     rope_freq: float = 100.0
+    # The image width (crop) or longer side (pad) the pipeline resizes photos to: 504 x 504 is the largest square
+    # within the reference loader's 255,000 pixels (`vggt.utils.family_images.load_pi3_images`).
+    default_resolution: int = 504
+
+    @property
+    def patch_size(self) -> int:
+        return PATCH_SIZE
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -146,7 +146,12 @@ def list_models(include_presets: bool = False) -> list[str]:
 def get_entry(name: str) -> ModelEntry:
     """The registry entry of `name`; InputError naming the choices for an unknown name."""
     if name not in REGISTRY:
-        raise InputError("Unknown model {model!r}; choose one of {choices}", model=name, choices=", ".join(REGISTRY))
+        raise InputError(
+            "Unknown model {model!r}; choose one of {choices} (small presets with random weights: {presets})",
+            model=name,
+            choices=", ".join(list_models()),
+            presets=", ".join(sorted(set(REGISTRY) - set(list_models()))),
+        )
     return REGISTRY[name]
 
 
@@ -169,9 +174,29 @@ def create_model(
     if checkpoint is None and not pretrained:
         entry = dataclasses.replace(entry, hub_id=None)
     if entry.family == "vggt":
-        return _build_vggt(entry, checkpoint, overrides).to(device).eval()
+        model = _build_vggt(entry, checkpoint, overrides).to(device).eval()
+    else:
+        model = _build_family_model(entry, checkpoint, overrides, device)
+    model.registry_name = name  # how the pipeline names the model in messages and outputs
+    return model
+
+
+def expected_config(name: str) -> Any:
+    """The configuration `create_model(name)` builds, without building it (VGGTConfig for the VGGT family)."""
+    entry = get_entry(name)
+    if entry.family == "vggt":
+        from vggt.models.config import get_preset
+
+        return get_preset(entry.config)
+    return dataclasses.replace(entry.config, default_resolution=entry.resolution)
+
+
+def _build_family_model(
+    entry: ModelEntry, checkpoint: str | os.PathLike | None, overrides: dict[str, Any], device: str | torch.device
+) -> nn.Module:
+    name = entry.name
     try:
-        config = dataclasses.replace(entry.config, **overrides)
+        config = dataclasses.replace(entry.config, **{"default_resolution": entry.resolution, **overrides})
     except TypeError as err:
         raise InputError("{overrides} are not settings of model {model!r}: {err}", overrides=overrides,
                          model=name, err=err) from None  # fmt: skip
@@ -184,7 +209,8 @@ def create_model(
     state = read_state_dict(weights)
     with torch.device("meta"):
         model = model_class(config)
-    check_state_dict(model, state, str(weights))
+    advice = f"check that it holds the weights of model {name} (or choose the model it is for)"
+    check_state_dict(model, state, str(weights), advice)
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device=device, dtype=torch.float32).eval()
 

@@ -27,6 +27,9 @@ class OmegaConfig:
     """Every size of VGGT-Omega. `OmegaConfig()` is VGGT-Omega-1B."""
 
     patch_size: int = 16
+    # The image width (crop) or longer side (pad) the pipeline resizes photos to (the reference's "balanced"
+    # loader: `vggt.utils.family_images.load_omega_images`).
+    default_resolution: int = 512
     embed_dim: int = 1024
     # The DINOv3 patch encoder.
     encoder_depth: int = 24

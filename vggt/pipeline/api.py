@@ -23,12 +23,13 @@ from vggt.data.intrinsics import KnownIntrinsics
 from vggt.data.layout import unique_file_names
 from vggt.errors import InputError
 from vggt.export.colmap import conform_intrinsics
-from vggt.models.build import build_model
-from vggt.models.config import DEFAULT_CHECKPOINT, VGGTConfig, get_preset
+from vggt.models.pi3x import Pi3XConfig
 from vggt.pipeline.calibration import apply_known_intrinsics, known_intrinsics
+from vggt.pipeline.family import conditioning_inputs, engine_notice, read_known_depth, takes_conditioning
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference, streaming_for
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
 from vggt.pipeline.memory import MemoryEstimate, check_memory, estimate_inference_memory
+from vggt.pipeline.model_choice import expected_config, is_vggt, load_model, model_label
 from vggt.pipeline.options import ExportOptions, ReconstructOptions
 from vggt.pipeline.parallel import join_torchrun
 from vggt.pipeline.points import PointSelection, dense_cloud, tracked_points
@@ -37,7 +38,7 @@ from vggt.pipeline.refine import refine_cameras, require_bundle_adjustment
 from vggt.pipeline.windowed import WindowPlan, common_input_size, predict_windowed
 from vggt.utils.cameras import Cameras
 from vggt.utils.device import resolve_device, resolve_dtype
-from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_original
+from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_input, rescale_intrinsics_to_original
 from vggt.utils.paths import NAME_ROOM_BYTES, check_file_name
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 def reconstruct(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
-    model: torch.nn.Module | None = None,
+    model: torch.nn.Module | str | None = None,
     options: ReconstructOptions | None = None,
     **overrides: Any,
 ) -> Reconstruction | None:
@@ -56,12 +57,15 @@ def reconstruct(
 
     Args:
         inputs: a folder, a list of image files, or one video file.
-        model: a VGGT to use (moved to the device); None builds one from `checkpoint` / `preset`.
-        options, overrides: a `ReconstructOptions`, and/or its fields as keywords (`checkpoint`, `preset`,
-            `device`, `dtype`, `mode`, `resolution`, `points`, `conf_percentile`, `max_points`, `chunk_size`,
-            `offload`, `processes`, `merge_ratio`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`, `intrinsics`,
-            `refine_intrinsics`, `window`, `overlap`, `loop_closure`, `work_dir`, `resume`, `memory_check`,
-            `progress`).
+        model: a model to use (moved to the device), or a registry name (`vggt.models.list_models()`, e.g.
+            "pi3x", or a small random preset such as "pi3-tiny": the `model_name` option); None builds VGGT from
+            `checkpoint` / `preset`. Models other than VGGT run their reference forward pass (no streaming engine,
+            no track head: see `vggt.pipeline.family`).
+        options, overrides: a `ReconstructOptions`, and/or its fields as keywords (`model_name`, `checkpoint`,
+            `preset`, `device`, `dtype`, `mode`, `resolution`, `points`, `conf_percentile`, `max_points`,
+            `chunk_size`, `offload`, `processes`, `merge_ratio`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`,
+            `intrinsics`, `depth`, `refine_intrinsics`, `window`, `overlap`, `loop_closure`, `work_dir`, `resume`,
+            `memory_check`, `progress`).
 
     Raises:
         InputError: bad inputs or options; CheckpointError: weights that cannot be loaded;
@@ -69,15 +73,17 @@ def reconstruct(
         PredictionError: the model predicted non-finite cameras or depth.
     """
     start = time.perf_counter()
+    if isinstance(model, str):
+        overrides["model_name"], model = model, None
     opts = dataclasses.replace(options or ReconstructOptions(), **overrides)
+    config = model.config if model is not None else expected_config(opts.model_name, opts.preset)
     ranks, device = join_torchrun(resolve_device(opts.device))
     if ranks.parallel and opts.windowed:
         raise InputError("{window} bounds the memory already; it is not combined with torchrun")
-    config = model.config if model is not None else expected_config(opts.preset)
     inference = InferenceOptions(
         device,
         resolve_dtype(device, opts.dtype),
-        streaming_for(device, config, opts.chunk_size, opts.offload, opts.merge_ratio),
+        streaming_for(device, config, opts.chunk_size, opts.offload, opts.merge_ratio) if is_vggt(config) else None,
         opts.memory_check,
         opts.progress and ranks.is_main,
         opts.processes,
@@ -89,7 +95,7 @@ def reconstruct(
         if opts.memory_check:
             # A checkpoint named without a preset has an architecture unknown until it loads: then only the
             # photos themselves are counted (what a huge resolution allocates first).
-            exact = model is not None or opts.checkpoint is None or opts.preset is not None
+            exact = model is not None or opts.checkpoint is None or opts.preset is not None or opts.model_name
             check_input_memory(opts, collected, inference, config, exact)
         known = None
         if opts.intrinsics is not None:
@@ -112,14 +118,14 @@ def predict_and_assemble(
     known: KnownIntrinsics | None,
     opts: ReconstructOptions,
     inference: InferenceOptions,
-    config: VGGTConfig,
+    config: Any,
 ) -> Reconstruction | None:
     """One forward pass over all frames (or one per window), then the reconstruction of its predictions (None on
     the torchrun ranks other than 0)."""
     resolution = opts.resolution or config.default_resolution
     paths = collected.image_paths
     if opts.windowed and len(paths) > opts.window:
-        model = build_model(opts.checkpoint, opts.preset, device=inference.device) if model is None else model
+        model = load_model(opts.model_name, opts.checkpoint, opts.preset, inference.device) if model is None else model
         resolution = opts.resolution or model.config.default_resolution
         name = model_name(model, opts)
         windows = predict_windowed(model, paths, opts, inference, resolution, name, known, collected.video)
@@ -128,12 +134,19 @@ def predict_and_assemble(
     else:
         # Images first, so that a bad photo is reported before a large checkpoint is loaded.
         loaded = load_input_images(paths, opts.mode, resolution, config.patch_size, opts.progress)
-        model = build_model(opts.checkpoint, opts.preset, device=inference.device) if model is None else model
+        model = load_model(opts.model_name, opts.checkpoint, opts.preset, inference.device) if model is None else model
         if opts.resolution is None and model.config.default_resolution != resolution:
             # The checkpoint records another training resolution than the configuration expected before loading.
             resolution = model.config.default_resolution
             loaded = load_input_images(paths, opts.mode, resolution, model.config.patch_size)
-        predictions = run_inference(model, loaded.images, inference)
+        conditioning = None
+        if takes_conditioning(model) and (known is not None or opts.depth is not None):
+            conditioning = conditioning_inputs(
+                None if known is None else rescale_intrinsics_to_input(known.intrinsics, loaded.transforms),
+                None if opts.depth is None else read_known_depth(opts.depth, paths, loaded.transforms),
+                tuple(loaded.images.shape[-2:]),
+            )
+        predictions = run_inference(model, loaded.images, inference, conditioning=conditioning)
         if predictions is None:
             return None
         masked = check_finite(predictions, model_name(model, opts))
@@ -151,8 +164,8 @@ def predict_and_assemble(
     return reconstruction
 
 
-def check_options(opts: ReconstructOptions, config: VGGTConfig) -> None:
-    """What can be checked before any input is read or the model loaded."""
+def check_options(opts: ReconstructOptions, config: Any) -> None:
+    """What can be checked before any input is read or the model loaded (`config`: the model's)."""
     resolution = opts.resolution or config.default_resolution
     if resolution % config.patch_size:
         raise InputError(
@@ -160,8 +173,43 @@ def check_options(opts: ReconstructOptions, config: VGGTConfig) -> None:
             patch=config.patch_size,
             value=resolution,
         )
+    check_conditioning_options(opts, config)
+    if not is_vggt(config):
+        check_family_options(opts, config)
     if opts.bundle_adjust:
         require_bundle_adjustment(opts.ba_backend)
+
+
+def check_conditioning_options(opts: ReconstructOptions, config: Any) -> None:
+    """Known poses are refused (no model here takes them); known depth only by Pi3X, in one forward pass."""
+    if opts.poses is not None:
+        raise InputError(
+            "{poses}: no model here takes known camera poses yet (Pi3X's pose conditioning is not implemented); "
+            "drop {poses}, or give {intrinsics} and, with {model_name=pi3x}, {depth}"
+        )
+    if opts.depth is not None and not isinstance(config, Pi3XConfig):
+        raise InputError("{depth} feeds Pi3X's network only: add {model_name=pi3x} (or a Pi3X checkpoint)")
+    if opts.depth is not None and opts.windowed:
+        raise InputError("{depth} is read in one forward pass over all frames; it is not combined with {window}")
+
+
+def check_family_options(opts: ReconstructOptions, config: Any) -> None:
+    """A model other than VGGT: no track head (bundle adjustment refused in one line), and one line saying which
+    of the streaming engine's options it ignores."""
+    label = model_label(None, opts.checkpoint, opts.preset, opts.model_name or type(config).__name__)
+    if opts.bundle_adjust:
+        raise InputError(
+            "{bundle_adjust} refines cameras on the track head's tracks, which {model} does not have; drop "
+            "{bundle_adjust} (the COLMAP model's points come from depth agreement between views)",
+            model=label,
+        )
+    asked = {
+        "--chunk-size": opts.chunk_size is not None,
+        "--offload": opts.offload,
+        "--merge-ratio": opts.merge_ratio > 0,
+        "--processes > 1 (sequence parallelism)": opts.processes > 1,
+    }
+    engine_notice(label, [name for name, chosen in asked.items() if chosen])
 
 
 def check_inputs(opts: ReconstructOptions, collected: CollectedInputs) -> None:
@@ -184,7 +232,7 @@ def check_input_memory(
     opts: ReconstructOptions,
     collected: CollectedInputs,
     inference: InferenceOptions,
-    config: VGGTConfig,
+    config: Any,
     exact: bool = True,
 ) -> None:
     """The memory check of the largest forward pass, from the photos' headers, before any photo is decoded (a
@@ -194,6 +242,8 @@ def check_input_memory(
     resolution = opts.resolution or config.default_resolution
     width, height = common_input_size(paths, opts.mode, resolution, config.patch_size)
     frames = -(-min(len(paths), opts.window or len(paths)) // opts.processes)
+    if not is_vggt(config):
+        exact = False  # the model's parameter count is known once it is built: `run_inference` checks then
     if not exact:
         # The loader holds every photo as a float32 tensor, then their concatenation: twice the batch.
         image_bytes = 3 * height * width * 4
@@ -213,17 +263,8 @@ def check_input_memory(
 
 
 def model_name(model: torch.nn.Module, opts: ReconstructOptions) -> str:
-    """How to name the model in messages: the checkpoint, or the random-weight preset."""
-    if opts.checkpoint is not None:
-        return str(opts.checkpoint)
-    if opts.preset is not None:
-        return f"random weights of preset {opts.preset}"
-    return getattr(model, "name_or_path", None) or DEFAULT_CHECKPOINT
-
-
-def expected_config(preset: str | None) -> VGGTConfig:
-    """The configuration a model will have before it is loaded: the preset's, else VGGT-1B's."""
-    return get_preset(preset) if preset is not None else VGGTConfig()
+    """How to name the model in messages: the checkpoint, or the random-weight preset or model."""
+    return model_label(model, opts.checkpoint, opts.preset, opts.model_name)
 
 
 def assemble(

@@ -20,11 +20,13 @@ import torch.distributed as dist
 
 from vggt.errors import InputError, PredictionError
 from vggt.models.config import VGGTConfig
-from vggt.pipeline.memory import check_memory, estimate_inference_memory
+from vggt.pipeline.family import FamilyConditioning, family_forward, family_geometry
+from vggt.pipeline.memory import check_memory, estimate_family_memory, estimate_inference_memory
+from vggt.pipeline.model_choice import is_vggt
 from vggt.runtime import progress
 from vggt.runtime.engine import StreamingEngine
 from vggt.utils.device import autocast
-from vggt.utils.pose_enc import pose_encoding_to_extri_intri
+from vggt.utils.pose_enc import extri_intri_to_pose_encoding, pose_encoding_to_extri_intri
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class Predictions:
         images: [S, 3, H, W] uint8, the model input (8-bit photos / 255, so uint8 holds it exactly).
         tracks: [S, N, 2] pixels (x, y) of the N query points in every frame, track_vis and track_conf [S, N] in
             [0, 1]; None unless query points were given.
+        metric_scale: [1] the metric scale a model predicted and applied (Pi3X: translations, depth and points
+            are in approximate metres); None: the outputs are up to an unknown scale.
     """
 
     images: np.ndarray
@@ -97,6 +101,12 @@ class Predictions:
     tracks: np.ndarray | None = None
     track_vis: np.ndarray | None = None
     track_conf: np.ndarray | None = None
+    metric_scale: np.ndarray | None = None
+
+    @property
+    def metric(self) -> bool:
+        """Whether depth, points and camera translations are in (approximate) metres."""
+        return self.metric_scale is not None
 
     @property
     def num_frames(self) -> int:
@@ -121,6 +131,7 @@ class Predictions:
             "track": self.tracks,
             "vis": self.track_vis,
             "conf": self.track_conf,
+            "metric_scale": self.metric_scale,
         }
         return {key: value for key, value in named.items() if value is not None}
 
@@ -143,6 +154,7 @@ class Predictions:
             tracks=arrays.get("track"),
             track_vis=arrays.get("vis"),
             track_conf=arrays.get("conf"),
+            metric_scale=arrays.get("metric_scale"),
         )
 
     def require(self, *names: str) -> None:
@@ -225,6 +237,10 @@ def inference_progress(enabled: bool) -> Iterator[None]:
 
 def _check_memory(model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions) -> None:
     num_frames, _, height, width = images.shape
+    if not is_vggt(model):
+        estimate = estimate_family_memory(model, num_frames, height, width, options.device.type)
+        check_memory(estimate, options.device, num_frames, height, width)
+        return
     shares = max(options.processes, dist.get_world_size() if dist.is_initialized() else 1)
     estimate = estimate_inference_memory(
         model.config,
@@ -263,12 +279,18 @@ def run_inference(
     images: torch.Tensor,
     options: InferenceOptions,
     query_points: np.ndarray | torch.Tensor | None = None,
+    conditioning: FamilyConditioning | None = None,
 ) -> Predictions | None:
     """Run `model` on one scene's `images` [S, 3, H, W] in [0, 1] (see the module docstring); with
     `query_points` [N, 2] (pixels x, y of the first frame, on the model's input grid) also track them.
 
-    Under torchrun the job's ranks share the pass, and every rank but 0 gets None."""
+    A model other than VGGT runs its reference forward pass (`vggt.pipeline.family`; `conditioning` feeds Pi3X's
+    network). Under torchrun the job's ranks share the pass, and every rank but 0 gets None."""
     model = model.to(options.device).eval()
+    if not is_vggt(model):
+        if query_points is not None:
+            raise InputError("{model} has no track head: it cannot track query points", model=type(model).__name__)
+        return _run_family(model, images, options, conditioning)
     if options.memory_check:
         _check_memory(model, images, options)
     num_frames, _, height, width = images.shape
@@ -296,3 +318,39 @@ def run_inference(
         predictions.extrinsics = extrinsics.numpy().astype(np.float32)
         predictions.intrinsics = intrinsics.numpy().astype(np.float32)
     return predictions
+
+
+def _run_family(
+    model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions, conditioning: FamilyConditioning | None
+) -> Predictions | None:
+    """`run_inference` for a model other than VGGT: its reference forward pass in this process (rank 0 of a
+    torchrun job; the other ranks get None), converted to cameras, depth and points with the first camera as the
+    world (`vggt.models.family_outputs.to_geometry`)."""
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return None
+    if options.memory_check:
+        _check_memory(model, images, options)
+    num_frames, _, height, width = images.shape
+    logger.info("running on %s in %s: %d frames at %dx%d", options.device, options.dtype, num_frames, width, height)
+    with torch.inference_mode():
+        with autocast(options.device, options.dtype):
+            outputs = family_forward(model, images[None], conditioning)
+        geometry = family_geometry(outputs, (height, width))
+    geometry = {key: value[0].cpu() for key, value in geometry.items()}
+    # Through the pose encoding, so that degenerate fields of view are clamped as VGGT's are (the principal
+    # point is the image centre in both: the round trip changes nothing else).
+    pose_enc = extri_intri_to_pose_encoding(geometry["extrinsics"], geometry["intrinsics"], (height, width))
+    pose_enc = clamp_field_of_view(pose_enc)
+    extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (height, width))
+    scale = geometry.get("metric_scale")
+    return Predictions(
+        images=(images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(),
+        pose_enc=pose_enc.numpy(),
+        extrinsics=extrinsics.numpy().astype(np.float32),
+        intrinsics=intrinsics.numpy().astype(np.float32),
+        depth=geometry["depth"].numpy(),
+        depth_conf=geometry["depth_conf"].numpy(),
+        world_points=geometry["world_points"].numpy(),
+        world_points_conf=geometry["world_points_conf"].numpy(),
+        metric_scale=None if scale is None else scale.reshape(1).numpy(),
+    )

@@ -14,7 +14,7 @@ import torch
 
 from vggt.errors import InsufficientMemoryError
 from vggt.models.config import VGGTConfig
-from vggt.runtime.memory_model import estimate_streaming_memory
+from vggt.runtime.memory_model import StreamingMemory, estimate_streaming_memory
 from vggt.runtime.options import StreamingOptions
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,12 @@ class MemoryEstimate:
     dense_heads: int
     outputs: int
     overhead: int
+
+    @classmethod
+    def of(cls, memory: StreamingMemory, device_type: str) -> MemoryEstimate:
+        """The estimate of a pass whose device memory is `memory`, with the fixed overhead of `device_type`."""
+        overhead = CUDA_FIXED_OVERHEAD_BYTES if device_type == "cuda" else 0
+        return cls(memory.weights, memory.trunk_phase, memory.heads_phase, outputs=0, overhead=overhead)
 
     @property
     def total(self) -> int:
@@ -83,13 +89,7 @@ def estimate_inference_memory(
         autocast_bytes=torch.finfo(dtype).bits // 8 if low_precision and weight_bytes > 2 else None,
         discards_read_frames=device_type == "cpu",
     )
-    return MemoryEstimate(
-        weights=memory.weights,
-        aggregator=memory.trunk_phase,
-        dense_heads=memory.heads_phase,
-        outputs=0,
-        overhead=CUDA_FIXED_OVERHEAD_BYTES if device_type == "cuda" else 0,
-    )
+    return MemoryEstimate.of(memory, device_type)
 
 
 def count_parameters_of_config(config: VGGTConfig) -> tuple[int, int]:
@@ -171,3 +171,26 @@ def check_memory(estimate: MemoryEstimate, device: torch.device, num_frames: int
         height=height,
         free=free / GIB,
     )
+
+
+def estimate_family_memory(
+    model: torch.nn.Module,
+    num_frames: int,
+    height: int,
+    width: int,
+    device_type: str = "cpu",
+) -> MemoryEstimate:
+    """Rough peak memory of the reference forward pass of a model other than VGGT (VGGT-Omega, Pi3, Pi3X:
+    `vggt.runtime.memory_model.estimate_reference_forward_memory`), weights as they are held."""
+    from vggt.runtime.memory_model import estimate_reference_forward_memory
+
+    parameters = list(model.parameters())
+    memory = estimate_reference_forward_memory(
+        model.config,
+        num_frames,
+        height,
+        width,
+        num_parameters=sum(p.numel() for p in parameters),
+        weight_bytes=parameters[0].element_size(),
+    )
+    return MemoryEstimate.of(memory, device_type)

@@ -64,8 +64,11 @@ class ReconstructOptions:
     """How to reconstruct. See `vggt.reconstruct` for what each field does.
 
     Attributes:
-        checkpoint: Hub id, folder or weights file; None: facebook/VGGT-1B, or random weights if only `preset`.
-        preset: architecture preset (`tiny`, `vggt-1b`).
+        model_name: a model of the registry (`vggt.models.list_models`, or a small random preset such as
+            `pi3-tiny`); None: VGGT (`checkpoint` / `preset`).
+        checkpoint: Hub id, folder or weights file; None: the model's released weights (facebook/VGGT-1B), or
+            random weights if only `preset` (or a small preset's name).
+        preset: VGGT architecture preset (`tiny`, `vggt-1b`).
         device, dtype: "auto" or explicit (`cpu`, `cuda`, `cuda:N`, `mps`; `float32`, `bfloat16`, `float16`).
         mode: "crop" or "pad". resolution: model input width (crop) or longer side (pad); None: the model's
             training resolution (`VGGTConfig.default_resolution`).
@@ -81,7 +84,11 @@ class ReconstructOptions:
         fps, max_frames: frame sampling of a video; max_frames also thins out images.
         bundle_adjust: refine by bundle adjustment; ba_options: keywords of `vggt.ba.refine_with_ba`.
         intrinsics: a file of known intrinsics (JSON, COLMAP cameras or model; `vggt.data.intrinsics`) used instead
-            of the predicted ones; refine_intrinsics: let bundle adjustment refine them (default: fixed).
+            of the predicted ones (Pi3X also reads them in its network); refine_intrinsics: let bundle adjustment
+            refine them (default: fixed).
+        depth: a folder of known depth maps, `<photo stem>.npy` (float32 at the photo's size, 0 where unknown),
+            that Pi3X reads in its network (other models refuse it). poses: known camera poses (refused: no model
+            here takes them yet; Pi3X's pose conditioning is not implemented).
         window, overlap: windowed reconstruction of long sequences: one forward pass per `window` frames, each
             sharing `overlap` frames with the one before (None: one pass over all frames); loop_closure: True, the
             last frames revisit the first ones, or (early, late), frame `late` revisits frame `early` (0-based
@@ -93,6 +100,7 @@ class ReconstructOptions:
         ba_backend: "theseus" (differentiable, the `ba` extra) or "ceres" (COLMAP's bundle adjuster, pycolmap).
     """
 
+    model_name: str | None = None
     checkpoint: str | None = None
     preset: str | None = None
     device: Any = "auto"
@@ -112,6 +120,8 @@ class ReconstructOptions:
     ba_options: Mapping[str, Any] = field(default_factory=dict)
     intrinsics: str | os.PathLike | None = None
     refine_intrinsics: bool = False
+    depth: str | os.PathLike | None = None
+    poses: str | os.PathLike | None = None
     window: int | None = None
     overlap: int | None = None
     loop_closure: bool | tuple[int, int] = False

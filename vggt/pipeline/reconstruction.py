@@ -291,9 +291,10 @@ class Reconstruction:
 
     def to_cameras_json(self, path: str | os.PathLike) -> Path:
         """cameras.json: per image file_name, width, height, extrinsic (3x4) and intrinsic (3x3, original size),
-        and `depth_file`, the depth map at the same resolution."""
+        and `depth_file`, the depth map at the same resolution; `metric`: whether translations and depth are in
+        (approximate) metres, as a metric model (Pi3X) predicts them, or up to an unknown scale."""
         extra = [{"depth_file": f"{DEPTH_DIR}/{stem}.npy"} for stem in self.depth_file_stems()]
-        return write_cameras_json(path, self.cameras, extra)
+        return write_cameras_json(path, self.cameras, extra, metric=self.predictions.metric)
 
     def save_depth(
         self, directory: str | os.PathLike, preview_directory: str | os.PathLike | None = None, factors=()
@@ -417,7 +418,8 @@ class Reconstruction:
         if self.windows is not None:
             frames += f" ({self.windows})"
         points = f"{self.num_points} point{'' if self.num_points == 1 else 's'} (from {self.points_source}{ba}{masked})"
-        return f"{frames}, {points} in {seconds:.1f} s{where}"
+        scale = "metric scale" if self.predictions.metric else "up to scale"
+        return f"{frames}, {points}, {scale}, in {seconds:.1f} s{where}"
 
 
 def copy_image(source: Path, target: Path) -> bool:

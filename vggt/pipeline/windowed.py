@@ -27,6 +27,7 @@ import torch
 from vggt.data.intrinsics import KnownIntrinsics
 from vggt.errors import InputError, OutputError
 from vggt.pipeline.calibration import apply_known_intrinsics
+from vggt.pipeline.family import conditioning_inputs, takes_conditioning
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference
 from vggt.pipeline.inputs import load_input_images
 from vggt.pipeline.resume import manifest_changes, windows_manifest
@@ -34,7 +35,7 @@ from vggt.pipeline.saved import TRANSFORM_KEYS, rebuild_transforms, transform_ar
 from vggt.utils.files import atomic_directory, atomic_file
 from vggt.utils.geometry import depth_map_to_world_points
 from vggt.utils.images import image_size_upright
-from vggt.utils.load_fn import PreprocessTransform, input_size
+from vggt.utils.load_fn import PreprocessTransform, input_size, rescale_intrinsics_to_input
 from vggt.utils.locks import output_lock
 from vggt.utils.pose_enc import extri_intri_to_pose_encoding
 from vggt.utils.pose_graph import SimilarityEdge, chain_similarities, optimize_pose_graph
@@ -58,6 +59,7 @@ ARRAY_FIELDS = (
     "depth_conf",
     "world_points",
     "world_points_conf",
+    "metric_scale",  # per window, not per frame: a metric model's (Pi3X) scale
 )
 
 
@@ -209,13 +211,18 @@ def run_windows(
     for k in tqdm(todo, desc="windows", unit="window", disable=not inference.progress):
         frames = [paths[i] for i in passes[k]]
         loaded = load_input_images(frames, mode, resolution, model.config.patch_size, pad_to=pad_to)
-        predictions = run_inference(model, loaded.images, inference)
-        check_finite(predictions, model_name)
-        predictions.require("extrinsics", "depth")
+        subset, conditioning = None, None
         if known is not None:
             subset = KnownIntrinsics(
                 tuple(known.image_names[i] for i in passes[k]), tuple(known.cameras[i] for i in passes[k])
             )
+            if takes_conditioning(model):  # Pi3X reads them in its network too
+                on_grid = rescale_intrinsics_to_input(subset.intrinsics, loaded.transforms)
+                conditioning = conditioning_inputs(on_grid, None, tuple(loaded.images.shape[-2:]))
+        predictions = run_inference(model, loaded.images, inference, conditioning=conditioning)
+        check_finite(predictions, model_name)
+        predictions.require("extrinsics", "depth")
+        if subset is not None:
             apply_known_intrinsics(predictions, subset, loaded.transforms)
         store.save(k, predictions, loaded.transforms)
 
@@ -283,6 +290,8 @@ def merge_windows(
                     )
                 merged[name][frame] = value
     predictions = Predictions(**merged)
+    # Every window is moved into the first one's frame and scale: metric if the first window is.
+    predictions.metric_scale = store.load(0)[0].metric_scale
     height, width = predictions.input_hw
     pose_enc = extri_intri_to_pose_encoding(
         torch.from_numpy(np.asarray(predictions.extrinsics))[None],

@@ -100,3 +100,72 @@ def estimate_streaming_memory(
         heads_phase=on_device + dense_chunk + resident_images,
         host=(kept + outputs + images) if options.offload else 0,
     )
+
+
+# --------------------------------------------------------------------------- the other families' reference pass
+
+# Values per pixel of every frame that the outputs of Pi3 / Pi3X and their conversion to geometry hold at once:
+# the heads' raw maps, local points, points and their temporaries, rays (Pi3X), confidence, then world points,
+# depth, confidence, the focal-length fit's ratios and weights, and the numpy copies of the predictions.
+PI3_OUTPUT_VALUES_PER_PIXEL = 45
+# Pi3X's convolutional heads end with three upsampling stages, the last at 8 cells per patch side.
+PI3X_LAST_STAGE_CELLS_PER_PATCH_SIDE = 8
+# VGGT-Omega's outputs and their conversion: depth, confidence, world points and the unprojection's temporaries.
+OMEGA_OUTPUT_VALUES_PER_PIXEL = 12
+# Values per cell of the dense head's finest level (1/4 of the image), in units of its `features` width: the
+# projected level, its 3x3 convolution and the fusion block's residual units (VGGT-Omega's dense head).
+OMEGA_DENSE_WIDTHS_PER_CELL = 6
+# Frames per chunk of VGGT-Omega's dense head (its forward's default).
+OMEGA_DENSE_FRAMES_CHUNK = 8
+
+
+def estimate_reference_forward_memory(
+    config: object, num_frames: int, height: int, width: int, *, num_parameters: int, weight_bytes: int = 4
+) -> StreamingMemory:
+    """Peak memory of the plain (reference) forward pass of VGGT-Omega, Pi3 or Pi3X (`config`: OmegaConfig,
+    Pi3Config or Pi3XConfig) over `num_frames` frames of height x width, in float32 activations.
+
+    The trunk phase holds the token state, the kept block outputs and one block's working set over all tokens
+    (global attention runs over every frame at once); the heads phase the kept outputs, the heads' token
+    decoders (Pi3) or one chunk of the dense head (VGGT-Omega), the full-resolution convolutional heads (Pi3X)
+    over all frames, and the outputs with their conversion to cameras, depth and points.
+    """
+    from vggt.models.pi3 import Pi3Config
+    from vggt.models.pi3x import Pi3XConfig
+    from vggt.models.vggt_omega import OmegaConfig
+
+    pixels = num_frames * height * width
+    if isinstance(config, OmegaConfig):
+        grid = (height // config.patch_size) * (width // config.patch_size)
+        tokens = num_frames * (config.patch_start_idx + grid)
+        kept_layers = len({*config.dense_layers, config.depth - 1})
+        kept = kept_layers * tokens * 2 * config.embed_dim * 4
+        working = (2 + BLOCK_WORKING_SET_WIDTHS) * tokens * config.embed_dim * 4
+        chunk = min(OMEGA_DENSE_FRAMES_CHUNK, num_frames)
+        finest_cells = chunk * (height // 4) * (width // 4)
+        dense = OMEGA_DENSE_WIDTHS_PER_CELL * finest_cells * config.dense_features * 4
+        heads = kept + dense + pixels * OMEGA_OUTPUT_VALUES_PER_PIXEL * 4
+    elif isinstance(config, Pi3Config):
+        grid = (height // config.patch_size) * (width // config.patch_size)
+        tokens = num_frames * (config.num_register_tokens + grid)
+        kept = tokens * 2 * config.decoder_dim * 4
+        working = (2 + BLOCK_WORKING_SET_WIDTHS) * tokens * config.decoder_dim * 4
+        decoders = (3 + BLOCK_WORKING_SET_WIDTHS) * tokens * config.head_dim * 4
+        conv = 0
+        if isinstance(config, Pi3XConfig):  # two convolutional heads, one after the other
+            last = config.conv_channels[-1]
+            # The last stage's input with its UV grid, its convolutions' output and its residual blocks' hidden
+            # layer, on its grid; then the map resized to the image, with the UV grid, and the output branch.
+            stage_cells = (PI3X_LAST_STAGE_CELLS_PER_PATCH_SIDE / config.patch_size) ** 2
+            stage = stage_cells * (2 * last + 2 + 4 * last)
+            full = 2 * (last + 2) + 2 * config.conv_last_channels
+            conv = int(pixels * (stage + full) * 4)
+        heads = kept + max(decoders, conv) + pixels * PI3_OUTPUT_VALUES_PER_PIXEL * 4
+    else:
+        raise TypeError(f"no memory model for the reference forward pass of {type(config).__name__}")
+    return StreamingMemory(
+        weights=num_parameters * weight_bytes,
+        trunk_phase=kept + working + num_frames * 3 * height * width * 4,
+        heads_phase=heads + num_frames * 3 * height * width * 4,
+        host=0,
+    )
