@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from training.distributed import seed_everything
 from training.train import load_config
 from training.trainer import Trainer, build_model
+from training.validation import ValidationConfig, find_scene_dirs, validate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,12 +155,26 @@ def test_two_process_checkpoint_resumes_on_one_process_with_the_same_global_batc
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [5]
 
 
-def test_validation_with_several_processes_is_refused_in_one_line(tmp_path):
-    from training.validation import validation_setup
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_validate_their_own_scenes_like_one_process(tmp_path, strategy):
+    from vggt.data.synthetic import write_synthetic_dataset
+    from vggt.models.vggt import VGGT
 
-    config = load_config(TINY_TRAINING_CONFIG, [f"validation.scenes=[{tmp_path}]", "distributed.strategy=fsdp"])
-    with pytest.raises(ValueError, match="validation.scenes with 2 processes is not supported"):
-        validation_setup(config, world_size=2)
+    # 3 scenes: rank 0 evaluates two, rank 1 one (under FSDP the ranks run different numbers of passes).
+    write_synthetic_dataset(tmp_path / "held_out", 3, num_frames=2, height=56, width=70, seed=100)
+    run_dir = tmp_path / "run"
+    torchrun(
+        run_dir, "optim.max_steps=1", f"distributed.strategy={strategy}", f"validation.scenes=[{tmp_path / 'held_out'}]"
+    )
+    (record,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = {name: value for name, value in record.items() if name.startswith("val/")}
+    assert sorted(logged) == ["val/camera_AUC@30", "val/depth_abs_rel"]
+
+    # One process evaluating every scene with the trained weights gives the same metrics.
+    config = ValidationConfig.from_dict({"scenes": [str(tmp_path / "held_out")]})
+    model = VGGT.from_pretrained(run_dir / "final")
+    expected = validate(model, find_scene_dirs(config.scenes), config, torch.device("cpu"), torch.float32)
+    assert logged == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.slow

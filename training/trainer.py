@@ -127,7 +127,7 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
 
-        self.validation, self.validation_scenes = validation_setup(config, self.ctx.world_size)
+        self.validation, self.validation_scenes = validation_setup(config)
         log_cfg = config["logging"]
         self.log_every = int(log_cfg["log_every"])
         self.checkpoint_every = int(config["checkpoint"]["every"])
