@@ -48,20 +48,29 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
-def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, strategy):
+# Adapters on the trunk's attention and MLP layers, the camera head trained in full (FSDP shards both kinds).
+LORA = ["lora.enabled=true", "lora.rank=4", "lora.train_fully=[camera_head.*]"]
+
+
+@pytest.mark.parametrize(
+    "strategy, extra",
+    [("ddp", []), pytest.param("fsdp", [], marks=pytest.mark.slow), ("fsdp", LORA)],
+    ids=["ddp", "fsdp", "fsdp_lora"],
+)
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, strategy, extra):
     two_dir, one_dir = tmp_path / "two_processes", tmp_path / "one_process"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
         "--master_addr=127.0.0.1", f"--master_port={free_port()}",
         "-m", "training.train", "--config", str(TINY_TRAINING_CONFIG),
-        *COMMON, f"run_dir={two_dir}", "data.frames_per_gpu=2", f"distributed.strategy={strategy}",
+        *COMMON, *extra, f"run_dir={two_dir}", "data.frames_per_gpu=2", f"distributed.strategy={strategy}",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
     # One process, two samples per step: the same scenes and sample seeds as ranks 0 and 1 together.
-    Trainer(load_config(TINY_TRAINING_CONFIG, [*COMMON, f"run_dir={one_dir}", "data.frames_per_gpu=4"])).train()
+    one_config = load_config(TINY_TRAINING_CONFIG, [*COMMON, *extra, f"run_dir={one_dir}", "data.frames_per_gpu=4"])
+    Trainer(one_config).train()
 
     if strategy == "ddp":
         fingerprints = json.loads((two_dir / "replicas.json").read_text())["fingerprints"]
@@ -77,6 +86,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, st
     initial = build_model(load_config(TINY_TRAINING_CONFIG, COMMON)["model"]).state_dict()
     moved = max((one[name] - initial[name]).abs().max().item() for name in one)
     assert moved > 10 * PARAMETER_ATOL
+    if extra:  # LoRA: the adapters moved the layers they adapt (folded into final/), the trunk's others stayed
+        trunk = [name for name in one if name.startswith("aggregator.")]
+        adapted = max((two[name] - initial[name]).abs().max().item() for name in trunk if name.endswith("qkv.weight"))
+        assert adapted > 10 * PARAMETER_ATOL
+        assert all(torch.equal(two[name], initial[name]) for name in trunk if name.endswith("norm1.weight"))
 
 
 # ------------------------------------------------------------------------------------------ resumption

@@ -156,8 +156,6 @@ class Trainer:
         model.config = dataclasses.replace(model.config, train_resolution=resolution)
         lora_cfg = config["lora"]
         if lora_cfg["enabled"]:
-            if dist_cfg["strategy"] == "fsdp":
-                raise ValueError("lora.enabled with distributed.strategy=fsdp is not supported; use ddp for LoRA")
             lora.apply_lora(
                 model,
                 rank=int(lora_cfg["rank"]),

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from training import lora
 from training.distributed import all_gather_objects
 
 # (report group, metric) -> name in metrics.jsonl
@@ -98,7 +99,7 @@ def whole_model(model: nn.Module) -> nn.Module:
 
     if not isinstance(model, FSDPModule):
         return model
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    state = lora.plain_state_dict(model, get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)))
     with torch.device("meta"):
         local = VGGT(config=model.config)
     local.load_state_dict(state, strict=True, assign=True)
