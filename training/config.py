@@ -70,6 +70,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "progress": True,
         "curves": True,  # curves.png
         "profile": None,  # {start: N, steps: K}: a torch.profiler trace of steps N+1..N+K (training.observe)
+        "wandb": False,  # also log to Weights & Biases (the `wandb` extra; WANDB_MODE=offline writes only locally)
+        "wandb_project": "vggt",
     },
     # plain_weights: each checkpoint also holds config.json + model.safetensors (rank 0 gathers the model)
     # async_save: shards are copied to host memory and written by a background thread while training goes on
