@@ -128,6 +128,10 @@ class Trainer:
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
 
         self.validation, self.validation_scenes = validation_setup(config)
+        if config["hub"]["repo_id"]:  # a bad id is refused now, not after the run
+            from training.hub import check_repo_id
+
+            check_repo_id(config["hub"]["repo_id"])
         log_cfg = config["logging"]
         self.log_every = int(log_cfg["log_every"])
         self.checkpoint_every = int(config["checkpoint"]["every"])
@@ -342,6 +346,13 @@ class Trainer:
         if self.run_log is not None:
             self.run_log.close()
         barrier()
+        hub_cfg = self.config["hub"]
+        if hub_cfg["repo_id"] and self.ctx.is_main:  # after the barrier: the other ranks need not wait for it
+            from training.hub import push_model_folder
+
+            message = f"vggt train: {self.run_dir.name}, step {self.step}"
+            url = push_model_folder(self.run_dir / FINAL_MODEL_DIR, hub_cfg, message)
+            print(f"[train] pushed {self.run_dir / FINAL_MODEL_DIR} to {hub_cfg['repo_id']}: {url}")
         return last
 
     def _loop(self, batches: Iterator[dict[str, Any]], progress: Any, stop: StopRequest) -> dict[str, Any]:
