@@ -191,6 +191,14 @@ def test_two_processes_validate_their_own_scenes_like_one_process(tmp_path, stra
     assert logged == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
+def test_fp16_under_fsdp_steps_like_ddp(tmp_path):
+    """float16 autocast: FSDP's sharded gradient scaler (the ranks agree on overflows) gives DDP's run."""
+    torchrun(tmp_path / "ddp", "optim.max_steps=2", "precision=fp16")
+    torchrun(tmp_path / "fsdp", "optim.max_steps=2", "precision=fp16", "distributed.strategy=fsdp")
+    assert_bitwise_equal(final_weights(tmp_path / "ddp"), final_weights(tmp_path / "fsdp"))
+    assert losses(tmp_path / "fsdp") == losses(tmp_path / "ddp")
+
+
 @pytest.mark.slow
 def test_fsdp_shards_of_two_processes_load_into_one(tmp_path):
     from training.checkpoint import latest_checkpoint

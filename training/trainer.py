@@ -396,6 +396,8 @@ class Trainer:
 def _gradient_scaler(device: torch.device, dtype: torch.dtype | None, strategy: str) -> torch.amp.GradScaler:
     """A loss scaler for float16 autocast (whose small gradients would underflow); disabled otherwise."""
     fp16 = dtype == torch.float16
-    if fp16 and strategy == "fsdp":
-        raise ValueError("precision=fp16 with distributed.strategy=fsdp is not supported; use precision=bf16 or ddp")
+    if fp16 and strategy == "fsdp":  # each rank sees only its gradient shards: the ranks agree on overflows
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler(device.type)
     return torch.amp.GradScaler(device.type, enabled=fp16)
