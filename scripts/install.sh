@@ -3,7 +3,7 @@
 #
 #   bash scripts/install.sh          # the package: model, reconstruction and exports, training
 #   bash scripts/install.sh all      # the same plus bundle adjustment (Theseus), the web apps (`demo`: Gradio,
-#                                    # viser), the keypoint extractors (`keypoints`: kornia) and the test tools,
+#                                    # viser), the keypoint extractors (`keypoints`: kornia), wandb and the test tools,
 #                                    # with Debian's Chromium for the browser tests and Debian's COLMAP for the
 #                                    # tests that hand our models to COLMAP
 #
@@ -22,7 +22,7 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
 fi
 
 extras="export,eval,train"
-if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,keypoints,dev"; fi
+if [ "${1:-}" = "all" ]; then extras="export,eval,train,demo,keypoints,wandb,dev"; fi
 "$PYTHON" -m pip install --quiet -e ".[${extras}]"
 
 if [ "${1:-}" = "all" ]; then

@@ -71,6 +71,8 @@ RECIPES = {
     "accumulation": ["optim.accum_steps=2"],
     # Shards written by a background thread while the next steps change the weights.
     "async_save": ["checkpoint.async_save=true", "checkpoint.every=1"],
+    # float16 autocast on the CPU with torch.amp.GradScaler("cpu"): its scale and growth count are resumed too.
+    "fp16_scaler": ["precision=fp16"],
 }
 
 
@@ -82,6 +84,7 @@ def test_resumed_run_is_bitwise_equal_to_an_uninterrupted_one(tmp_path, recipe):
     resumed = interrupted_run(tmp_path / "resumed", *overrides)
     assert_same_weights(straight.module, resumed.module)
     assert records(tmp_path / "resumed") == records(tmp_path / "straight")
+    assert resumed.scaler.state_dict() == straight.scaler.state_dict()
     for name, state in straight.optimizer.state_dict()["state"].items():
         resumed_state = resumed.optimizer.state_dict()["state"][name]
         assert all(torch.equal(value, resumed_state[key]) for key, value in state.items()), name

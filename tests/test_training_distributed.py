@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from training.distributed import seed_everything
 from training.train import load_config
 from training.trainer import Trainer, build_model
+from training.validation import ValidationConfig, find_scene_dirs, validate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,20 +48,29 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
-def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, strategy):
+# Adapters on the trunk's attention and MLP layers, the camera head trained in full (FSDP shards both kinds).
+LORA = ["lora.enabled=true", "lora.rank=4", "lora.train_fully=[camera_head.*]"]
+
+
+@pytest.mark.parametrize(
+    "strategy, extra",
+    [("ddp", []), pytest.param("fsdp", [], marks=pytest.mark.slow), ("fsdp", LORA)],
+    ids=["ddp", "fsdp", "fsdp_lora"],
+)
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, strategy, extra):
     two_dir, one_dir = tmp_path / "two_processes", tmp_path / "one_process"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
         "--master_addr=127.0.0.1", f"--master_port={free_port()}",
         "-m", "training.train", "--config", str(TINY_TRAINING_CONFIG),
-        *COMMON, f"run_dir={two_dir}", "data.frames_per_gpu=2", f"distributed.strategy={strategy}",
+        *COMMON, *extra, f"run_dir={two_dir}", "data.frames_per_gpu=2", f"distributed.strategy={strategy}",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
     # One process, two samples per step: the same scenes and sample seeds as ranks 0 and 1 together.
-    Trainer(load_config(TINY_TRAINING_CONFIG, [*COMMON, f"run_dir={one_dir}", "data.frames_per_gpu=4"])).train()
+    one_config = load_config(TINY_TRAINING_CONFIG, [*COMMON, *extra, f"run_dir={one_dir}", "data.frames_per_gpu=4"])
+    Trainer(one_config).train()
 
     if strategy == "ddp":
         fingerprints = json.loads((two_dir / "replicas.json").read_text())["fingerprints"]
@@ -76,6 +86,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, st
     initial = build_model(load_config(TINY_TRAINING_CONFIG, COMMON)["model"]).state_dict()
     moved = max((one[name] - initial[name]).abs().max().item() for name in one)
     assert moved > 10 * PARAMETER_ATOL
+    if extra:  # LoRA: the adapters moved the layers they adapt (folded into final/), the trunk's others stayed
+        trunk = [name for name in one if name.startswith("aggregator.")]
+        adapted = max((two[name] - initial[name]).abs().max().item() for name in trunk if name.endswith("qkv.weight"))
+        assert adapted > 10 * PARAMETER_ATOL
+        assert all(torch.equal(two[name], initial[name]) for name in trunk if name.endswith("norm1.weight"))
 
 
 # ------------------------------------------------------------------------------------------ resumption
@@ -154,12 +169,34 @@ def test_two_process_checkpoint_resumes_on_one_process_with_the_same_global_batc
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [5]
 
 
-def test_validation_with_several_processes_is_refused_in_one_line(tmp_path):
-    from training.validation import validation_setup
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_validate_their_own_scenes_like_one_process(tmp_path, strategy):
+    from vggt.data.synthetic import write_synthetic_dataset
+    from vggt.models.vggt import VGGT
 
-    config = load_config(TINY_TRAINING_CONFIG, [f"validation.scenes=[{tmp_path}]", "distributed.strategy=fsdp"])
-    with pytest.raises(ValueError, match="validation.scenes with 2 processes is not supported"):
-        validation_setup(config, world_size=2)
+    # 3 scenes: rank 0 evaluates two, rank 1 one (under FSDP the ranks run different numbers of passes).
+    write_synthetic_dataset(tmp_path / "held_out", 3, num_frames=2, height=56, width=70, seed=100)
+    run_dir = tmp_path / "run"
+    torchrun(
+        run_dir, "optim.max_steps=1", f"distributed.strategy={strategy}", f"validation.scenes=[{tmp_path / 'held_out'}]"
+    )
+    (record,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = {name: value for name, value in record.items() if name.startswith("val/")}
+    assert sorted(logged) == ["val/camera_AUC@30", "val/depth_abs_rel"]
+
+    # One process evaluating every scene with the trained weights gives the same metrics.
+    config = ValidationConfig.from_dict({"scenes": [str(tmp_path / "held_out")]})
+    model = VGGT.from_pretrained(run_dir / "final")
+    expected = validate(model, find_scene_dirs(config.scenes), config, torch.device("cpu"), torch.float32)
+    assert logged == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_fp16_under_fsdp_steps_like_ddp(tmp_path):
+    """float16 autocast: FSDP's sharded gradient scaler (the ranks agree on overflows) gives DDP's run."""
+    torchrun(tmp_path / "ddp", "optim.max_steps=2", "precision=fp16")
+    torchrun(tmp_path / "fsdp", "optim.max_steps=2", "precision=fp16", "distributed.strategy=fsdp")
+    assert_bitwise_equal(final_weights(tmp_path / "ddp"), final_weights(tmp_path / "fsdp"))
+    assert losses(tmp_path / "fsdp") == losses(tmp_path / "ddp")
 
 
 @pytest.mark.slow

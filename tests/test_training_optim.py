@@ -1,4 +1,4 @@
-"""Parameter groups, gradient clipping per module group, LoRA with heads trained in full, fp16 refusals."""
+"""Parameter groups, gradient clipping per module group, LoRA with heads trained in full, fp16 with a scaler."""
 
 from __future__ import annotations
 
@@ -97,13 +97,18 @@ def test_lora_with_a_head_trained_in_full(tmp_path):
         Trainer(tiny_config(tmp_path / "bad", *overrides, "lora.train_fully=[heads.*]"))
 
 
-def test_fp16_is_refused_where_it_cannot_run(tmp_path):
-    with pytest.raises(ValueError, match="float16 is for GPUs"):
-        Trainer(tiny_config(tmp_path, "precision=fp16", "device=cpu"))
+def test_fp16_trains_with_a_gradient_scaler(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "precision=fp16", "device=cpu", "optim.max_steps=2"))
+    assert trainer.autocast_dtype == torch.float16 and trainer.scaler.is_enabled()
+    trainer.train()
+    # two finite steps: the scale kept, two steps counted towards its growth
+    assert trainer.scaler.state_dict()["_growth_tracker"] == 2
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
     from training.trainer import _gradient_scaler
 
-    with pytest.raises(ValueError, match="precision=fp16 with distributed.strategy=fsdp"):
-        _gradient_scaler(torch.device("cuda"), torch.float16, "fsdp")
+    fsdp_scaler = _gradient_scaler(torch.device("cpu"), torch.float16, "fsdp")  # the ranks agree on overflows
+    assert isinstance(fsdp_scaler, ShardedGradScaler) and fsdp_scaler.is_enabled()
     assert not _gradient_scaler(torch.device("cpu"), torch.bfloat16, "ddp").is_enabled()
 
 

@@ -15,6 +15,7 @@ def test_device_and_dtype_selection():
     assert resolve_dtype(cpu, "bfloat16") == torch.bfloat16
     with pytest.raises(ValueError, match="float16 is for GPUs"):
         resolve_dtype(cpu, "float16")
+    assert resolve_dtype(cpu, "float16", training=True) == torch.float16  # training scales its loss
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype(cpu, "int8")
     if not torch.cuda.is_available():

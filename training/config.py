@@ -70,10 +70,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "progress": True,
         "curves": True,  # curves.png
         "profile": None,  # {start: N, steps: K}: a torch.profiler trace of steps N+1..N+K (training.observe)
+        "wandb": False,  # also log to Weights & Biases (the `wandb` extra; WANDB_MODE=offline writes only locally)
+        "wandb_project": "vggt",
     },
     # plain_weights: each checkpoint also holds config.json + model.safetensors (rank 0 gathers the model)
     # async_save: shards are copied to host memory and written by a background thread while training goes on
     "checkpoint": {"every": 1000, "keep_last": 3, "plain_weights": True, "async_save": False},
+    # repo_id: at the end of the run, rank 0 pushes <run_dir>/final to this Hub model repo (created if missing);
+    # endpoint: another Hub than huggingface.co (null: HF_ENDPOINT or the default); the token is huggingface_hub's
+    "hub": {"repo_id": None, "private": False, "endpoint": None},
     "validation": {  # held-out scene folders evaluated every `every` steps (training.validation)
         "scenes": None,
         "every": 500,

@@ -94,7 +94,7 @@ class MultiViewDataset(Dataset):
         rng = np.random.default_rng(key.seed)
         name, frame_ids, frames = self.load_frames(key.scene_index, key.num_frames, out_hw, rng)
         sample: dict[str, Any] = {
-            "images": torch.from_numpy(np.stack([f.image for f in frames])).permute(0, 3, 1, 2).float() / 255.0,
+            "images": torch.from_numpy(np.stack([f.image for f in frames])).permute(0, 3, 1, 2).float().div_(255.0),
             "intrinsics": torch.from_numpy(np.stack([f.intrinsic for f in frames])).float(),
             "extrinsics": torch.from_numpy(np.stack([f.extrinsic for f in frames])).float(),
             "scene_name": name,
@@ -105,7 +105,7 @@ class MultiViewDataset(Dataset):
             valid = depths > 0
             if all(f.mask is not None for f in frames):
                 valid &= torch.from_numpy(np.stack([f.mask for f in frames]))
-            sample["depths"] = torch.where(valid, depths, torch.zeros_like(depths))
+            sample["depths"] = depths.masked_fill_(~valid, 0.0)
             sample["valid_masks"] = valid
         return sample
 

@@ -81,13 +81,16 @@ def _lora_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 @torch.no_grad()
-def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
+def merged_state_dict(model: nn.Module, state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """The weights of `model` with every adapter folded in (W + B A * scale), under plain VGGT keys.
 
-    `model` itself is left untouched, so training can continue after saving.
+    `state`: the state dict to fold (default `model.state_dict()`), e.g. the full one gathered from an FSDP model
+    whose own parameters are shards; `model` only tells which layers are adapted and their scales, and is left
+    untouched, so training can continue after saving.
     """
+    state = model.state_dict() if state is None else state
     merged: dict[str, Tensor] = {}
-    for key, value in model.state_dict().items():
+    for key, value in state.items():
         if is_adapter_parameter(key):
             continue
         merged[key.replace(BASE_LAYER_KEY, ".")] = value.detach().clone()
@@ -96,14 +99,15 @@ def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
             continue
         weight_key = f"{name}.weight"
         for adapter in layer.active_adapters:
-            delta = layer.get_delta_weight(adapter)
+            down, up = state[f"{name}.lora_A.{adapter}.weight"], state[f"{name}.lora_B.{adapter}.weight"]
+            delta = (up.float() @ down.float()) * layer.scaling[adapter]
             merged[weight_key] = merged[weight_key] + delta.to(merged[weight_key].dtype)
     return merged
 
 
 def plain_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """`state` (the state dict of `model`) under plain VGGT keys: the adapters folded in when `model` has any."""
-    return merged_state_dict(model) if has_lora(model) else state
+    return merged_state_dict(model, state) if has_lora(model) else state
 
 
 @torch.no_grad()

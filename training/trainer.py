@@ -127,7 +127,11 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0  # batches of the current epoch already consumed
 
-        self.validation, self.validation_scenes = validation_setup(config, self.ctx.world_size)
+        self.validation, self.validation_scenes = validation_setup(config)
+        if config["hub"]["repo_id"]:  # a bad id is refused now, not after the run
+            from training.hub import check_repo_id
+
+            check_repo_id(config["hub"]["repo_id"])
         log_cfg = config["logging"]
         self.log_every = int(log_cfg["log_every"])
         self.checkpoint_every = int(config["checkpoint"]["every"])
@@ -156,8 +160,6 @@ class Trainer:
         model.config = dataclasses.replace(model.config, train_resolution=resolution)
         lora_cfg = config["lora"]
         if lora_cfg["enabled"]:
-            if dist_cfg["strategy"] == "fsdp":
-                raise ValueError("lora.enabled with distributed.strategy=fsdp is not supported; use ddp for LoRA")
             lora.apply_lora(
                 model,
                 rank=int(lora_cfg["rank"]),
@@ -344,6 +346,13 @@ class Trainer:
         if self.run_log is not None:
             self.run_log.close()
         barrier()
+        hub_cfg = self.config["hub"]
+        if hub_cfg["repo_id"] and self.ctx.is_main:  # after the barrier: the other ranks need not wait for it
+            from training.hub import push_model_folder
+
+            message = f"vggt train: {self.run_dir.name}, step {self.step}"
+            url = push_model_folder(self.run_dir / FINAL_MODEL_DIR, hub_cfg, message)
+            print(f"[train] pushed {self.run_dir / FINAL_MODEL_DIR} to {hub_cfg['repo_id']}: {url}")
         return last
 
     def _loop(self, batches: Iterator[dict[str, Any]], progress: Any, stop: StopRequest) -> dict[str, Any]:
@@ -387,6 +396,8 @@ class Trainer:
 def _gradient_scaler(device: torch.device, dtype: torch.dtype | None, strategy: str) -> torch.amp.GradScaler:
     """A loss scaler for float16 autocast (whose small gradients would underflow); disabled otherwise."""
     fp16 = dtype == torch.float16
-    if fp16 and strategy == "fsdp":
-        raise ValueError("precision=fp16 with distributed.strategy=fsdp is not supported; use precision=bf16 or ddp")
+    if fp16 and strategy == "fsdp":  # each rank sees only its gradient shards: the ranks agree on overflows
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler(device.type)
     return torch.amp.GradScaler(device.type, enabled=fp16)

@@ -8,9 +8,10 @@ The `validation:` section of a training config:
       max_frames: 8               # evenly spaced frames per scene (null: all)
       depth_alignment: median     # as `vggt evaluate`
 
-The run's only process evaluates the unwrapped model in eval mode and logs `val/camera_AUC@30` and
-`val/depth_abs_rel` (when the scenes and heads allow them) into that step's record of metrics.jsonl; the random
-number generators are left as they were, so evaluating does not change the training run.
+The unwrapped model is evaluated in eval mode, each process of a torchrun job on its share of the scenes (the
+whole model gathered on each rank under FSDP), and `val/camera_AUC@30` and `val/depth_abs_rel` of all scenes
+(when the scenes and heads allow them) go into that step's record of metrics.jsonl; the random number generators
+are left as they were, so evaluating does not change the training run.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ import contextlib
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+
+from training import lora
+from training.distributed import all_gather_objects
 
 # (report group, metric) -> name in metrics.jsonl
 LOGGED_METRICS = {("camera", "AUC@30"): "val/camera_AUC@30", ("depth", "abs_rel"): "val/depth_abs_rel"}
@@ -83,20 +89,49 @@ def preserved_random_state() -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
+def whole_model(model: nn.Module) -> nn.Module:
+    """`model` itself, or for an FSDP2-sharded model a plain VGGT with its weights gathered onto this rank (each
+    rank then holds the whole model, on the model's device, and runs it without collectives)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    from vggt.models.vggt import VGGT
+
+    if not isinstance(model, FSDPModule):
+        return model
+    state = lora.plain_state_dict(model, get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)))
+    with torch.device("meta"):
+        local = VGGT(config=model.config)
+    local.load_state_dict(state, strict=True, assign=True)
+    return local
+
+
 def validate(model: nn.Module, scene_dirs: list[Path], config: ValidationConfig, device: torch.device,
              dtype: torch.dtype) -> dict[str, float]:  # fmt: skip
-    """The LOGGED_METRICS of `model` on `scene_dirs`; leaves the model in training mode."""
-    from vggt.eval.runner import EvalSettings, evaluate_scenes
+    """The LOGGED_METRICS of `model` on `scene_dirs`; leaves the model in training mode.
+
+    Under torchrun every rank calls this: rank r evaluates scenes r, r + world_size, ... on its own (an FSDP
+    model gathered whole onto each rank: `whole_model`), and the metrics are those of all scenes together, the same
+    as one process evaluating them all."""
+    from vggt.eval.runner import EvalSettings, evaluate_scene, summarize
 
     settings = EvalSettings(
-        max_frames=config.max_frames, depth_alignment=config.depth_alignment, device=device, dtype=dtype
+        max_frames=config.max_frames,
+        depth_alignment=config.depth_alignment,
+        device=device,
+        dtype=dtype,
+        share_across_ranks=False,
     )
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    mine = range(rank, len(scene_dirs), world_size)
     try:
         with preserved_random_state():
-            report = evaluate_scenes(model, scene_dirs, settings, progress=False)
+            local = whole_model(model)
+            results = [(index, evaluate_scene(local, scene_dirs[index], settings)) for index in mine]
     finally:
         model.train()
-    overall = report["overall"]
+    gathered = [pair for ranks_results in all_gather_objects(results) for pair in ranks_results]
+    overall = summarize([result for _, result in sorted(gathered, key=itemgetter(0))])  # in scene order
     return {
         name: float(overall[group][metric])
         for (group, metric), name in LOGGED_METRICS.items()
@@ -104,19 +139,9 @@ def validate(model: nn.Module, scene_dirs: list[Path], config: ValidationConfig,
     }
 
 
-def validation_setup(config: Mapping[str, Any], world_size: int = 1) -> tuple[ValidationConfig, list[Path]]:
-    """The `validation` section of a training config and its scene folders (none when it is off).
-
-    Runs of several processes are refused: with a process group, the inference pipeline that evaluation runs
-    shares every scene's frames among all processes and returns the prediction on rank 0 only
-    (vggt.pipeline.inference), which neither a rank-0-only nor an every-rank evaluation fits.
-    """
+def validation_setup(config: Mapping[str, Any]) -> tuple[ValidationConfig, list[Path]]:
+    """The `validation` section of a training config and its scene folders (none when it is off)."""
     validation = ValidationConfig.from_dict(config.get("validation"))
     if not validation.enabled:
         return validation, []
-    if world_size > 1:
-        raise ValueError(
-            f"validation.scenes with {world_size} processes is not supported (evaluation shares frames among all "
-            "processes); drop validation.scenes and `vggt evaluate` exported checkpoints, or train in one process"
-        )
     return validation, find_scene_dirs(validation.scenes)

@@ -4,9 +4,10 @@ Every frame of a sample is cropped to one shared aspect ratio (drawn from 0.33..
 resized so that the longest side is `max_size` (518) with both sides multiples of the patch size (14).
 Intrinsics follow the crop and resize exactly; depth and masks are resized with nearest neighbour, so
 each output depth value is the original depth of the source pixel that contains the output pixel centre.
-Colours are then jittered per frame (brightness, contrast, saturation, hue), sometimes turned grey, and
-sometimes blurred; with `shared_color_jitter_prob` a sample's frames share one such change (the reference's
-`cojitter_ratio`), as frames of one video would. Extrinsics never change.
+Colours are then jittered per frame (brightness, contrast, saturation, hue: OpenCV computes them in float32, the
+hue turned exactly in float HSV), sometimes turned grey, and sometimes blurred; with `shared_color_jitter_prob`
+a sample's frames share one such change (the reference's `cojitter_ratio`), as frames of one video would.
+Extrinsics never change.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from vggt.data.scene import Frame
+from vggt.utils.optional import import_cv2
 
 # ITU-R BT.601 luma weights, as used by PIL's "L" conversion.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+FULL_TURN_DEGREES = 360.0  # OpenCV's float HSV measures hue in degrees
 
 
 @dataclass
@@ -104,27 +107,54 @@ def crop_and_resize(frame: Frame, box: tuple[int, int, int, int], out_hw: tuple[
 
 
 def jitter_colors(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
-    """Random brightness, contrast, saturation and hue (in a random order) of an [H, W, 3] uint8 image."""
-    pixels = image.astype(np.float32) / 255.0
+    """Random brightness, contrast, saturation and hue (in a random order) of an [H, W, 3] uint8 image.
+
+    Each step is computed in float32 on [0, 1] and clipped to it; the image is rounded to uint8 once, at the end.
+    Brightness (p * f), contrast (m + (p - m) * f, m the mean luma) and saturation (g + (p - g) * f, g each
+    pixel's luma) are 3 x 4 affine colour maps applied by OpenCV; the hue turns exactly (`rotate_hue`).
+    """
+    cv2 = import_cv2()
+    pixels = np.divide(image, np.float32(255), dtype=np.float32)
     for operation in rng.permutation(4):
-        if operation == 0:
-            pixels = pixels * rng.uniform(1 - config.brightness, 1 + config.brightness)
-        elif operation == 1:
-            mean = (pixels @ LUMA_WEIGHTS).mean()
-            pixels = mean + (pixels - mean) * rng.uniform(1 - config.contrast, 1 + config.contrast)
-        elif operation == 2:
-            gray = (pixels @ LUMA_WEIGHTS)[..., None]
-            pixels = gray + (pixels - gray) * rng.uniform(1 - config.saturation, 1 + config.saturation)
+        if operation == 3:
+            pixels = rotate_hue(pixels, rng.uniform(-config.hue, config.hue))
         else:
-            pixels = _shift_hue(np.clip(pixels, 0, 1), rng.uniform(-config.hue, config.hue))
-        pixels = np.clip(pixels, 0.0, 1.0)
-    return np.round(pixels * 255).astype(np.uint8)
+            if operation == 0:
+                affine = _color_map(rng.uniform(1 - config.brightness, 1 + config.brightness), np.zeros(3))
+            elif operation == 1:
+                mean_luma = float(np.dot(cv2.mean(pixels)[:3], LUMA_WEIGHTS))
+                affine = _color_map(rng.uniform(1 - config.contrast, 1 + config.contrast), np.full(3, mean_luma))
+            else:
+                affine = _color_map(rng.uniform(1 - config.saturation, 1 + config.saturation), LUMA_WEIGHTS, True)
+            pixels = cv2.transform(pixels, affine)
+        np.clip(pixels, 0.0, 1.0, out=pixels)
+    pixels *= 255
+    return np.round(pixels, out=pixels).astype(np.uint8)
 
 
-def _shift_hue(pixels: np.ndarray, turns: float) -> np.ndarray:
-    hsv = np.asarray(Image.fromarray(np.round(pixels * 255).astype(np.uint8)).convert("HSV")).copy()
-    hsv[..., 0] = (hsv[..., 0].astype(np.int64) + round(turns * 256)) % 256
-    return np.asarray(Image.fromarray(hsv, mode="HSV").convert("RGB")).astype(np.float32) / 255.0
+def _color_map(factor: float, toward: np.ndarray, per_pixel: bool = False) -> np.ndarray:
+    """[3, 4] affine map p -> t + (p - t) * factor: towards the colour `toward` [3], or with `per_pixel` towards
+    each pixel's grey level `toward @ p` (`toward` then the weights of the grey level)."""
+    affine = np.zeros((3, 4))
+    affine[:, :3] = factor * np.eye(3)
+    if per_pixel:
+        affine[:, :3] += (1 - factor) * np.outer(np.ones(3), toward)
+    else:
+        affine[:, 3] = (1 - factor) * toward
+    return affine.astype(np.float32)
+
+
+def rotate_hue(pixels: np.ndarray, turns: float) -> np.ndarray:
+    """[H, W, 3] float32 RGB in [0, 1] with every pixel's HSV hue turned by `turns` (value and saturation kept).
+
+    Exact up to float32 rounding: OpenCV's float HSV conversion (hue in degrees), no 8-bit steps in between.
+    """
+    cv2 = import_cv2()
+    hsv = cv2.cvtColor(np.ascontiguousarray(pixels, dtype=np.float32), cv2.COLOR_RGB2HSV)
+    hue = hsv[..., 0]
+    hue += np.float32((FULL_TURN_DEGREES * turns) % FULL_TURN_DEGREES)
+    np.subtract(hue, np.float32(FULL_TURN_DEGREES), out=hue, where=hue >= FULL_TURN_DEGREES)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 def to_grayscale(image: np.ndarray) -> np.ndarray:

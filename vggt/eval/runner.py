@@ -93,6 +93,7 @@ class EvalSettings:
     mode: str = "crop"
     resolution: int | None = None
     merge_ratio: float = 0.0
+    share_across_ranks: bool = True  # False: under torchrun, this rank runs its own scenes alone
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -107,7 +108,9 @@ class EvalSettings:
         engine = None
         if self.merge_ratio > 0 and (config is None or isinstance(config, VGGTConfig)):  # VGGT's engine only
             engine = streaming_for(self.device, config or VGGTConfig(), merge_ratio=self.merge_ratio)
-        return InferenceOptions(self.device, self.dtype, engine=engine, memory_check=False)
+        return InferenceOptions(
+            self.device, self.dtype, engine=engine, memory_check=False, share_across_ranks=self.share_across_ranks
+        )
 
 
 @dataclass

@@ -42,7 +42,8 @@ class InferenceOptions:
     """Where and how to run: device, compute precision of the trunk, the streaming engine (chunk sizes, offload,
     fast mode: `vggt.runtime.StreamingEngine`; None: `StreamingEngine.auto` for the device), the memory check
     before the run, a progress bar, and how many local processes share the pass (sequence parallelism; under
-    torchrun the job's ranks share it whatever this says: `vggt.pipeline.parallel`)."""
+    torchrun the job's ranks share it whatever this says: `vggt.pipeline.parallel`, unless `share_across_ranks`
+    is False: then this process runs its pass alone, e.g. when each rank evaluates scenes of its own)."""
 
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
@@ -50,6 +51,12 @@ class InferenceOptions:
     memory_check: bool = True
     progress: bool = False
     processes: int = 1
+    share_across_ranks: bool = True
+
+    @property
+    def ranks_sharing(self) -> int:
+        """How many torchrun ranks share the pass (1 without a process group or with `share_across_ranks` off)."""
+        return dist.get_world_size() if self.share_across_ranks and dist.is_initialized() else 1
 
     def engine_for(self, config: VGGTConfig) -> StreamingEngine:
         """The engine of the run: the one chosen, else the automatic one for the device and `config`."""
@@ -241,7 +248,7 @@ def _check_memory(model: torch.nn.Module, images: torch.Tensor, options: Inferen
         estimate = estimate_family_memory(model, num_frames, height, width, options.device.type)
         check_memory(estimate, options.device, num_frames, height, width)
         return
-    shares = max(options.processes, dist.get_world_size() if dist.is_initialized() else 1)
+    shares = max(options.processes, options.ranks_sharing)
     estimate = estimate_inference_memory(
         model.config,
         -(-num_frames // shares),  # each process holds its share of the frames
@@ -263,7 +270,7 @@ def _forward(
     """The model's outputs on inputs [1, S, 3, H, W]: in this process, or shared by several (None on the ranks of
     a torchrun job other than 0)."""
     engine = options.engine_for(model.config)
-    if options.processes > 1 or (dist.is_initialized() and dist.get_world_size() > 1):
+    if options.processes > 1 or options.ranks_sharing > 1:
         from vggt.pipeline.parallel import parallel_forward
 
         return parallel_forward(model, inputs, queries, engine.options, options.processes, options.device)
@@ -324,9 +331,9 @@ def _run_family(
     model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions, conditioning: FamilyConditioning | None
 ) -> Predictions | None:
     """`run_inference` for a model other than VGGT: its reference forward pass in this process (rank 0 of a
-    torchrun job; the other ranks get None), converted to cameras, depth and points with the first camera as the
-    world (`vggt.models.family_outputs.to_geometry`)."""
-    if dist.is_initialized() and dist.get_rank() != 0:
+    torchrun job sharing the pass; the other ranks get None), converted to cameras, depth and points with the first
+    camera as the world (`vggt.models.family_outputs.to_geometry`)."""
+    if options.ranks_sharing > 1 and dist.get_rank() != 0:
         return None
     if options.memory_check:
         _check_memory(model, images, options)

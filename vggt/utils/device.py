@@ -92,7 +92,8 @@ def resolve_dtype(device: torch.device, name: str | torch.dtype = "auto", traini
     """The compute precision on `device`: `auto` or one of float32, bfloat16, float16 (aliases fp32, bf16, fp16).
 
     `auto` for inference: see the module docstring. `auto` for training (`training=True`): bfloat16 on GPUs that
-    have it, else float32 (float16 autocast would need loss scaling, and CPU bfloat16 training is slow).
+    have it, else float32 (float16 autocast would need loss scaling, and CPU bfloat16 training is slow). float16
+    on the CPU only for training, whose gradient scaler torch runs on the CPU too.
     """
     import torch
 
@@ -104,7 +105,7 @@ def resolve_dtype(device: torch.device, name: str | torch.dtype = "auto", traini
         dtype = dtype_from_name(name)
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise InputError("unsupported {dtype} {name}; use one of {choices}", name=dtype, choices=DTYPE_CHOICES)
-    if dtype == torch.float16 and device.type == "cpu":
+    if dtype == torch.float16 and device.type == "cpu" and not training:  # training scales its loss (GradScaler)
         raise InputError("float16 is for GPUs; on the CPU use {dtype=float32} or {dtype=bfloat16}")
     return dtype
 
