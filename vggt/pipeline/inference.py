@@ -244,10 +244,6 @@ def inference_progress(enabled: bool) -> Iterator[None]:
 
 def _check_memory(model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions) -> None:
     num_frames, _, height, width = images.shape
-    if not is_vggt(model):
-        estimate = estimate_family_memory(model, num_frames, height, width, options.device.type)
-        check_memory(estimate, options.device, num_frames, height, width)
-        return
     shares = max(options.processes, options.ranks_sharing)
     estimate = estimate_inference_memory(
         model.config,
@@ -335,9 +331,10 @@ def _run_family(
     camera as the world (`vggt.models.family_outputs.to_geometry`)."""
     if options.ranks_sharing > 1 and dist.get_rank() != 0:
         return None
-    if options.memory_check:
-        _check_memory(model, images, options)
     num_frames, _, height, width = images.shape
+    if options.memory_check:
+        estimate = estimate_family_memory(model, num_frames, height, width, options.device.type)
+        check_memory(estimate, options.device, num_frames, height, width)
     logger.info("running on %s in %s: %d frames at %dx%d", options.device, options.dtype, num_frames, width, height)
     with torch.inference_mode():
         with autocast(options.device, options.dtype):
