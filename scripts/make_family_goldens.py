@@ -284,12 +284,43 @@ def pi3x_small(model) -> None:
     model.metric_head = torch.nn.Linear(x["metric_dim"], 1)
 
 
+# The outputs kept of the pose-conditioned runs (the rest follow from them), to keep the golden small.
+PI3X_POSE_OUTPUTS = ("local_points", "conf", "camera_poses", "metric")
+
+
+def random_poses(frames: int, generator: torch.Generator) -> torch.Tensor:
+    """Random camera-to-world poses [1, frames, 4, 4]: rotations from the QR decomposition of Gaussian matrices
+    (determinant +1), translations of about 1 unit."""
+    q, r = torch.linalg.qr(torch.randn(frames, 3, 3, generator=generator))
+    rotation = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    rotation = rotation * torch.linalg.det(rotation)[:, None, None]
+    poses = torch.eye(4).repeat(frames, 1, 1)
+    poses[:, :3, :3], poses[:, :3, 3] = rotation, torch.randn(frames, 3, generator=generator)
+    return poses[None]
+
+
+def pi3x_small_width_decode(top) -> None:
+    """The reference's `Pi3X.decode` writes the released decoder width (1024) as a literal in its pose injection;
+    the small run recompiles that method from its own source with the model's width `self.dec_embed_dim` there
+    (nothing else changes)."""
+    import inspect
+    import textwrap
+
+    source = textwrap.dedent(inspect.getsource(top.Pi3X.decode))
+    patched = source.replace("-1, 1024)", "-1, self.dec_embed_dim)")
+    assert patched.count("self.dec_embed_dim)") == 2, "the reference's decode changed: review this patch"
+    namespace = {}
+    exec(compile(patched, inspect.getsourcefile(top.Pi3X), "exec"), vars(top), namespace)
+    top.Pi3X.decode = namespace["decode"]
+
+
 def pi3x_goldens(out: Path) -> None:
     import pi3.models.pi3x as top
 
     released = key_manifest(top.Pi3X())
     model = top.Pi3X()
     pi3x_small(model)
+    pi3x_small_width_decode(top)
     randomise(model)
     model.eval()
     generator = torch.Generator().manual_seed(SEED + 4)
@@ -305,6 +336,20 @@ def pi3x_goldens(out: Path) -> None:
     with torch.no_grad():
         for run, kwargs in (("plain", {}), ("intrinsics", {"intrinsics": intrinsics}), ("depth", {"depths": depth})):
             outputs |= {f"{run}.{k}": v for k, v in model(images, **kwargs).items()}
+    # Pose conditioning (its own generator: the inputs above stay as they were): every frame posed with known
+    # intrinsics (translations normalised by their mean length), and the first two of three posed with known
+    # intrinsics and depth (translations normalised by the mean depth; the third frame's placeholder is unused).
+    poses = random_poses(images.shape[1], torch.Generator().manual_seed(SEED + 5))
+    pose_mask = torch.tensor([[True, True, False]])
+    inputs |= {"poses": poses, "pose_mask": pose_mask}
+    pose_runs = (
+        ("poses", {"intrinsics": intrinsics, "poses": poses}),
+        ("depth_poses", {"intrinsics": intrinsics, "depths": depth, "poses": poses, "mask_add_pose": pose_mask}),
+    )
+    with torch.no_grad():
+        for run, kwargs in pose_runs:
+            result = model(images, **kwargs)
+            outputs |= {f"{run}.{k}": result[k] for k in PI3X_POSE_OUTPUTS}
     meta = {"reference": "yyfz/Pi3", "commit": git_commit(top), "tiny": PI3_TINY | PI3X_TINY}
     write_golden(out / "pi3x-tiny", model, inputs, outputs, released, meta)
     print("pi3x-tiny", {k: tuple(v.shape) for k, v in outputs.items() if k.startswith("plain")})

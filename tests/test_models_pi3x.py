@@ -1,5 +1,6 @@
 """Pi3X reproduces yyfz/Pi3's Pi3X: golden outputs of the reference on a small configuration without conditions,
-with known intrinsics and with known depth, the released key manifest, and the refusal of pose conditioning."""
+with known intrinsics, with known depth, with known poses (all frames, and two of three with depth), and the
+released key manifest."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def test_conditions_change_the_prediction(golden):
     plain = io["output.plain.local_points"]
     for run in ("intrinsics", "depth"):
         assert (io[f"output.{run}.local_points"] - plain).abs().max() > 1e-3
+    # Poses change the prediction beyond what the other conditions do.
+    assert (io["output.poses.local_points"] - io["output.intrinsics.local_points"]).abs().max() > 1e-3
 
 
 def test_metric_scale_is_applied_to_translations_and_points(golden):
@@ -45,10 +48,66 @@ def test_metric_scale_is_applied_to_translations_and_points(golden):
     assert outputs["metric"].shape == (1,) and (outputs["metric"] > 0).all()
 
 
-def test_pose_conditioning_is_refused_with_a_clear_error(golden):
+POSE_OUTPUTS = ["local_points", "conf", "camera_poses", "metric"]
+
+
+def pose_conditions(io: dict, run: str) -> dict:
+    """The golden's pose runs as our keywords: every frame posed, or the first two posed (NaN for the third)."""
+    if run == "poses":
+        return {"intrinsics": io["input.intrinsics"], "poses": io["input.poses"]}
+    poses = io["input.poses"].clone()
+    poses[~io["input.pose_mask"].bool()] = torch.nan
+    return {"intrinsics": io["input.intrinsics"], "depth": io["input.depth"], "poses": poses}
+
+
+@pytest.mark.parametrize("run", ["poses", "depth_poses"])
+def test_reproduces_reference_outputs_with_poses(golden, run):
     model, io = golden
-    with pytest.raises(InputError, match="pose conditioning"):
-        model(io["input.images"], poses=torch.eye(4).expand(1, 3, 4, 4))
+    with torch.no_grad():
+        outputs = model(io["input.images"], **pose_conditions(io, run))
+    assert_matches_golden({f"{run}.{k}": v for k, v in outputs.items()}, io, [f"{run}.{k}" for k in POSE_OUTPUTS])
+
+
+def test_pose_mask_equals_nan_poses(golden):
+    model, io = golden
+    conditions = pose_conditions(io, "depth_poses")
+    with torch.no_grad():
+        by_nan = model(io["input.images"], **conditions)
+        by_mask = model(
+            io["input.images"], **(conditions | {"poses": io["input.poses"]}), pose_mask=io["input.pose_mask"]
+        )
+    torch.testing.assert_close(by_nan["local_points"], by_mask["local_points"])
+
+
+def test_poses_are_relative_and_scale_free_without_depth(golden):
+    """Moving and scaling the world of the poses changes nothing (the reference normalises both away)."""
+    model, io = golden
+    poses = io["input.poses"]
+    motion = torch.eye(4)
+    motion[:3, :3] = torch.linalg.matrix_exp(torch.tensor([[0.0, -0.3, 0.2], [0.3, 0.0, -0.1], [-0.2, 0.1, 0.0]]))
+    motion[:3, 3] = torch.tensor([2.0, -1.0, 0.5])
+    moved = motion @ poses
+    moved[..., :3, 3] *= 7.0
+    with torch.no_grad():
+        base = model(io["input.images"], intrinsics=io["input.intrinsics"], poses=poses)
+        other = model(io["input.images"], intrinsics=io["input.intrinsics"], poses=moved)
+    torch.testing.assert_close(base["local_points"], other["local_points"], atol=1e-4, rtol=1e-4)
+
+
+def test_a_single_posed_frame_is_no_condition(golden):
+    model, io = golden
+    poses = io["input.poses"].clone()
+    poses[:, 1:] = torch.nan
+    with torch.no_grad():
+        plain = model(io["input.images"], intrinsics=io["input.intrinsics"])
+        single = model(io["input.images"], intrinsics=io["input.intrinsics"], poses=poses)
+    torch.testing.assert_close(single["local_points"], plain["local_points"])
+
+
+def test_bad_pose_shape_is_an_input_error(golden):
+    model, io = golden
+    with pytest.raises(InputError, match="camera-to-world"):
+        model(io["input.images"], poses=torch.eye(4).expand(1, 2, 4, 4))
 
 
 def test_released_key_manifest():

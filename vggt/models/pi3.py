@@ -14,6 +14,7 @@ probability), `camera_poses` [B, S, 4, 4] (OpenCV camera-to-world).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -60,9 +61,12 @@ class Pi3Config:
         return dataclasses.asdict(self)
 
 
-def decoder_block(dim: int, num_heads: int, rope: RotaryPositionEmbedding2D | None = None) -> Block:
-    """One block of Pi3's decoder (QK-norm, LayerScale 0.01, LayerNorm eps 1e-6) on [B, N, dim] tokens."""
-    return Block(
+def decoder_block(
+    dim: int, num_heads: int, rope: RotaryPositionEmbedding2D | None = None, block_class: type[Block] = Block
+) -> Block:
+    """One block of Pi3's decoder (QK-norm, LayerScale 0.01, LayerNorm eps 1e-6) on [B, N, dim] tokens, built as
+    `block_class` (a `Block` subclass with other forward code, e.g. Pi3X's pose-injection block)."""
+    return block_class(
         dim, num_heads, 4.0, init_values=0.01, qk_norm=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), rope=rope
     )
 
@@ -104,9 +108,19 @@ class Pi3(nn.Module):
         self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
-    def decode(self, patch_tokens: Tensor, B: int, S: int, grid_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def decode(
+        self,
+        patch_tokens: Tensor,
+        B: int,
+        S: int,
+        grid_hw: tuple[int, int],
+        after_block: Callable[[int, Tensor], Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Encoder tokens [B * S, hw, dim] -> last two decoder outputs concatenated [B * S, R + hw, 2 * dim] and
-        the token positions [B * S, R + hw, 2] (register tokens at (0, 0), patches from (1, 1))."""
+        the token positions [B * S, R + hw, 2] (register tokens at (0, 0), patches from (1, 1)).
+
+        `after_block(i, hidden)` (Pi3X's pose injection) may replace the output of block i, hidden
+        [B, S, R + hw, dim], before the next block reads it."""
         R = self.config.num_register_tokens
         registers = self.register_token.expand(B, S, -1, -1).reshape(B * S, R, -1)
         hidden = torch.cat([registers, patch_tokens], dim=1)
@@ -119,6 +133,8 @@ class Pi3(nn.Module):
                 hidden = block(hidden.reshape(B * S, n, dim), pos=pos)
             else:  # across all frames
                 hidden = block(hidden.reshape(B, S * n, dim), pos=pos.reshape(B, S * n, 2))
+            if after_block is not None:
+                hidden = after_block(i, hidden.reshape(B, S, n, dim))
             if i >= len(self.decoder) - 2:
                 last_two.append(hidden.reshape(B * S, n, dim))
         return torch.cat(last_two, dim=-1), pos
