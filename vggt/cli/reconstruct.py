@@ -49,7 +49,7 @@ outputs in DIR:
   cameras.json, transforms.json           cameras: ours (OpenCV axes) and nerfstudio's (OpenGL axes)
   predictions.npz                         the raw model outputs
   (the first camera is the world frame; outputs are up to an unknown scale unless cameras.json says
-   "metric": true, as with --model pi3x)
+   "metric": true, as with --model pi3x; with --poses, the world frame and units are the given poses')
 
 exit codes: 0 success, 2 bad input or usage, 1 anything else, 130 interrupted, 143 terminated
 """
@@ -175,7 +175,9 @@ def add_sequence_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="known camera poses (not supported yet: Pi3X's pose conditioning is not implemented; refused)",
+        help="known camera poses of some or all photos: a JSON file (camera_to_world or world_to_camera per photo) "
+        "or COLMAP images.txt/.bin or model folder (see docs/dataset_format.md); --model pi3x reads them in its "
+        "network, and every model's outputs are moved into the poses' frame and units, posed cameras as given",
     )
     windows = parser.add_argument_group("long sequences")
     windows.add_argument(
@@ -282,7 +284,9 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything the run reads must survive it: --overwrite never deletes an input.
     check_output_folder(
-        args.out, args.overwrite, [*args.inputs, *local_files(options.checkpoint, options.intrinsics, options.depth)]
+        args.out,
+        args.overwrite,
+        [*args.inputs, *local_files(options.checkpoint, options.intrinsics, options.depth, options.poses)],
     )
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     # The windows beside the output are the run's too: one run at a time per output (torchrun ranks share it).

@@ -21,11 +21,18 @@ import torch
 
 from vggt.data.intrinsics import KnownIntrinsics
 from vggt.data.layout import unique_file_names
+from vggt.data.poses import KnownPoses
 from vggt.errors import InputError
 from vggt.export.colmap import conform_intrinsics
 from vggt.models.pi3x import Pi3XConfig
-from vggt.pipeline.calibration import apply_known_intrinsics, known_intrinsics
-from vggt.pipeline.family import conditioning_inputs, engine_notice, read_known_depth, takes_conditioning
+from vggt.pipeline.calibration import apply_known_intrinsics, apply_known_poses, known_intrinsics, known_poses
+from vggt.pipeline.family import (
+    FamilyConditioning,
+    conditioning_inputs,
+    engine_notice,
+    read_known_depth,
+    takes_conditioning,
+)
 from vggt.pipeline.inference import InferenceOptions, Predictions, check_finite, run_inference, streaming_for
 from vggt.pipeline.inputs import CollectedInputs, collect_inputs, load_input_images
 from vggt.pipeline.memory import MemoryEstimate, check_memory, estimate_inference_memory
@@ -38,6 +45,7 @@ from vggt.pipeline.refine import refine_cameras, require_bundle_adjustment
 from vggt.pipeline.windowed import WindowPlan, common_input_size, predict_windowed
 from vggt.utils.cameras import Cameras
 from vggt.utils.device import resolve_device, resolve_dtype
+from vggt.utils.geometry import closed_form_inverse_se3
 from vggt.utils.load_fn import PreprocessTransform, rescale_intrinsics_to_input, rescale_intrinsics_to_original
 from vggt.utils.paths import NAME_ROOM_BYTES, check_file_name
 
@@ -64,8 +72,8 @@ def reconstruct(
         options, overrides: a `ReconstructOptions`, and/or its fields as keywords (`model_name`, `checkpoint`,
             `preset`, `device`, `dtype`, `mode`, `resolution`, `points`, `conf_percentile`, `max_points`,
             `chunk_size`, `offload`, `processes`, `merge_ratio`, `fps`, `max_frames`, `bundle_adjust`, `ba_options`,
-            `intrinsics`, `depth`, `refine_intrinsics`, `window`, `overlap`, `loop_closure`, `work_dir`, `resume`,
-            `memory_check`, `progress`).
+            `intrinsics`, `depth`, `poses`, `refine_intrinsics`, `window`, `overlap`, `loop_closure`, `work_dir`,
+            `resume`, `memory_check`, `progress`).
 
     Raises:
         InputError: bad inputs or options; CheckpointError: weights that cannot be loaded;
@@ -100,7 +108,8 @@ def reconstruct(
         known = None
         if opts.intrinsics is not None:
             known, collected = known_intrinsics(opts.intrinsics, collected)
-        reconstruction = predict_and_assemble(model, collected, known, opts, inference, config)
+        posed = None if opts.poses is None else known_poses(opts.poses, collected)
+        reconstruction = predict_and_assemble(model, collected, known, opts, inference, config, posed)
     except BaseException:
         collected.cleanup()
         raise
@@ -119,9 +128,10 @@ def predict_and_assemble(
     opts: ReconstructOptions,
     inference: InferenceOptions,
     config: Any,
+    posed: KnownPoses | None = None,
 ) -> Reconstruction | None:
     """One forward pass over all frames (or one per window), then the reconstruction of its predictions (None on
-    the torchrun ranks other than 0)."""
+    the torchrun ranks other than 0), moved into the frame of the given poses `posed` when there are any."""
     resolution = opts.resolution or config.default_resolution
     paths = collected.image_paths
     if opts.windowed and len(paths) > opts.window:
@@ -140,12 +150,13 @@ def predict_and_assemble(
             resolution = model.config.default_resolution
             loaded = load_input_images(paths, opts.mode, resolution, model.config.patch_size)
         conditioning = None
-        if takes_conditioning(model) and (known is not None or opts.depth is not None):
+        if takes_conditioning(model) and (known is not None or opts.depth is not None or posed is not None):
             conditioning = conditioning_inputs(
                 None if known is None else rescale_intrinsics_to_input(known.intrinsics, loaded.transforms),
                 None if opts.depth is None else read_known_depth(opts.depth, paths, loaded.transforms),
                 tuple(loaded.images.shape[-2:]),
             )
+            conditioning = with_poses(conditioning, posed)
         predictions = run_inference(model, loaded.images, inference, conditioning=conditioning)
         if predictions is None:
             return None
@@ -153,15 +164,30 @@ def predict_and_assemble(
         transforms, images, windows = list(loaded.transforms), loaded.images, None
         if known is not None:
             apply_known_intrinsics(predictions, known, transforms)
+        if posed is not None:
+            apply_known_poses(predictions, posed)
     predictions.require("pose_enc", "depth")
     if opts.points == "pointmap":
         predictions.require("world_points")
     export = opts.export_options(is_video=collected.video is not None)
     reconstruction = assemble(model, images, list(paths), transforms, predictions, opts, inference, known, export)
     reconstruction.masked_pixels = masked
+    reconstruction.given_poses = 0 if posed is None else int(posed.known.sum())
     reconstruction.windows = None if windows is None else windows.summary()
     reconstruction._work_dir = None if windows is None else windows.work_dir
     return reconstruction
+
+
+def with_poses(conditioning: FamilyConditioning, posed: KnownPoses | None) -> FamilyConditioning:
+    """`conditioning` plus the given poses for Pi3X's network, re-expressed (in float64, before float32) relative
+    to the first posed camera: the network reads relative poses only, and large world coordinates keep their
+    precision."""
+    if posed is None:
+        return conditioning
+    camera_to_world = posed.camera_to_world
+    first = closed_form_inverse_se3(camera_to_world[int(np.argmax(posed.known))])
+    relative = torch.from_numpy(np.einsum("ij,sjk->sik", first, camera_to_world)).float()
+    return dataclasses.replace(conditioning, poses=relative)
 
 
 def check_options(opts: ReconstructOptions, config: Any) -> None:
@@ -181,11 +207,13 @@ def check_options(opts: ReconstructOptions, config: Any) -> None:
 
 
 def check_conditioning_options(opts: ReconstructOptions, config: Any) -> None:
-    """Known poses are refused (no model here takes them); known depth only by Pi3X, in one forward pass."""
-    if opts.poses is not None:
+    """Known depth only by Pi3X; known depth and poses in one forward pass."""
+    if opts.poses is not None and opts.windowed:
+        raise InputError("{poses} are applied to one forward pass over all frames; they are not combined with {window}")
+    if opts.poses is not None and opts.bundle_adjust:
         raise InputError(
-            "{poses}: no model here takes known camera poses yet (Pi3X's pose conditioning is not implemented); "
-            "drop {poses}, or give {intrinsics} and, with {model_name=pi3x}, {depth}"
+            "{bundle_adjust} does not keep given cameras fixed yet, so it is not combined with {poses}; drop one of "
+            "them"
         )
     if opts.depth is not None and not isinstance(config, Pi3XConfig):
         raise InputError("{depth} feeds Pi3X's network only: add {model_name=pi3x} (or a Pi3X checkpoint)")

@@ -6,8 +6,8 @@ for). Their outputs become the pipeline's cameras, depth and points through
 `vggt.models.family_outputs.to_geometry`: the first camera is the world frame for every model (Pi3 and Pi3X,
 which have no reference frame, are re-expressed in their first camera's frame). They have no track head.
 
-Conditioning (`FamilyConditioning`): Pi3X takes known intrinsics and depth into its network; the other models
-take none (the pipeline then replaces their predictions with what is known, as for VGGT).
+Conditioning (`FamilyConditioning`): Pi3X takes known intrinsics, depth and camera poses into its network; the
+other models take none (the pipeline then replaces their predictions with what is known, as for VGGT).
 """
 
 from __future__ import annotations
@@ -40,19 +40,21 @@ ENGINE_NOTICE = (
 class FamilyConditioning:
     """What is known about a scene of S frames on the model's input grid of H x W pixels.
 
-    intrinsics: [S, 3, 3] pinhole, pixels; depth: [S, H, W] (0 where unknown). Either may be None.
+    intrinsics: [S, 3, 3] pinhole, pixels; depth: [S, H, W] (0 where unknown); poses: [S, 4, 4] OpenCV
+    camera-to-world in any world frame and unit (NaN for a frame without a pose). Each may be None.
     """
 
     intrinsics: Tensor | None = None
     depth: Tensor | None = None
+    poses: Tensor | None = None
 
     @property
     def names(self) -> list[str]:
-        return [name for name in ("intrinsics", "depth") if getattr(self, name) is not None]
+        return [name for name in ("intrinsics", "depth", "poses") if getattr(self, name) is not None]
 
 
 def takes_conditioning(model: nn.Module) -> bool:
-    """Whether `model`'s network reads known intrinsics and depth (Pi3X)."""
+    """Whether `model`'s network reads known intrinsics, depth and poses (Pi3X)."""
     from vggt.models.pi3x import Pi3X
 
     return isinstance(model, Pi3X)

@@ -87,8 +87,10 @@ class ReconstructOptions:
             of the predicted ones (Pi3X also reads them in its network); refine_intrinsics: let bundle adjustment
             refine them (default: fixed).
         depth: a folder of known depth maps, `<photo stem>.npy` (float32 at the photo's size, 0 where unknown),
-            that Pi3X reads in its network (other models refuse it). poses: known camera poses (refused: no model
-            here takes them yet; Pi3X's pose conditioning is not implemented).
+            that Pi3X reads in its network (other models refuse it). poses: a file of known camera poses (JSON
+            camera-to-world or world-to-camera, COLMAP images.txt/.bin or model; `vggt.data.poses`) for some or all
+            photos: Pi3X reads them in its network, and for every model the outputs are moved into the poses'
+            frame and units with the posed photos' cameras exactly as given (`vggt.pipeline.calibration`).
         window, overlap: windowed reconstruction of long sequences: one forward pass per `window` frames, each
             sharing `overlap` frames with the one before (None: one pass over all frames); loop_closure: True, the
             last frames revisit the first ones, or (early, late), frame `late` revisits frame `early` (0-based

@@ -87,6 +87,8 @@ class Reconstruction:
         source_video: the video the frames were sampled from, if any. seconds: time `reconstruct` took.
         masked_pixels: pixels whose predictions were non-finite, left out of the cloud and stored as 0.
         windows: for a windowed run, the windows and how well they aligned (one line); None otherwise.
+        given_poses: photos with a given camera pose (`poses=`): when any, every output is in the frame and
+            units of those poses (cameras.json then makes no claim about metres), 0 otherwise.
         selection: which pixels make up `cloud` (confidence percentile, point limit, frames, background masks).
         export: how `save` writes the folder (camera model, shared camera, COLMAP points, masks, downscaled copies).
     """
@@ -103,6 +105,7 @@ class Reconstruction:
     seconds: float = 0.0
     masked_pixels: int = 0
     windows: str | None = None
+    given_poses: int = 0
     # Keep sampled video frames and a windowed run's memory-mapped predictions alive as long as the
     # reconstruction refers to them.
     _frames_dir: Any = field(default=None, repr=False)
@@ -292,9 +295,11 @@ class Reconstruction:
     def to_cameras_json(self, path: str | os.PathLike) -> Path:
         """cameras.json: per image file_name, width, height, extrinsic (3x4) and intrinsic (3x3, original size),
         and `depth_file`, the depth map at the same resolution; `metric`: whether translations and depth are in
-        (approximate) metres, as a metric model (Pi3X) predicts them, or up to an unknown scale."""
+        (approximate) metres, as a metric model (Pi3X) predicts them, or up to an unknown scale; left out when the
+        outputs are in the frame and units of given poses (`given_poses`), which only their maker knows."""
         extra = [{"depth_file": f"{DEPTH_DIR}/{stem}.npy"} for stem in self.depth_file_stems()]
-        return write_cameras_json(path, self.cameras, extra, metric=self.predictions.metric)
+        metric = None if self.given_poses else self.predictions.metric
+        return write_cameras_json(path, self.cameras, extra, metric=metric)
 
     def save_depth(
         self, directory: str | os.PathLike, preview_directory: str | os.PathLike | None = None, factors=()
@@ -419,6 +424,8 @@ class Reconstruction:
             frames += f" ({self.windows})"
         points = f"{self.num_points} point{'' if self.num_points == 1 else 's'} (from {self.points_source}{ba}{masked})"
         scale = "metric scale" if self.predictions.metric else "up to scale"
+        if self.given_poses:
+            scale = f"in the frame and units of {self.given_poses} given poses"
         return f"{frames}, {points}, {scale}, in {seconds:.1f} s{where}"
 
 
