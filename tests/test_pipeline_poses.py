@@ -237,10 +237,26 @@ def test_bad_pose_files_are_one_line_and_write_nothing(tmp_path, capsys):
         assert len(error.splitlines()) == 1 and "--poses" in error and match in error, error
         assert not out.exists()
     write_json(path := tmp_path / "poses.json", {"p0.png": poses[0], "p1.png": poses[1]})
-    for extra, flag in ((["--window", "2", "--overlap", "1"], "--window"), (["--ba"], "--ba")):
+    for extra, flag in ((["--window", "2", "--overlap", "1"], "--window"),):
         out = tmp_path / "out_combined"
         args = ["reconstruct", str(photos), "--out", str(out), *BASE, "--model", "vggt-tiny", "--poses", str(path)]
         assert main(args + extra) == 2
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and flag in error and "--poses" in error, error
         assert not out.exists()
+
+
+def test_bundle_adjustment_accepts_given_poses(tmp_path, capsys):
+    """VGGT with --ba and --poses: the given cameras are held constant by bundle adjustment (vggt.ba's
+    fixed_frames, tests/test_ba_fixed_poses.py) and written as given."""
+    photos, _, _ = conditioning_photos(tmp_path)
+    poses = random_poses(3, seed=8)
+    write_json(path := tmp_path / "poses.json", {"p0.png": poses[0], "p1.png": poses[1]})
+    out = tmp_path / "out"
+    args = ["reconstruct", str(photos), "--out", str(out), *BASE, "--model", "vggt-tiny", "--poses", str(path)]
+    assert main(args + ["--ba", "--ba-backend", "ceres", "--ba-vis-threshold", "1.0"]) == 0
+    written = {
+        i["file_name"]: np.array(i["extrinsic"]) for i in json.loads((out / "cameras.json").read_text())["images"]
+    }
+    for i in range(2):
+        np.testing.assert_allclose(written[f"p{i}.png"], closed_form_inverse_se3(poses[i])[:3], atol=1e-3)

@@ -3,16 +3,19 @@
 Not differentiable (Theseus is, `vggt.ba.solver`), but fast on the CPU and installed with the export extra. The
 problem becomes a pycolmap.Reconstruction (one camera per frame, or one shared), COLMAP refines poses, focal
 lengths and points with a robust loss, and the result comes back as a `BundleAdjustmentResult` in the caller's
-array kind. Pixel coordinates pass through unchanged (the offset between conventions cancels out).
+array kind. Pixel coordinates pass through unchanged (the offset between conventions cancels out). Cameras of
+known poses (`fixed_frames`) are held constant there.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from vggt.ba.inputs import check_options, prepare_inputs
-from vggt.ba.solver import DEFAULT_INLIER_THRESHOLD, BundleAdjustmentResult
+from vggt.ba.solver import DEFAULT_INLIER_THRESHOLD, BundleAdjustmentResult, fixed_camera_set
 from vggt.utils.geometry import project_points
 from vggt.utils.optional import import_pycolmap
 
@@ -79,10 +82,12 @@ def pycolmap_bundle_adjust(
     max_iterations: int = 100,
     num_threads: int | None = None,
     refine_focal: bool = True,
+    fixed_frames: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """COLMAP bundle adjustment (Ceres) of the problem `vggt.ba.bundle_adjust` takes (numpy, unbatched).
 
     num_threads: Ceres threads (None: COLMAP's default, all cores). refine_focal: False keeps the focal lengths.
+    fixed_frames: frames whose cameras stay as given (at least two; they fix the gauge), None: COLMAP's gauge.
 
     Returns refined extrinsics [S, 3, 4], intrinsics [S, 3, 3] and points3d [N, 3] (points seen fewer than twice
     unchanged).
@@ -100,7 +105,15 @@ def pycolmap_bundle_adjust(
     options.refine_focal_length = refine_focal
     if num_threads is not None:
         options.ceres.solver_options.num_threads = num_threads
-    pycolmap.bundle_adjustment(reconstruction, options)
+    if fixed_frames is None:
+        pycolmap.bundle_adjustment(reconstruction, options)
+    else:
+        config = pycolmap.BundleAdjustmentConfig()
+        for image_id in reconstruction.images:
+            config.add_image(image_id)
+        for i in fixed_camera_set(fixed_frames, len(extrinsics)):
+            config.set_constant_rig_from_world_pose(reconstruction.image(i + 1).frame_id)
+        pycolmap.create_default_bundle_adjuster(options, config, reconstruction).solve()
 
     frames = len(extrinsics)
     refined_extrinsics = np.stack([reconstruction.image(i + 1).cam_from_world().matrix() for i in range(frames)])
@@ -126,6 +139,7 @@ def ceres_bundle_adjust(
     refine_focal: bool = True,
     max_iterations: int = 100,
     inlier_threshold: float = DEFAULT_INLIER_THRESHOLD,
+    fixed_frames: Sequence[int] | None = None,
 ) -> BundleAdjustmentResult:
     """`vggt.ba.bundle_adjust` with COLMAP's Ceres solver: same arguments (unbatched), same result.
 
@@ -134,6 +148,7 @@ def ceres_bundle_adjust(
         image_size: (height, width) of the images; observations outside are ignored.
         shared_focal: one camera for all frames (its intrinsics those of frame 0, focal the mean); else one each.
         refine_focal: optimise focal lengths (principal points always stay).
+        fixed_frames: frames whose cameras stay exactly as given (known poses; at least two).
 
     Returns:
         BundleAdjustmentResult (numpy or torch as the inputs); cost_history holds the initial and final mean
@@ -152,9 +167,12 @@ def ceres_bundle_adjust(
     before = _squared_errors(extr, intr, points, obs, obs_mask)
     refined = pycolmap_bundle_adjust(
         extr, intr, points, obs, obs_mask, (height, width), loss, loss_scale, shared_focal, max_iterations,
-        refine_focal=refine_focal,
+        refine_focal=refine_focal, fixed_frames=fixed_frames,
     )  # fmt: skip
     refined_extr, refined_intr, refined_points = refined
+    if fixed_frames is not None:  # exactly as given, not through pycolmap's quaternion round trip
+        fixed = sorted(fixed_camera_set(fixed_frames, len(extr)))
+        refined_extr[fixed] = extr[fixed]
     if not refine_focal:
         refined_intr = intr.copy()
     pixels, depth = project_points(refined_points, refined_extr, refined_intr)

@@ -69,6 +69,7 @@ class ReprojectionCost(th.CostFunction):
         loss_cls=None,
         refine_focal: bool = True,
         name: str | None = None,
+        fixed_frames: frozenset[int] = frozenset({0}),
     ):
         dtype = observations.tensor.dtype
         super().__init__(th.ScaleCostWeight(torch.ones(1, 1, dtype=dtype)), name=name)
@@ -78,9 +79,10 @@ class ReprojectionCost(th.CostFunction):
         self.frame_index, self.point_index, self.frame_focal = frame_index, point_index, frame_focal
         self.loss = loss_cls() if loss_cls is not None else None
         self.refine_focal = refine_focal
+        self.fixed_frames = frozenset(fixed_frames)
         for i, pose in enumerate(self.poses):
             setattr(self, f"pose_{i}", pose)
-            (self.register_aux_var if i == 0 else self.register_optim_var)(f"pose_{i}")
+            (self.register_aux_var if i in self.fixed_frames else self.register_optim_var)(f"pose_{i}")
         for k, focal in enumerate(self.focals):
             setattr(self, f"focal_{k}", focal)
             (self.register_optim_var if refine_focal else self.register_aux_var)(f"focal_{k}")
@@ -143,14 +145,15 @@ class ReprojectionCost(th.CostFunction):
         frame = self.frame_index.cpu().numpy()
         obs_focal = self._obs_focal.cpu().numpy()
         point = self.point_index.cpu().numpy()
-        pose_start = np.array([column_of(pose) if i > 0 else -1 for i, pose in enumerate(self.poses)])
+        fixed = self.fixed_frames
+        pose_start = np.array([-1 if i in fixed else column_of(pose) for i, pose in enumerate(self.poses)])
         columns = np.empty((len(frame), POSE_DOF + 1 + POINT_DOF), dtype=np.int64)
         columns[:, :POSE_DOF] = pose_start[frame, None] + np.arange(POSE_DOF)
         focal_start = np.array([column_of(f) if self.refine_focal else -1 for f in self.focals])
         columns[:, POSE_DOF] = focal_start[obs_focal]
         columns[:, POSE_DOF + 1 :] = column_of(self.points) + POINT_DOF * point[:, None] + np.arange(POINT_DOF)
         valid = np.ones_like(columns, dtype=bool)
-        valid[:, :POSE_DOF] = frame[:, None] > 0
+        valid[:, :POSE_DOF] = ~np.isin(frame, sorted(fixed))[:, None]
         valid[:, POSE_DOF] = self.refine_focal
         return columns, valid
 
@@ -159,7 +162,7 @@ class ReprojectionCost(th.CostFunction):
         batch, num_obs = residual.shape[:2]
         pose_blocks, focal_blocks = blocks[..., :POSE_DOF], blocks[..., POSE_DOF : POSE_DOF + 1]
         jacobians = []
-        for i in range(1, len(self.poses)):
+        for i in (i for i in range(len(self.poses)) if i not in self.fixed_frames):
             jacobians.append((pose_blocks * (self.frame_index == i)[:, None, None]).flatten(1, 2))
         if self.refine_focal:
             for k in range(len(self.focals)):
@@ -189,6 +192,7 @@ class ReprojectionCost(th.CostFunction):
             loss_cls=type(self.loss) if self.loss is not None else None,
             refine_focal=self.refine_focal,
             name=new_name,
+            fixed_frames=self.fixed_frames,
         )
 
 

@@ -14,6 +14,7 @@ caller decides what to say (nothing here warns).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,6 +290,7 @@ def refine_with_ba(
     backend: str = "theseus",
     intrinsics: torch.Tensor | None = None,
     progress: bool = False,
+    fixed_frames: Sequence[int] | None = None,
 ) -> BARefinement:
     """Bundle-adjust VGGT's feed-forward cameras on its own tracks.
 
@@ -301,6 +303,7 @@ def refine_with_ba(
         backend: "theseus" (`bundle_adjust`, differentiable) or "ceres" (`ceres_bundle_adjust`, pycolmap).
         intrinsics: [S, 3, 3] to start from instead of the decoded ones (e.g. fitted to a camera model).
         progress: tqdm bars for the tracking and the solve.
+        fixed_frames: frames whose cameras stay exactly as in `predictions` (known poses; at least two).
         The other arguments set the query points, the track filters and the solver.
 
     Returns:
@@ -342,6 +345,7 @@ def refine_with_ba(
         refine_focal=refine_focal,
         max_iterations=max_iterations,
         inlier_threshold=inlier_threshold,
+        fixed_frames=fixed_frames,
     )
 
 

@@ -6,8 +6,9 @@ in `vggt.ba.costs`, the block-sparse linearization and the damped CHOLMOD / dens
 `_collect_result` reads the refined variables back, with reprojection errors, inliers and the cost history, as
 the caller's kind of array. The gauge is fixed by keeping camera 0 constant and the distance from camera 0 to
 the farthest camera at its initial value (a stiff prior), so rotation, translation and scale of the world
-cannot drift. Problems in a batch share the observation pattern (the union of their masks); observations
-missing from one problem get weight zero there.
+cannot drift; or, with `fixed_frames` (known poses), by keeping those cameras (at least two) constant instead.
+Problems in a batch share the observation pattern (the union of their masks); observations missing from one
+problem get weight zero there.
 
 Theseus is imported lazily: `import vggt.ba` works without it. `bundle_adjust` first calls `import_theseus()`,
 which tells in one line what to install, and only then imports `vggt.ba.costs` and `vggt.ba.linear`.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,8 @@ DENSE_JACOBIAN_MAX_BYTES = 64 * 2**20
 CPU_SOLVE_THREADS = 1
 # Theseus 0.2.3 converts a tensor with np.array() once per iteration, which numpy 2 answers with this warning (a
 # hundred lines per solve); it is harmless (torch's __array__ copies), so it is silenced around the solve only.
+# Cameras held constant fix the gauge (rotation, translation and scale) only from two on.
+MIN_FIXED_FRAMES = 2
 THESEUS_NUMPY_WARNING = "__array__ implementation doesn't accept a copy keyword"
 
 
@@ -92,9 +96,10 @@ def _choose_solver(solver: str, device: torch.device, num_rows: int, num_cols: i
 class BundleProblem:
     """The Theseus objective `bundle_adjust` optimises and its variables.
 
-    poses: S th.SE3 (camera 0 held constant). focals: one th.Vector [B, 1] (shared) or one per frame, frame i uses
-    focals[frame_focal[i]]. points: th.Vector [B, 3 P] of the P points seen at least twice, original indices
-    adjustable_ids [P]. num_columns: tangent dimensions of all optimised variables (columns of the Jacobian).
+    poses: S th.SE3 (camera 0, or the fixed frames, held constant). focals: one th.Vector [B, 1] (shared) or one
+    per frame, frame i uses focals[frame_focal[i]]. points: th.Vector [B, 3 P] of the P points seen at least
+    twice, original indices adjustable_ids [P]. num_columns: tangent dimensions of all optimised variables
+    (columns of the Jacobian).
     refine_focal: whether the focals are optimised (else they are the given intrinsics, frame by frame).
     """
 
@@ -118,10 +123,12 @@ def build_objective(
     loss_scale: float = 1.0,
     shared_focal: bool = True,
     refine_focal: bool = True,
+    fixed_frames: Sequence[int] | None = None,
 ) -> BundleProblem:
     """Theseus objective of a checked, batched float64 problem: extr [B, S, 3, 4], intr [B, S, 3, 3], points
     [B, N, 3], obs [B, S, N, 2], obs_mask [B, S, N]. One ReprojectionCost for all observations plus the scale
-    gauge. Fixed focal lengths (`refine_focal` False) are each frame's own, whatever `shared_focal` says."""
+    gauge (none with `fixed_frames`: cameras held constant, which fix the gauge). Fixed focal lengths
+    (`refine_focal` False) are each frame's own, whatever `shared_focal` says."""
     th = import_theseus()
     from vggt.ba.costs import POINT_DOF, POSE_DOF, CauchyLoss, ReprojectionCost, add_scale_gauge
 
@@ -137,6 +144,7 @@ def build_objective(
     adjustable_ids = torch.nonzero(adjustable, as_tuple=True)[0]  # [P]
     compact = torch.full((num_points,), -1, dtype=torch.long, device=device)
     compact[adjustable_ids] = torch.arange(len(adjustable_ids), device=device)
+    fixed = fixed_camera_set(fixed_frames, frames)
 
     # Variables.
     poses = [th.SE3(tensor=extr[:, i], name=f"pose_{i}", disable_checks=True) for i in range(frames)]
@@ -165,12 +173,15 @@ def build_objective(
         loss_cls=loss_cls,
         refine_focal=refine_focal,
         name="reprojection",
+        fixed_frames=fixed,
     )
     objective = th.Objective(dtype=torch.float64)
     objective.add(cost)
-    add_scale_gauge(objective, poses, extr)
+    if fixed_frames is None:
+        add_scale_gauge(objective, poses, extr)
     objective.to(device)
-    num_columns = POSE_DOF * (frames - 1) + POINT_DOF * len(adjustable_ids) + (len(focals) if refine_focal else 0)
+    num_columns = POSE_DOF * (frames - len(fixed)) + POINT_DOF * len(adjustable_ids)
+    num_columns += len(focals) if refine_focal else 0
     return BundleProblem(objective, poses, focals, frame_focal, point_var, adjustable_ids, num_columns, refine_focal)
 
 
@@ -191,6 +202,7 @@ def bundle_adjust(
     linear_solver: str = "auto",
     verbose: bool = False,
     num_threads: int | None = CPU_SOLVE_THREADS,
+    fixed_frames: Sequence[int] | None = None,
 ) -> BundleAdjustmentResult:
     """Jointly refine camera poses, focal lengths and 3D points so that they reproject onto the tracks.
 
@@ -213,6 +225,8 @@ def bundle_adjust(
         linear_solver: "sparse" (CHOLMOD; CUDA tensors are solved on the CPU), "dense" (torch Cholesky on the
             inputs' device, for small problems) or "auto" (sparse on CPU, dense on CUDA while A is small).
         num_threads: torch's intra-op threads while a CPU problem is solved (restored after); None: as set.
+        fixed_frames: frames whose cameras stay exactly as given (known poses; at least two, which fix the
+            gauge); None: camera 0 and the distance to the farthest camera fix it.
 
     Returns:
         BundleAdjustmentResult with the same array kind, device and float dtype as `extrinsics`.
@@ -230,10 +244,24 @@ def bundle_adjust(
         loss_scale,
         shared_focal,
         refine_focal,
+        fixed_frames,
     )
     with intra_op_threads(num_threads if inputs.device.type == "cpu" else None):
         info = _solve(problem, inputs.device, max_iterations, backward_mode, linear_solver, verbose)
     return _collect_result(problem, inputs, info, inlier_threshold)
+
+
+def fixed_camera_set(fixed_frames: Sequence[int] | None, frames: int) -> frozenset[int]:
+    """The frames whose cameras bundle adjustment holds constant: `fixed_frames` (at least two distinct frames
+    among `frames`), or camera 0 when None."""
+    if fixed_frames is None:
+        return frozenset({0})
+    fixed = frozenset(int(i) for i in fixed_frames)
+    if len(fixed) < MIN_FIXED_FRAMES or not all(0 <= i < frames for i in fixed):
+        raise ValueError(
+            f"fixed_frames must name at least {MIN_FIXED_FRAMES} of the {frames} frames, got {sorted(fixed)}"
+        )
+    return fixed
 
 
 @contextlib.contextmanager

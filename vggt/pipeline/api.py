@@ -170,7 +170,10 @@ def predict_and_assemble(
     if opts.points == "pointmap":
         predictions.require("world_points")
     export = opts.export_options(is_video=collected.video is not None)
-    reconstruction = assemble(model, images, list(paths), transforms, predictions, opts, inference, known, export)
+    fixed = None if posed is None else np.flatnonzero(posed.known).tolist()
+    reconstruction = assemble(
+        model, images, list(paths), transforms, predictions, opts, inference, known, export, fixed_frames=fixed
+    )
     reconstruction.masked_pixels = masked
     reconstruction.given_poses = 0 if posed is None else int(posed.known.sum())
     reconstruction.windows = None if windows is None else windows.summary()
@@ -210,11 +213,6 @@ def check_conditioning_options(opts: ReconstructOptions, config: Any) -> None:
     """Known depth only by Pi3X; known depth and poses in one forward pass."""
     if opts.poses is not None and opts.windowed:
         raise InputError("{poses} are applied to one forward pass over all frames; they are not combined with {window}")
-    if opts.poses is not None and opts.bundle_adjust:
-        raise InputError(
-            "{bundle_adjust} does not keep given cameras fixed yet, so it is not combined with {poses}; drop one of "
-            "them"
-        )
     if opts.depth is not None and not isinstance(config, Pi3XConfig):
         raise InputError("{depth} feeds Pi3X's network only: add {model_name=pi3x} (or a Pi3X checkpoint)")
     if opts.depth is not None and opts.windowed:
@@ -305,9 +303,11 @@ def assemble(
     inference: InferenceOptions,
     known: KnownIntrinsics | None = None,
     export: ExportOptions | None = None,
+    fixed_frames: list[int] | None = None,
 ) -> Reconstruction:
     """The reconstruction of `predictions` on `images` [S, 3, H, W] (needed for bundle adjustment only): cameras
-    (fitted to `export`'s camera model and sharing, then bundle-adjusted if asked), the point cloud, the result."""
+    (fitted to `export`'s camera model and sharing, then bundle-adjusted if asked, the cameras of `fixed_frames`
+    (given poses) held constant), the point cloud, the result."""
     export = export or ExportOptions()
     original_wh = np.array([t.original_size for t in transforms], dtype=np.int64)
 
@@ -318,6 +318,8 @@ def assemble(
     intrinsics = None if known is None else conform(known.intrinsics)
     if opts.bundle_adjust:
         ba_options = {**opts.ba_options, **({"refine_focal": opts.refine_intrinsics} if known is not None else {})}
+        if fixed_frames is not None:
+            ba_options["fixed_frames"] = fixed_frames
         if export.shared_camera:
             ba_options["shared_focal"] = True
         elif opts.ba_backend == "ceres":
