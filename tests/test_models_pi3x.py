@@ -104,6 +104,37 @@ def test_a_single_posed_frame_is_no_condition(golden):
     torch.testing.assert_close(single["local_points"], plain["local_points"])
 
 
+def translations(centres: list[list[float]]) -> torch.Tensor:
+    poses = torch.eye(4).repeat(1, len(centres), 1, 1)
+    poses[0, :, :3, 3] = torch.tensor(centres)
+    return poses
+
+
+def test_pose_normalisation_mean_length_static_scenes_and_depth(golden):
+    """As the reference's encode: relative to the first posed frame; translations over their mean length, unless
+    all lie within STATIC_POSE_THRESHOLD (left as they are), or over the mean known depth when depth is given."""
+    from vggt.models.pi3x import STATIC_POSE_THRESHOLD
+
+    model, _ = golden
+    moving = translations([[1.0, 0, 0], [3.0, 0, 0], [1.0, 4.0, 0]])  # relative lengths 2 and 4: mean 3
+    posed, normalized = model.normalize_poses(moving, None, None, 1, 3)
+    assert posed.all()
+    torch.testing.assert_close(normalized[0, :, 0, 3], torch.tensor([0.0, 2 / 3, 0.0]))
+    torch.testing.assert_close(normalized[0, 2, 1, 3], torch.tensor(4 / 3))
+    step = STATIC_POSE_THRESHOLD / 4
+    _, still = model.normalize_poses(translations([[0, 0, 0], [step, 0, 0], [0, step, 0]]), None, None, 1, 3)
+    torch.testing.assert_close(still[0, 1, 0, 3], torch.tensor(step))
+    depth = torch.zeros(1, 3, 4, 4)
+    depth[0, 0] = 2.0  # mean known depth 2
+    _, with_depth = model.normalize_poses(moving, None, depth, 1, 3)
+    torch.testing.assert_close(with_depth[0, :, 0, 3], torch.tensor([0.0, 1.0, 0.0]))
+    masked = moving.clone()
+    masked[0, 1] = torch.nan  # unposed frames take no part in the mean
+    posed, only_two = model.normalize_poses(masked, None, None, 1, 3)
+    assert posed.tolist() == [[True, False, True]]
+    torch.testing.assert_close(only_two[0, 2, :3, 3], torch.tensor([0.0, 1.0, 0.0]))
+
+
 def test_bad_pose_shape_is_an_input_error(golden):
     model, io = golden
     with pytest.raises(InputError, match="camera-to-world"):
