@@ -153,8 +153,9 @@ def conditioning_photos(folder, count: int = 3, side: int = 56):
 
 
 def test_pi3x_reads_known_intrinsics_and_depth(tmp_path, capsys):
-    """--intrinsics and --depth reach Pi3X's network (its points change); --depth and --poses are refused
-    in one line where no model takes them."""
+    """--intrinsics and --depth reach Pi3X's network (its points change); --depth is refused in one line where
+    the model does not take it, and so is --poses given a file that is not a poses file (tests/test_pipeline_poses.py
+    covers --poses)."""
     photos, intrinsics, depth = conditioning_photos(tmp_path)
     base = ["--device", "cpu", "--dtype", "float32", "--resolution", "56", "-q", "--model"]
     points = {}
