@@ -11,13 +11,15 @@ import struct
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_pipeline_family import conditioning_photos
 
 from vggt.cli.main import main
 from vggt.data.poses import read_poses
 from vggt.errors import InputError, PredictionError
-from vggt.pipeline.calibration import apply_known_poses, fit_to_poses
+from vggt.pipeline.calibration import apply_known_poses, fit_to_poses, known_poses
 from vggt.pipeline.inference import Predictions
+from vggt.pipeline.inputs import collect_inputs
 from vggt.utils.geometry import closed_form_inverse_se3
 from vggt.utils.rotation import mat_to_quat
 from vggt.utils.similarity import Similarity, rotation_exp
@@ -90,6 +92,23 @@ def test_poses_of_photos_that_do_not_exist_are_named(tmp_path):
     write_json(path := tmp_path / "poses.json", {"a.jpg": np.eye(4), "ghost.jpg": np.eye(4)})
     with pytest.raises(InputError, match="ghost.jpg"):
         read_poses(path, ["a.jpg", "b.jpg"])
+
+
+def test_poses_of_photos_left_out_by_max_frames_are_skipped(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = [f"{i}.png" for i in range(5)]
+    for name in names:
+        Image.new("RGB", (8, 8)).save(photos / name)
+    poses = random_poses(5)
+    write_json(path := tmp_path / "poses.json", dict(zip(names, poses)))
+    collected = collect_inputs(photos, max_frames=3)
+    assert [p.name for p in collected.left_out] == ["1.png", "3.png"]
+    known = known_poses(path, collected)
+    np.testing.assert_allclose(known.camera_to_world, poses[[0, 2, 4]])
+    collected.left_out = []  # a name matching no input photo at all is still refused
+    with pytest.raises(InputError, match="1.png"):
+        known_poses(path, collected)
 
 
 @pytest.mark.parametrize(
@@ -218,6 +237,8 @@ def test_the_python_api_takes_poses(tmp_path):
     rec = vggt.reconstruct(photos, model="pi3x-tiny", poses=str(path), device="cpu", dtype="float32", resolution=56)
     np.testing.assert_allclose(rec.cameras.extrinsics, closed_form_inverse_se3(poses)[:, :3], atol=1e-3)
     assert rec.given_poses == 3 and "given poses" in rec.summary()
+    loaded = vggt.Reconstruction.load(rec.save(tmp_path / "out"))
+    assert loaded.given_poses == 3 and "given poses" in loaded.summary()
 
 
 def test_bad_pose_files_are_one_line_and_write_nothing(tmp_path, capsys):

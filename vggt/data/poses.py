@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,8 +179,11 @@ def _read_json(path: Path) -> dict[str, np.ndarray]:
 # --- matching poses to images ---------------------------------------------------------------------------------
 
 
-def _match(poses: dict[str, np.ndarray], image_names: Sequence[str], source: Path) -> np.ndarray:
-    """[S, 4, 4] camera-to-world of the images (NaN without one); names matching no image are an error."""
+def _match(
+    poses: dict[str, np.ndarray], image_names: Sequence[str], source: Path, ignored: Collection[str] = ()
+) -> np.ndarray:
+    """[S, 4, 4] camera-to-world of the images (NaN without one); names matching no image are an error, unless
+    they match an `ignored` name (or its file name)."""
     by_basename: dict[str, list[str]] = {}
     for name in poses:
         by_basename.setdefault(Path(name).name, []).append(name)
@@ -191,7 +194,8 @@ def _match(poses: dict[str, np.ndarray], image_names: Sequence[str], source: Pat
         if len(candidates) == 1:
             matched[i] = poses[candidates[0]]
             used.add(candidates[0])
-    unused = [name for name in poses if name not in used]
+    ignored_names = {str(n) for n in ignored} | {Path(n).name for n in ignored}
+    unused = [name for name in poses if name not in used and Path(name).name not in ignored_names]
     if unused:
         raise InputError(
             "{path} has poses for {count} names that are not among the input photos (e.g. {names}); remove them or "
@@ -203,12 +207,14 @@ def _match(poses: dict[str, np.ndarray], image_names: Sequence[str], source: Pat
     return matched
 
 
-def read_poses(path: Path | str, image_names: Sequence[str]) -> KnownPoses:
+def read_poses(path: Path | str, image_names: Sequence[str], ignored_names: Collection[str] = ()) -> KnownPoses:
     """The known pose of each image (module docstring).
 
     Args:
         path: a JSON file, a COLMAP images.txt / images.bin, or a COLMAP sparse model folder.
         image_names: S image names (file names relative to the images folder) to find the poses by.
+        ignored_names: names of input images left out of the reconstruction (`--max-frames`): their poses in
+            the file are skipped instead of refused as unknown names.
 
     Returns:
         KnownPoses: camera-to-world [S, 4, 4], NaN for the images the file does not name.
@@ -226,4 +232,4 @@ def read_poses(path: Path | str, image_names: Sequence[str]) -> KnownPoses:
             path=path,
             docs=DOCS,
         )
-    return KnownPoses(tuple(image_names), _match(camera_to_world, image_names, path))
+    return KnownPoses(tuple(image_names), _match(camera_to_world, image_names, path, ignored_names))

@@ -78,7 +78,7 @@ def known_poses(path: str | Path, collected: CollectedInputs) -> KnownPoses:
     """The given pose of each input photo (NaN for a photo the file does not name), checked to be usable: at least
     two posed photos at distinct camera centres."""
     try:
-        known = read_poses(path, [p.name for p in collected.image_paths])
+        known = read_poses(path, [p.name for p in collected.image_paths], [p.name for p in collected.left_out])
     except InputError as error:  # named as the option that gave the file
         raise InputError("{poses}: {error}", error=error) from None
     centres = known.camera_to_world[known.known, :3, 3]

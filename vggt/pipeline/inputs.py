@@ -30,10 +30,12 @@ MAX_UPSAMPLING = 4.0
 
 @dataclass
 class CollectedInputs:
-    """The image files to reconstruct from, what was skipped, and the temporary folder holding video frames."""
+    """The image files to reconstruct from, what was skipped, the images `max_frames` left out, and the
+    temporary folder holding video frames."""
 
     image_paths: list[Path]
     skipped: list[Path] = field(default_factory=list)
+    left_out: list[Path] = field(default_factory=list)
     video: Path | None = None
     frames_dir: tempfile.TemporaryDirectory | None = None
 
@@ -85,7 +87,9 @@ def collect_inputs(
             "several inputs are named {name}: outputs are named after the inputs, rename one", name=duplicates[0]
         )
     keep = evenly_spaced_indices(len(images), max_frames)
-    return CollectedInputs(image_paths=[images[i] for i in keep], skipped=skipped)
+    kept = set(keep)
+    left_out = [p for i, p in enumerate(images) if i not in kept]
+    return CollectedInputs(image_paths=[images[i] for i in keep], skipped=skipped, left_out=left_out)
 
 
 def _folder_images(folder: Path) -> tuple[list[Path], list[Path]]:

@@ -350,8 +350,8 @@ class Reconstruction:
         (`extrinsic`, `intrinsic`), the model input `images` (uint8 [S, 3, H, W]), the image names, the photos'
         sizes `image_wh` [S, 2] (width, height) and `input_from_original` [S, 3, 3], the preprocessing of each
         photo (model-input pixel = matrix @ original pixel), the cameras of cameras.json on the model grid
-        (`model_extrinsic`, `model_intrinsic`: bundle-adjusted after --ba) and what `load` needs to rebuild the cloud
-        (`vggt.pipeline.saved`)."""
+        (`model_extrinsic`, `model_intrinsic`: bundle-adjusted after --ba), `given_poses` (the number of photos whose
+        pose was given) and what `load` needs to rebuild the cloud (`vggt.pipeline.saved`)."""
         path = Path(path)
         arrays = {key: finite_or_zero(value) for key, value in self.predictions.arrays().items()}
         np.savez(
@@ -368,6 +368,7 @@ class Reconstruction:
                 self.extrinsics,
             ),
             **export_arrays(self.export),
+            given_poses=np.array(self.given_poses),
         )
         return path
 

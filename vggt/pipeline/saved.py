@@ -228,4 +228,5 @@ def read_reconstruction(directory: str | os.PathLike) -> dict[str, Any]:
         selection=selection,
         seconds=float(arrays.get("seconds", 0.0)),
         export=saved_export(arrays),
+        given_poses=int(arrays.get("given_poses", 0)),
     )
