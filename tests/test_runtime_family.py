@@ -1,0 +1,79 @@
+"""The streaming pass of the family models (Pi3, Pi3X, VGGT-Omega) gives the numbers of `model(images)` at chunk
+sizes that split frames, tokens and attention heads, with and without offload; the fast mode changes them a little."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vggt.models import create_model
+from vggt.runtime.engine import StreamingEngine
+from vggt.runtime.options import StreamingOptions
+from vggt.runtime.pi3_engine import run_pi3
+
+# float32 on the CPU: the streaming pass reorders sums (token chunks, head groups, oneDNN), nothing more.
+RELATIVE_TOLERANCE = 1e-5
+FRAMES = 5
+
+# (frames, tokens, heads, queries) chunks: tokens chunks that cut frames apart, one head per group, and all at once.
+SPLITTING = [(2, 7, 1, 4), (1, 30, 1, 4), (None, None, None, None)]
+
+
+def _assert_same(out: dict, ref: dict, keys) -> None:
+    for key in keys:
+        scale = ref[key].abs().max().clamp(min=1e-12)
+        error = ((out[key].float() - ref[key].float()).abs().max() / scale).item()
+        assert error <= RELATIVE_TOLERANCE, (key, error)
+
+
+@pytest.fixture(scope="module")
+def pi3_models():
+    torch.manual_seed(0)
+    return {name: create_model(name).eval() for name in ("pi3-tiny", "pi3x-tiny")}
+
+
+def _scene(height: int = 56, width: int = 70) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(1, FRAMES, 3, height, width, generator=generator)
+    focal = torch.tensor([[60.0, 0, width / 2], [0, 60.0, height / 2], [0, 0, 1]])
+    depth = torch.rand(1, FRAMES, height, width, generator=generator) + 0.5
+    depth[:, 1] = 0  # a frame without known depth
+    depth[:, 2, :10] = 0
+    return {"images": images, "intrinsics": focal.expand(1, FRAMES, 3, 3), "depth": depth}
+
+
+@pytest.mark.parametrize("offload", [False, True], ids=["on-device", "offload"])
+@pytest.mark.parametrize("chunks", SPLITTING, ids=["split-tokens", "frame-by-frame", "all-at-once"])
+@pytest.mark.parametrize("name", ["pi3-tiny", "pi3x-tiny"])
+@torch.no_grad()
+def test_pi3_streaming_matches_the_forward(pi3_models, name, chunks, offload):
+    model, scene = pi3_models[name], _scene()
+    engine = StreamingEngine(StreamingOptions(*chunks, offload=offload))
+    ref = model(scene["images"])
+    out = run_pi3(model, scene["images"], engine)
+    assert set(out) == set(ref)
+    _assert_same(out, ref, ref)
+
+
+@pytest.mark.parametrize("given", [("intrinsics",), ("depth",), ("intrinsics", "depth")])
+@torch.no_grad()
+def test_pi3x_streaming_with_conditioning_matches_the_forward(pi3_models, given):
+    model, scene = pi3_models["pi3x-tiny"], _scene()
+    conditioning = {name: scene[name] for name in given}
+    ref = model(scene["images"], **conditioning)
+    plain = model(scene["images"])
+    assert not torch.allclose(ref["points"], plain["points"])  # the conditioning does enter the network
+    for chunks in SPLITTING[:2]:
+        out = run_pi3(model, scene["images"], StreamingEngine(StreamingOptions(*chunks)), **conditioning)
+        _assert_same(out, ref, ref)
+
+
+@torch.no_grad()
+def test_pi3_fast_mode_changes_the_numbers_a_little(pi3_models):
+    model, images = pi3_models["pi3-tiny"], _scene(112, 112)["images"]
+    ref = model(images)
+    exact = run_pi3(model, images, StreamingEngine(StreamingOptions(2, 50, 1, 4), merge_ratio=0.0))
+    _assert_same(exact, ref, ref)
+    fast = run_pi3(model, images, StreamingEngine(StreamingOptions(2, 50, 1, 4), merge_ratio=0.5))
+    difference = (fast["local_points"] - ref["local_points"]).abs().max() / ref["local_points"].abs().max()
+    assert 0 < difference < 0.5
