@@ -8,6 +8,7 @@ import torch
 
 from vggt.models import create_model
 from vggt.runtime.engine import StreamingEngine
+from vggt.runtime.omega_engine import run_omega
 from vggt.runtime.options import StreamingOptions
 from vggt.runtime.pi3_engine import run_pi3
 
@@ -76,4 +77,34 @@ def test_pi3_fast_mode_changes_the_numbers_a_little(pi3_models):
     _assert_same(exact, ref, ref)
     fast = run_pi3(model, images, StreamingEngine(StreamingOptions(2, 50, 1, 4), merge_ratio=0.5))
     difference = (fast["local_points"] - ref["local_points"]).abs().max() / ref["local_points"].abs().max()
+    assert 0 < difference < 0.5
+
+
+@pytest.fixture(scope="module")
+def omega_models():
+    torch.manual_seed(0)
+    return {name: create_model(name).eval() for name in ("vggt-omega-tiny", "vggt-omega-text-tiny")}
+
+
+@pytest.mark.parametrize("offload", [False, True], ids=["on-device", "offload"])
+@pytest.mark.parametrize("chunks", SPLITTING, ids=["split-tokens", "frame-by-frame", "all-at-once"])
+@pytest.mark.parametrize("name", ["vggt-omega-tiny", "vggt-omega-text-tiny"])
+@torch.no_grad()
+def test_omega_streaming_matches_the_forward(omega_models, name, chunks, offload):
+    model = omega_models[name]
+    images = torch.rand(1, FRAMES, 3, 64, 48, generator=torch.Generator().manual_seed(2))
+    assert model.config.register_attention_blocks  # both kinds of inter-frame block are streamed
+    ref = model(images)
+    out = run_omega(model, images, StreamingEngine(StreamingOptions(*chunks, offload=offload)))
+    assert set(out) == set(ref)
+    _assert_same(out, ref, ref)
+
+
+@torch.no_grad()
+def test_omega_fast_mode_changes_the_numbers_a_little(omega_models):
+    model = omega_models["vggt-omega-tiny"]
+    images = torch.rand(1, FRAMES, 3, 128, 128, generator=torch.Generator().manual_seed(3))
+    ref = model(images)
+    fast = run_omega(model, images, StreamingEngine(StreamingOptions(2, 50, 1, 4), merge_ratio=0.5))
+    difference = (fast["depth"] - ref["depth"]).abs().max() / ref["depth"].abs().max()
     assert 0 < difference < 0.5
