@@ -108,3 +108,30 @@ def test_omega_fast_mode_changes_the_numbers_a_little(omega_models):
     fast = run_omega(model, images, StreamingEngine(StreamingOptions(2, 50, 1, 4), merge_ratio=0.5))
     difference = (fast["depth"] - ref["depth"]).abs().max() / ref["depth"].abs().max()
     assert 0 < difference < 0.5
+
+
+@torch.no_grad()
+def test_the_pipeline_streams_a_family_model_with_the_engine_it_is_given(pi3_models, omega_models):
+    """`run_inference` with an engine: the streaming pass's predictions equal the reference pass's (merge ratio 0),
+    and the fast mode moves them a little; Pi3X's conditioning reaches the streaming pass."""
+    from vggt.pipeline.family import conditioning_inputs
+    from vggt.pipeline.inference import InferenceOptions, run_inference
+
+    images = torch.rand(4, 3, 112, 112, generator=torch.Generator().manual_seed(4))
+    exact = StreamingEngine(StreamingOptions(2, 100, 1, 4))
+    fast = StreamingEngine(StreamingOptions(2, 100, 1, 4), merge_ratio=0.5)
+    for model in (pi3_models["pi3x-tiny"], omega_models["vggt-omega-tiny"]):
+        ref = run_inference(model, images, InferenceOptions(memory_check=False))
+        out = run_inference(model, images, InferenceOptions(engine=exact))
+        for key in ("extrinsics", "depth", "world_points", "world_points_conf"):
+            torch.testing.assert_close(
+                torch.from_numpy(getattr(out, key)), torch.from_numpy(getattr(ref, key)), rtol=1e-4, atol=1e-4
+            )
+        moved = run_inference(model, images, InferenceOptions(engine=fast))
+        change = abs(moved.world_points - ref.world_points).max() / abs(ref.world_points).max()
+        assert 10 * RELATIVE_TOLERANCE < change < 0.5
+    known = conditioning_inputs(None, torch.rand(4, 112, 112) + 1.0, (112, 112))
+    model = pi3_models["pi3x-tiny"]
+    ref = run_inference(model, images, InferenceOptions(memory_check=False), conditioning=known)
+    out = run_inference(model, images, InferenceOptions(engine=exact), conditioning=known)
+    torch.testing.assert_close(torch.from_numpy(out.depth), torch.from_numpy(ref.depth), rtol=1e-4, atol=1e-4)
