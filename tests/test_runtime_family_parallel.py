@@ -24,19 +24,27 @@ def _assert_same(parallel: dict, single: dict) -> None:
         )
 
 
-def test_two_processes_match_one_for_pi3x_with_conditioning():
+def test_the_pipeline_shares_a_pi3x_pass_with_conditioning_over_two_processes():
+    """`run_inference(..., InferenceOptions(processes=2))` of Pi3X with known intrinsics and depth: the predictions of
+    one process (cameras, depth, points, metric scale)."""
+    from vggt.pipeline.family import FamilyConditioning
+    from vggt.pipeline.inference import InferenceOptions, run_inference
+    from vggt.runtime.engine import StreamingEngine
+
     torch.manual_seed(0)
     model = create_model("pi3x-tiny").eval()
     generator = torch.Generator().manual_seed(5)
-    images = torch.rand(1, FRAMES, 3, 56, 70, generator=generator)
-    depth = torch.rand(1, FRAMES, 56, 70, generator=generator) + 0.5
-    depth[:, 3:] = 0  # rank 1 knows no depth: the scene's mean depth must come from rank 0's frames
-    intrinsics = torch.tensor([[60.0, 0, 35], [0, 60.0, 28], [0, 0, 1]]).expand(1, FRAMES, 3, 3)
-    conditioning = {"intrinsics": intrinsics, "depth": depth}
-    with torch.no_grad():
-        single = model(images, **conditioning)
-    result = run_sequence_parallel(model, images, 2, streaming=OPTIONS, conditioning=conditioning)
-    _assert_same(result.predictions, single)
+    images = torch.rand(FRAMES, 3, 56, 70, generator=generator)
+    depth = torch.rand(FRAMES, 56, 70, generator=generator) + 0.5
+    depth[3:] = 0  # rank 1 knows no depth: the scene's mean depth must come from rank 0's frames
+    intrinsics = torch.tensor([[60.0, 0, 35], [0, 60.0, 28], [0, 0, 1]]).expand(FRAMES, 3, 3)
+    known = FamilyConditioning(intrinsics, depth)
+    single = run_inference(model, images, InferenceOptions(memory_check=False), conditioning=known)
+    options = InferenceOptions(engine=StreamingEngine(OPTIONS), processes=2)
+    parallel = run_inference(model, images, options, conditioning=known)
+    for key in ("extrinsics", "intrinsics", "depth", "world_points", "world_points_conf", "metric_scale"):
+        expected = torch.from_numpy(getattr(single, key))
+        torch.testing.assert_close(torch.from_numpy(getattr(parallel, key)), expected, atol=TOLERANCE, rtol=TOLERANCE)
 
 
 def test_two_processes_match_one_for_vggt_omega_with_text_alignment():

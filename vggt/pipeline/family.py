@@ -69,6 +69,20 @@ def engine_notice(label: str, asked: list[str]) -> None:
         logger.warning(ENGINE_NOTICE, label, ", ".join(asked))
 
 
+def conditioning_tensors(model: nn.Module, conditioning: FamilyConditioning | None) -> dict[str, Tensor]:
+    """The known quantities `model` reads, as its forward's keyword arguments with a batch axis ([1, S, ...]);
+    InputError for a model that reads none."""
+    if conditioning is None or not conditioning.names:
+        return {}
+    if not takes_conditioning(model):
+        raise InputError(
+            "{model} does not take {inputs} into its network; use --model pi3x for conditioning",
+            model=type(model).__name__,
+            inputs=conditioning.names,
+        )
+    return {name: getattr(conditioning, name)[None] for name in conditioning.names}
+
+
 def family_forward(
     model: nn.Module,
     inputs: Tensor,
@@ -82,15 +96,7 @@ def family_forward(
     device one frame chunk at a time; Pi3X conditioned on known poses runs its reference forward pass.
     """
     device = next(model.parameters()).device
-    extra = {}
-    if conditioning is not None and conditioning.names:
-        if not takes_conditioning(model):
-            raise InputError(
-                "{model} does not take {inputs} into its network; use --model pi3x for conditioning",
-                model=type(model).__name__,
-                inputs=conditioning.names,
-            )
-        extra = {name: getattr(conditioning, name)[None].to(device) for name in conditioning.names}
+    extra = {name: value.to(device) for name, value in conditioning_tensors(model, conditioning).items()}
     if engine is None or "poses" in extra:
         return model(inputs.to(device), **extra)
     from vggt.models.pi3 import Pi3

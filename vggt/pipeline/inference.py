@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from vggt.errors import InputError, PredictionError
 from vggt.models.config import VGGTConfig
-from vggt.pipeline.family import FamilyConditioning, family_forward, family_geometry
+from vggt.pipeline.family import FamilyConditioning, conditioning_tensors, family_forward, family_geometry
 from vggt.pipeline.memory import check_memory, estimate_family_memory, estimate_inference_memory
 from vggt.pipeline.model_choice import is_vggt
 from vggt.runtime import progress
@@ -328,20 +328,36 @@ def _run_family(
 ) -> Predictions | None:
     """`run_inference` for a model other than VGGT: its reference forward pass in this process (rank 0 of a
     torchrun job sharing the pass; the other ranks get None), or its streaming pass when `options.engine` names a
-    `StreamingEngine` (chunk sizes, offload, fast mode: `vggt.pipeline.family.family_forward`), converted to
-    cameras, depth and points with the first camera as the world (`vggt.models.family_outputs.to_geometry`)."""
-    if options.ranks_sharing > 1 and dist.get_rank() != 0:
-        return None
+    `StreamingEngine` (chunk sizes, offload, fast mode: `vggt.pipeline.family.family_forward`), or its streaming
+    pass shared by several processes (`options.processes` or the ranks of a torchrun job: sequence parallelism,
+    exact attention; rank 0 gets the outputs), converted to cameras, depth and points with the first camera as the
+    world (`vggt.models.family_outputs.to_geometry`)."""
+    known = conditioning_tensors(model, conditioning)
+    shares = max(options.processes, options.ranks_sharing) if "poses" not in known else 1
+    if shares == 1 and options.ranks_sharing > 1 and dist.get_rank() != 0:
+        return None  # rank 0 runs the pass alone
     num_frames, _, height, width = images.shape
     engine = options.engine
+    if shares > 1 and engine is None:
+        engine = StreamingEngine.auto(options.device)
     if options.memory_check:
         streaming = None if engine is None else engine.options
-        estimate = estimate_family_memory(model, num_frames, height, width, options.device.type, streaming)
+        frames = -(-num_frames // shares)  # each process holds its share of the frames
+        estimate = estimate_family_memory(model, frames, height, width, options.device.type, streaming)
         check_memory(estimate, options.device, num_frames, height, width)
     logger.info("running on %s in %s: %d frames at %dx%d", options.device, options.dtype, num_frames, width, height)
     with torch.inference_mode():
         with autocast(options.device, options.dtype), inference_progress(options.progress and engine is not None):
-            outputs = family_forward(model, images[None], conditioning, engine)
+            if shares > 1:
+                from vggt.pipeline.parallel import parallel_forward
+
+                outputs = parallel_forward(
+                    model, images[None], None, engine.options, options.processes, options.device, known or None
+                )
+            else:
+                outputs = family_forward(model, images[None], conditioning, engine)
+        if outputs is None:
+            return None
         geometry = family_geometry(outputs, (height, width))
     geometry = {key: value[0].cpu() for key, value in geometry.items()}
     # Through the pose encoding, so that degenerate fields of view are clamped as VGGT's are (the principal
