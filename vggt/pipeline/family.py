@@ -63,10 +63,17 @@ def takes_conditioning(model: nn.Module) -> bool:
     return isinstance(model, Pi3X)
 
 
+# Command-line options (by the start of their name in `engine_notice`'s list) a family model honours: its pass is
+# shared by several processes (`vggt.pipeline.inference._run_family`, sequence parallelism).
+HONOURED_OPTIONS = ("--processes",)
+
+
 def engine_notice(label: str, asked: list[str]) -> None:
-    """One warning line when the user asked for streaming-engine options that a non-VGGT model ignores."""
-    if asked:
-        logger.warning(ENGINE_NOTICE, label, ", ".join(asked))
+    """One warning line when the user asked for streaming-engine options that a non-VGGT model ignores (the command
+    line passes it no streaming engine: `InferenceOptions.engine` is None; the options of `HONOURED_OPTIONS` apply)."""
+    ignored = [name for name in asked if not name.startswith(HONOURED_OPTIONS)]
+    if ignored:
+        logger.warning(ENGINE_NOTICE, label, ", ".join(ignored))
 
 
 def conditioning_tensors(model: nn.Module, conditioning: FamilyConditioning | None) -> dict[str, Tensor]:
