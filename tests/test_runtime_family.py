@@ -135,3 +135,27 @@ def test_the_pipeline_streams_a_family_model_with_the_engine_it_is_given(pi3_mod
     ref = run_inference(model, images, InferenceOptions(memory_check=False), conditioning=known)
     out = run_inference(model, images, InferenceOptions(engine=exact), conditioning=known)
     torch.testing.assert_close(torch.from_numpy(out.depth), torch.from_numpy(ref.depth), rtol=1e-4, atol=1e-4)
+
+
+class _CountingSink:
+    def __init__(self) -> None:
+        self.total, self.done = 0, 0
+
+    def update(self, steps: int) -> None:
+        self.done += steps
+
+
+@torch.no_grad()
+def test_progress_counts_every_announced_step_once(pi3_models, omega_models):
+    from vggt.runtime import progress
+
+    images = _scene()["images"]
+    engine = StreamingEngine(StreamingOptions(2, 7, 1, 4))
+    for run in (
+        lambda: run_pi3(pi3_models["pi3x-tiny"], images, engine),
+        lambda: run_omega(omega_models["vggt-omega-tiny"], torch.rand(1, FRAMES, 3, 64, 48), engine),
+    ):
+        sink = _CountingSink()
+        with progress.reporting_to(sink):
+            run()
+        assert sink.done == sink.total > 0

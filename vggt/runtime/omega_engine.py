@@ -53,7 +53,7 @@ def run_omega(
     tokens_per_frame = start + (H // c.patch_size) * (W // c.patch_size)
     frame_slices = list(chunk_slices(S, options.trunk_frames(tokens_per_frame)))
     head_chunks = list(chunk_slices(S, options.frames_chunk_size))
-    progress.begin(len(frame_slices) + 2 * c.depth + 1 + len(head_chunks))
+    progress.begin(len(frame_slices) + 2 * c.depth + 1 + (len(head_chunks) if model.dense_head is not None else 0))
     includes_first = shard is None or shard.local.start == 0
     keep = sorted({c.depth - 1, *(c.dense_layers if model.dense_head is not None else ())})
     with onednn_linear(device.type == "cpu"):

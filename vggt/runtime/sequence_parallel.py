@@ -11,7 +11,8 @@ head's tracker samples correlations on local frames and exchanges those.
     full = gather_predictions(preds, group)                             # on rank 0: the whole scene
     result = run_sequence_parallel(model, images, world_size=2)         # spawns processes on 127.0.0.1
 
-`torchrun` users call `forward_sequence_parallel` with `split_frames(num_frames, world_size)[rank]`.
+`torchrun` users call `forward_sequence_parallel` with `split_frames(num_frames, world_size)[rank]`. The family
+models (VGGT-Omega, Pi3, Pi3X) go the same way through their streaming passes (`forward_family_sequence_parallel`).
 """
 
 from __future__ import annotations

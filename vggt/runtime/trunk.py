@@ -1,9 +1,10 @@
-"""The aggregator run by the streaming engine: frame chunks for the patch encoder and the frame-wise blocks,
+"""The trunk run by the streaming engine: frame chunks for the patch encoder and the frame-wise blocks,
 `chunked_block_forward` for the global blocks, the outputs the heads read stored in a `KeptOutputs`.
 
+`run_blocks` runs any trunk of alternating frame-wise and all-frames blocks described as a `TrunkBlocks` (VGGT's
+aggregator here, Pi3's decoder in `pi3_engine`, VGGT-Omega's aggregator in `omega_engine`); `run_trunk` is VGGT's.
 It calls only the aggregator's public pieces (`embed`, `frame_positions`, `frame_blocks`, `global_blocks`) and
-gives the numbers of `Aggregator.forward` for the kept layers.
-"""
+gives the numbers of `Aggregator.forward` for the kept layers."""
 
 from __future__ import annotations
 
