@@ -168,12 +168,14 @@ class OmegaDenseHead(nn.Module):
         """tokens_list: aggregator outputs [B, S, N, dim_in]; images [B, S, 3, H, W]."""
         S = images.shape[1]
         step = S if not frames_chunk_size else frames_chunk_size
-        parts = [self._forward_frames(tokens_list, images, patch_start, i, min(i + step, S)) for i in range(0, S, step)]
+        parts = [self.forward_frames(tokens_list, images, patch_start, i, min(i + step, S)) for i in range(0, S, step)]
         return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
 
-    def _forward_frames(
+    def forward_frames(
         self, tokens_list: Sequence[Tensor | None], images: Tensor, patch_start: int, start: int, stop: int
     ) -> tuple[Tensor, Tensor]:
+        """Depth [B, s, H, W, 1] and confidence [B, s, H, W] of frames start:stop of the aggregator outputs (only
+        H and W of images [B, S, 3, H, W] are read): each frame's maps depend on its own tokens only."""
         B, _, _, H, W = images.shape
         S = stop - start
         grid_hw = (H // self.patch_size, W // self.patch_size)

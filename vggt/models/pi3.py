@@ -153,8 +153,13 @@ class Pi3(nn.Module):
 
     def predict(self, hidden: Tensor, pos: Tensor, B: int, S: int, grid_hw: tuple[int, int]) -> dict[str, Tensor]:
         """Decoder output [B * S, R + hw, 2 * dim] and positions -> the outputs of the module docstring."""
+        return self.predict_frames(hidden, pos, B, grid_hw)
+
+    def predict_frames(self, hidden: Tensor, pos: Tensor, B: int, grid_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """The outputs of s frames ([B, s, ...]) from their decoder output [B * s, R + hw, 2 * dim] and positions
+        [B * s, R + hw, 2]: every head reads one frame at a time, so any run of frames gives its part of `predict`."""
         H, W = grid_hw[0] * PATCH_SIZE, grid_hw[1] * PATCH_SIZE
-        R = self.config.num_register_tokens
+        R, S = self.config.num_register_tokens, hidden.shape[0] // B
         point_tokens = self.point_decoder(hidden, pos)[:, R:].float()
         conf_tokens = self.conf_decoder(hidden, pos)[:, R:].float()
         camera_tokens = self.camera_decoder(hidden, pos)[:, R:].float()

@@ -174,31 +174,41 @@ class Pi3X(Pi3):
     @staticmethod
     def _depth_scale(depth: Tensor | None, B: int, device: torch.device | None = None) -> Tensor:
         """The mean known depth of each scene [B] (1 where none is known, or without depth)."""
-        if depth is None:
-            return torch.ones(B, device=device)
-        known = torch.where(depth > 0, depth, torch.nan).reshape(B, -1)
-        return torch.nan_to_num(torch.nanmean(known, dim=1), nan=1.0)
+        return torch.ones(B, device=device) if depth is None else depth_scale(depth)
 
-    def _depth_tokens(self, depth: Tensor) -> Tensor:
-        """Depth [B, S, H, W] (0: unknown), divided by the mean known depth of its scene -> [B * S, hw, dim]."""
+    def _depth_tokens(self, depth: Tensor, scale: Tensor | None = None) -> Tensor:
+        """Depth [B, S, H, W] (0: unknown), divided by the mean known depth of its scene -> [B * S, hw, dim].
+
+        `scale` [B]: that mean (`depth_scale`), given when `depth` holds only some of the scene's frames."""
         B, S, H, W = depth.shape
-        scale = self._depth_scale(depth, B)
+        scale = depth_scale(depth) if scale is None else scale
         normalized = (depth / (scale.view(B, 1, 1, 1) + DEPTH_NORM_EPS)).reshape(B * S, 1, H, W)
         encoder_input = torch.cat([normalized, (normalized > 0).to(normalized.dtype)], dim=1)
         return self.depth_encoder(encoder_input) + self.depth_emb
 
     def predict(self, hidden: Tensor, pos: Tensor, B: int, S: int, grid_hw: tuple[int, int]) -> dict[str, Tensor]:
-        H, W = grid_hw[0] * PATCH_SIZE, grid_hw[1] * PATCH_SIZE
-        R, n = self.config.num_register_tokens, hidden.shape[1]
-        xy, log_z = self.point_head(self.point_decoder(hidden, pos)[:, R:].float(), grid_hw)
-        xy = xy.permute(0, 2, 3, 1).reshape(B, S, H, W, 2)
-        z = torch.exp(log_z.permute(0, 2, 3, 1).reshape(B, S, H, W, 1).clamp(max=MAX_LOG_DEPTH))
-        camera_poses = self.camera_head(self.camera_decoder(hidden, pos)[:, R:].float()).reshape(B, S, 4, 4)
+        n = hidden.shape[1]
         all_pos = pos.reshape(B, S * n, 2)
         metric_token = self.metric_decoder(
             self.metric_token.expand(B, -1, -1), hidden.reshape(B, S * n, -1), all_pos[:, :1], all_pos
         )
-        metric = torch.exp(self.metric_head(metric_token.float()).reshape(B))
+        return self.predict_frames(hidden, pos, B, grid_hw, self.metric_scale(metric_token))
+
+    def metric_scale(self, metric_token: Tensor) -> Tensor:
+        """The metric decoder's output [B, 1, metric_dim] -> the metric scale [B]."""
+        return torch.exp(self.metric_head(metric_token.float()).reshape(metric_token.shape[0]))
+
+    def predict_frames(
+        self, hidden: Tensor, pos: Tensor, B: int, grid_hw: tuple[int, int], metric: Tensor
+    ) -> dict[str, Tensor]:
+        """The outputs of s frames ([B, s, ...]; `metric` [B] as given) from their decoder output
+        [B * s, R + hw, 2 * dim] and positions, scaled by the scene's metric scale [B] (see `Pi3.predict_frames`)."""
+        H, W = grid_hw[0] * PATCH_SIZE, grid_hw[1] * PATCH_SIZE
+        R, S = self.config.num_register_tokens, hidden.shape[0] // B
+        xy, log_z = self.point_head(self.point_decoder(hidden, pos)[:, R:].float(), grid_hw)
+        xy = xy.permute(0, 2, 3, 1).reshape(B, S, H, W, 2)
+        z = torch.exp(log_z.permute(0, 2, 3, 1).reshape(B, S, H, W, 1).clamp(max=MAX_LOG_DEPTH))
+        camera_poses = self.camera_head(self.camera_decoder(hidden, pos)[:, R:].float()).reshape(B, S, 4, 4)
         conf = self.conf_head(self.conf_decoder(hidden, pos)[:, R:].float(), grid_hw)[0]
         local_points = torch.cat([xy * z, z], dim=-1)
         scale = metric.view(B, 1, 1, 1, 1)
@@ -213,6 +223,12 @@ class Pi3X(Pi3):
             "camera_poses": camera_poses,
             "metric": metric,
         }
+
+
+def depth_scale(depth: Tensor) -> Tensor:
+    """The mean known (> 0) depth of each scene of depth [B, S, H, W] -> [B] (1 where none is known)."""
+    known = torch.where(depth > 0, depth, torch.nan).reshape(depth.shape[0], -1)
+    return torch.nan_to_num(torch.nanmean(known, dim=1), nan=1.0)
 
 
 def _ray_slopes(intrinsics: Tensor, height: int, width: int) -> Tensor:

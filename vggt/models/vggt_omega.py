@@ -89,19 +89,27 @@ class OmegaAggregator(nn.Module):
         self.register_only = frozenset(c.register_attention_blocks)
         self.keep_layers = frozenset((*c.dense_layers, c.depth - 1))
 
-    def _special_tokens(self, B: int, S: int) -> Tensor:
-        """Camera and register tokens [B * S, 1 + registers, dim]: the first frame's set, then the others'."""
+    def _special_tokens(self, B: int, S: int, includes_first: bool = True) -> Tensor:
+        """Camera and register tokens [B * S, 1 + registers, dim]: the first frame's set (when these frames start
+        with the scene's first frame, `includes_first`), then the others'."""
         tokens = torch.cat([self.camera_token, self.register_token], dim=2)  # [1, 2, 1 + R, dim]
-        per_frame = torch.cat([tokens[:, :1], tokens[:, 1:].expand(1, S - 1, -1, -1)], dim=1)
+        others = tokens[:, 1:].expand(1, S - 1 if includes_first else S, -1, -1)
+        per_frame = torch.cat([tokens[:, :1], others], dim=1) if includes_first else others
         return per_frame.expand(B, -1, -1, -1).reshape(B * S, *tokens.shape[2:])
+
+    def embed(self, images: Tensor, includes_first: bool = True) -> Tensor:
+        """Images [B, S, 3, H, W] in [0, 1] -> tokens [B * S, N, dim]: camera, registers, patches (see
+        `_special_tokens` for `includes_first`)."""
+        B, S, _, H, W = images.shape
+        mean = images.new_tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
+        std = images.new_tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+        x = ((images - mean) / std).reshape(B * S, 3, H, W)
+        return torch.cat([self._special_tokens(B, S, includes_first), self.patch_embed(x)], dim=1)
 
     def forward(self, images: Tensor) -> tuple[list[Tensor | None], int]:
         B, S, _, H, W = images.shape
         p = self.config.patch_size
-        mean = images.new_tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
-        std = images.new_tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
-        x = ((images - mean) / std).reshape(B * S, 3, H, W)
-        tokens = torch.cat([self._special_tokens(B, S), self.patch_embed(x)], dim=1)
+        tokens = self.embed(images)
         N, C = tokens.shape[1:]
         rope = self.rope_embed(H // p, W // p)
         start = self.config.patch_start_idx

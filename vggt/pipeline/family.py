@@ -1,10 +1,12 @@
 """The forward pass of the models other than VGGT (VGGT-Omega, Pi3, Pi3X) in the pipeline, and their geometry.
 
-These models run their reference forward pass in one piece (the streaming engine's chunked trunk, offload,
-token merging and sequence parallelism serve VGGT only: `engine_notice` says so in one line when one was asked
-for). Their outputs become the pipeline's cameras, depth and points through
-`vggt.models.family_outputs.to_geometry`: the first camera is the world frame for every model (Pi3 and Pi3X,
-which have no reference frame, are re-expressed in their first camera's frame). They have no track head.
+These models run their reference forward pass in one piece, or, given a `StreamingEngine`, its streaming pass
+(`vggt.runtime.pi3_engine`, `vggt.runtime.omega_engine`: the same numbers in chunks, offload, the fast mode's token
+merging). The pipeline gives them an engine only when `InferenceOptions.engine` names one; `engine_notice` says in
+one line which streaming options asked for on the command line were not applied. Their outputs become the
+pipeline's cameras, depth and points through `vggt.models.family_outputs.to_geometry`: the first camera is the
+world frame for every model (Pi3 and Pi3X, which have no reference frame, are re-expressed in their first camera's
+frame). They have no track head.
 
 Conditioning (`FamilyConditioning`): Pi3X takes known intrinsics, depth and camera poses into its network; the
 other models take none (the pipeline then replaces their predictions with what is known, as for VGGT).
@@ -16,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +26,9 @@ from torch import Tensor, nn
 
 from vggt.errors import InputError
 from vggt.models.family_outputs import to_geometry
+
+if TYPE_CHECKING:
+    from vggt.runtime.engine import StreamingEngine
 
 logger = logging.getLogger(__name__)
 
@@ -60,28 +65,59 @@ def takes_conditioning(model: nn.Module) -> bool:
     return isinstance(model, Pi3X)
 
 
+# Command-line options (by the start of their name in `engine_notice`'s list) a family model honours: its pass is
+# shared by several processes (`vggt.pipeline.inference._run_family`, sequence parallelism).
+HONOURED_OPTIONS = ("--processes",)
+
+
 def engine_notice(label: str, asked: list[str]) -> None:
-    """One warning line when the user asked for streaming-engine options that a non-VGGT model ignores."""
-    if asked:
-        logger.warning(ENGINE_NOTICE, label, ", ".join(asked))
+    """One warning line when the user asked for streaming-engine options that a non-VGGT model ignores (the command
+    line passes it no streaming engine: `InferenceOptions.engine` is None; the options of `HONOURED_OPTIONS` apply)."""
+    ignored = [name for name in asked if not name.startswith(HONOURED_OPTIONS)]
+    if ignored:
+        logger.warning(ENGINE_NOTICE, label, ", ".join(ignored))
+
+
+def conditioning_tensors(model: nn.Module, conditioning: FamilyConditioning | None) -> dict[str, Tensor]:
+    """The known quantities `model` reads, as its forward's keyword arguments with a batch axis ([1, S, ...]);
+    InputError for a model that reads none."""
+    if conditioning is None or not conditioning.names:
+        return {}
+    if not takes_conditioning(model):
+        raise InputError(
+            "{model} does not take {inputs} into its network; use --model pi3x for conditioning",
+            model=type(model).__name__,
+            inputs=conditioning.names,
+        )
+    return {name: getattr(conditioning, name)[None] for name in conditioning.names}
 
 
 def family_forward(
-    model: nn.Module, inputs: Tensor, conditioning: FamilyConditioning | None = None
+    model: nn.Module,
+    inputs: Tensor,
+    conditioning: FamilyConditioning | None = None,
+    engine: StreamingEngine | None = None,
 ) -> dict[str, Tensor]:
-    """`model`'s reference outputs on inputs [1, S, 3, H, W] in [0, 1] (with `conditioning` for Pi3X)."""
+    """`model`'s reference outputs on inputs [1, S, 3, H, W] in [0, 1] (with `conditioning` for Pi3X).
+
+    With `engine`, computed by the streaming pass (`vggt.runtime.pi3_engine`, `vggt.runtime.omega_engine`: chunk
+    sizes and offload as it says, the same numbers; its `merge_ratio` the fast mode), the inputs moved to the
+    device one frame chunk at a time; Pi3X conditioned on known poses runs its reference forward pass.
+    """
     device = next(model.parameters()).device
-    inputs = inputs.to(device)
-    extra = {}
-    if conditioning is not None and conditioning.names:
-        if not takes_conditioning(model):
-            raise InputError(
-                "{model} does not take {inputs} into its network; use --model pi3x for conditioning",
-                model=type(model).__name__,
-                inputs=conditioning.names,
-            )
-        extra = {name: getattr(conditioning, name)[None].to(device) for name in conditioning.names}
-    return model(inputs, **extra)
+    extra = {name: value.to(device) for name, value in conditioning_tensors(model, conditioning).items()}
+    if engine is None or "poses" in extra:
+        return model(inputs.to(device), **extra)
+    from vggt.models.pi3 import Pi3
+    from vggt.models.vggt_omega import VGGTOmega
+    from vggt.runtime.omega_engine import run_omega
+    from vggt.runtime.pi3_engine import run_pi3
+
+    if isinstance(model, Pi3):
+        return run_pi3(model, inputs, engine, **extra)
+    if isinstance(model, VGGTOmega):
+        return run_omega(model, inputs, engine)
+    return model(inputs.to(device), **extra)
 
 
 def family_geometry(outputs: dict[str, Tensor], image_hw: tuple[int, int]) -> dict[str, Tensor]:

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from vggt.errors import InputError, PredictionError
 from vggt.models.config import VGGTConfig
-from vggt.pipeline.family import FamilyConditioning, family_forward, family_geometry
+from vggt.pipeline.family import FamilyConditioning, conditioning_tensors, family_forward, family_geometry
 from vggt.pipeline.memory import check_memory, estimate_family_memory, estimate_inference_memory
 from vggt.pipeline.model_choice import is_vggt
 from vggt.runtime import progress
@@ -67,15 +67,15 @@ class InferenceOptions:
 
 def streaming_for(
     device: torch.device,
-    config: VGGTConfig,
+    config: Any,
     frames_chunk_size: int | None = None,
     offload: bool = False,
     merge_ratio: float = 0.0,
 ) -> StreamingEngine:
-    """The automatic streaming engine for `device`, with the frames per chunk, offload and fast mode a user chose."""
-    engine = StreamingEngine.auto(
-        device, max_frames_chunk_size=config.frames_chunk_size, offload=offload, merge_ratio=merge_ratio
-    )
+    """The automatic streaming engine for `device`, with the frames per chunk, offload and fast mode a user chose;
+    `config` is any model's (VGGT's caps the frames per chunk with its `frames_chunk_size`)."""
+    cap = getattr(config, "frames_chunk_size", None)
+    engine = StreamingEngine.auto(device, max_frames_chunk_size=cap, offload=offload, merge_ratio=merge_ratio)
     if frames_chunk_size is None:
         return engine
     return StreamingEngine(engine.options.replace(frames_chunk_size=frames_chunk_size), merge_ratio)
@@ -327,18 +327,37 @@ def _run_family(
     model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions, conditioning: FamilyConditioning | None
 ) -> Predictions | None:
     """`run_inference` for a model other than VGGT: its reference forward pass in this process (rank 0 of a
-    torchrun job sharing the pass; the other ranks get None), converted to cameras, depth and points with the first
-    camera as the world (`vggt.models.family_outputs.to_geometry`)."""
-    if options.ranks_sharing > 1 and dist.get_rank() != 0:
-        return None
+    torchrun job sharing the pass; the other ranks get None), or its streaming pass when `options.engine` names a
+    `StreamingEngine` (chunk sizes, offload, fast mode: `vggt.pipeline.family.family_forward`), or its streaming
+    pass shared by several processes (`options.processes` or the ranks of a torchrun job: sequence parallelism,
+    exact attention; rank 0 gets the outputs), converted to cameras, depth and points with the first camera as the
+    world (`vggt.models.family_outputs.to_geometry`)."""
+    known = conditioning_tensors(model, conditioning)
+    shares = max(options.processes, options.ranks_sharing) if "poses" not in known else 1
+    if shares == 1 and options.ranks_sharing > 1 and dist.get_rank() != 0:
+        return None  # rank 0 runs the pass alone
     num_frames, _, height, width = images.shape
+    engine = options.engine
+    if shares > 1 and engine is None:
+        engine = StreamingEngine.auto(options.device)
     if options.memory_check:
-        estimate = estimate_family_memory(model, num_frames, height, width, options.device.type)
+        streaming = None if engine is None else engine.options
+        frames = -(-num_frames // shares)  # each process holds its share of the frames
+        estimate = estimate_family_memory(model, frames, height, width, options.device.type, streaming)
         check_memory(estimate, options.device, num_frames, height, width)
     logger.info("running on %s in %s: %d frames at %dx%d", options.device, options.dtype, num_frames, width, height)
     with torch.inference_mode():
-        with autocast(options.device, options.dtype):
-            outputs = family_forward(model, images[None], conditioning)
+        with autocast(options.device, options.dtype), inference_progress(options.progress and engine is not None):
+            if shares > 1:
+                from vggt.pipeline.parallel import parallel_forward
+
+                outputs = parallel_forward(
+                    model, images[None], None, engine.options, options.processes, options.device, known or None
+                )
+            else:
+                outputs = family_forward(model, images[None], conditioning, engine)
+        if outputs is None:
+            return None
         geometry = family_geometry(outputs, (height, width))
     geometry = {key: value[0].cpu() for key, value in geometry.items()}
     # Through the pose encoding, so that degenerate fields of view are clamped as VGGT's are (the principal

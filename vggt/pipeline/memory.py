@@ -179,18 +179,17 @@ def estimate_family_memory(
     height: int,
     width: int,
     device_type: str = "cpu",
+    streaming: StreamingOptions | None = None,
 ) -> MemoryEstimate:
-    """Rough peak memory of the reference forward pass of a model other than VGGT (VGGT-Omega, Pi3, Pi3X:
-    `vggt.runtime.memory_model.estimate_reference_forward_memory`), weights as they are held."""
-    from vggt.runtime.memory_model import estimate_reference_forward_memory
+    """Rough peak memory of a model other than VGGT (VGGT-Omega, Pi3, Pi3X), weights as they are held: of its
+    reference forward pass (`vggt.runtime.memory_model.estimate_reference_forward_memory`), or of its streaming
+    pass with the chunk sizes of `streaming` (`estimate_family_streaming_memory`)."""
+    from vggt.runtime.memory_model import estimate_family_streaming_memory, estimate_reference_forward_memory
 
     parameters = list(model.parameters())
-    memory = estimate_reference_forward_memory(
-        model.config,
-        num_frames,
-        height,
-        width,
-        num_parameters=sum(p.numel() for p in parameters),
-        weight_bytes=parameters[0].element_size(),
-    )
+    counts = dict(num_parameters=sum(p.numel() for p in parameters), weight_bytes=parameters[0].element_size())
+    if streaming is None:
+        memory = estimate_reference_forward_memory(model.config, num_frames, height, width, **counts)
+    else:
+        memory = estimate_family_streaming_memory(model.config, num_frames, height, width, streaming, **counts)
     return MemoryEstimate.of(memory, device_type)

@@ -44,14 +44,21 @@ def parallel_forward(
     streaming: StreamingOptions,
     processes: int,
     device: torch.device,
+    conditioning: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any] | None:
     """The model's outputs for `images` [1, S, 3, H, W] computed over several processes: the ranks of a torchrun
-    job (None on every rank but 0), or `processes` local processes spawned here."""
+    job (None on every rank but 0), or `processes` local processes spawned here. `conditioning`: Pi3X's known
+    intrinsics [1, S, 3, 3] and depth [1, S, H, W], split over the processes with the frames."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         frames = split_frames(images.shape[1], dist.get_world_size())[dist.get_rank()]
         queries = None if query_points is None else query_points.to(device)
+        local_conditioning = {name: value[:, frames].to(device) for name, value in (conditioning or {}).items()}
         local = forward_sequence_parallel(
-            model, images[:, frames].to(device), query_points=queries, streaming=streaming
+            model,
+            images[:, frames].to(device),
+            query_points=queries,
+            streaming=streaming,
+            conditioning=local_conditioning or None,
         )
         return gather_predictions(local)
     if images.shape[1] < processes:
@@ -59,6 +66,12 @@ def parallel_forward(
             "{processes} {count} needs at least as many frames, got {frames}", count=processes, frames=images.shape[1]
         )
     result = run_sequence_parallel(
-        model.cpu(), images, processes, query_points=query_points, streaming=streaming, device_type=device.type
+        model.cpu(),
+        images,
+        processes,
+        query_points=query_points,
+        streaming=streaming,
+        device_type=device.type,
+        conditioning=conditioning,
     )
     return result.predictions

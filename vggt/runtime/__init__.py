@@ -4,7 +4,8 @@
 reference forward pass; this package runs them for inference on scenes of any size: the streaming engine
 (`StreamingEngine`: the trunk in chunks, kept outputs, offload, the heads frame chunk by frame chunk), chunked
 transformer blocks, scene-sized host buffers, token merging (the fast mode), oneDNN on the CPU, sequence
-parallelism over processes, the memory model and progress reporting. Nothing below it imports it.
+parallelism over processes, the memory model and progress reporting; the streaming passes of the family models
+(`pi3_engine` for Pi3 and Pi3X, `omega_engine` for VGGT-Omega) on the same pieces. Nothing below it imports it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from vggt.layers.attention import KEY, QUERY, VALUE, Attention
 from vggt.layers.block import Block
+from vggt.layers.dinov3 import PrefixRopeAttention
 from vggt.runtime.host_memory import scene_buffer
 from vggt.runtime.onednn import linear, linear_rows
 from vggt.runtime.token_merging import TokenMerging
@@ -77,7 +78,7 @@ def chunked_block_forward(
             rows = None if plan is None else plan.kept_in(tokens)
             if rows is not None and rows.numel() == 0:
                 continue
-            queries = rope(attn.project_heads(block.norm1(x[:, tokens]), QUERY, heads, rows_of=linear_rows), tokens)
+            queries = rope(project_heads(attn, block.norm1(x[:, tokens]), QUERY, heads), tokens)
             if rows is None:
                 attended = F.scaled_dot_product_attention(queries, keys, values)  # [B, h, n, head_dim]
                 out[:, tokens, columns] = attended.transpose(1, 2).flatten(2)
@@ -95,6 +96,24 @@ def chunked_block_forward(
     return out
 
 
+def project_heads(attn: Attention | PrefixRopeAttention, x: Tensor, part: int, heads: slice) -> Tensor:
+    """Queries, keys or values (`part`) of heads `heads` for normed tokens [B, n, dim] -> [B, h, n, head_dim], from
+    only those rows of the projection, QK-normed (without RoPE: `_RopeTables` applies it).
+
+    `Attention` (VGGT, Pi3) projects them itself; `PrefixRopeAttention` (VGGT-Omega's all-frames blocks, which take
+    no positions) has a fused projection whose key rows carry no bias.
+    """
+    if isinstance(attn, Attention):
+        return attn.project_heads(x, part, heads, rows_of=linear_rows)
+    width = attn.num_heads * attn.head_dim
+    rows = slice(part * width + heads.start * attn.head_dim, part * width + heads.stop * attn.head_dim)
+    qkv = attn.qkv
+    bias = None if qkv.bias is None else (qkv.bias * qkv.bias_mask.to(qkv.bias.dtype))[rows]  # no key bias
+    out = F.linear(x, qkv.weight[rows], bias)
+    out = out.reshape(*x.shape[:2], heads.stop - heads.start, attn.head_dim).transpose(1, 2)
+    return out if part == VALUE else (attn.q_norm if part == QUERY else attn.k_norm)(out)
+
+
 class _RopeTables:
     """RoPE of a token slice, its tables computed once per slice and shared by every head group and q and k."""
 
@@ -105,7 +124,7 @@ class _RopeTables:
 
     def __call__(self, x: Tensor, tokens: slice) -> Tensor:
         """Rotate queries or keys [B, h, n, head_dim] of the tokens `tokens`."""
-        if self.attn.rope is None:
+        if getattr(self.attn, "rope", None) is None:  # PrefixRopeAttention has none: unrotated here
             return x
         key = (tokens.start, x.dtype)
         if key not in self.tables:
@@ -132,12 +151,12 @@ def _keys_values(
     shape = (x.shape[0], heads.stop - heads.start, x.shape[1], attn.head_dim)
     for tokens in token_slices:
         normed = block.norm1(x[:, tokens])
-        k = rope(attn.project_heads(normed, KEY, heads, rows_of=linear_rows), tokens)
+        k = rope(project_heads(attn, normed, KEY, heads), tokens)
         if keys is None:
             keys, value_store = _kv_storage(shape, kv_dtype or k.dtype, x.device, kv_buffers)
         keys[:, :, tokens] = k
         if values:
-            value_store[:, :, tokens] = attn.project_heads(normed, VALUE, heads, rows_of=linear_rows)
+            value_store[:, :, tokens] = project_heads(attn, normed, VALUE, heads)
     return keys, value_store if values else None
 
 

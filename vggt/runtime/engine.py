@@ -45,6 +45,27 @@ class FrameShard(Protocol):
         """`x` of the process holding frame 0 (others pass None), on every process."""
 
 
+class FrameOutputs:
+    """Per-frame outputs [B, S, ...] of a scene, preallocated at their first frame chunk and filled chunk by chunk:
+    on `device`, or on the CPU (pinned on CUDA) with `offload`. `values` maps each key to its tensor."""
+
+    def __init__(self, batch: int, frames: int, device: torch.device, offload: bool) -> None:
+        self.batch, self.frames, self.device = batch, frames, device
+        self.on_cpu = offload and device.type != "cpu"
+        self.values: dict[str, Tensor] = {}
+
+    def store(self, key: str, frames_part: slice, value: Tensor) -> None:
+        """Write value [B, s, ...] at the frames `frames_part` of output `key`."""
+        if key not in self.values:
+            self.values[key] = scene_buffer(
+                (self.batch, self.frames, *value.shape[2:]),
+                value.dtype,
+                "cpu" if self.on_cpu else self.device,
+                pin_memory=self.on_cpu and self.device.type == "cuda",
+            )
+        self.values[key][:, frames_part].copy_(value, non_blocking=True)
+
+
 # Dense heads and the prediction keys of their (values, confidence) outputs.
 DENSE_HEADS = {
     "depth": ("depth_head", "depth", "depth_conf"),
@@ -192,18 +213,8 @@ def run_frame_heads(
     """
     batch, frames, _, height, width = images_shape
     device, dtype = kept.device, model.head_dtype()
-    outputs: dict[str, Tensor] = {}
-
-    def store(key: str, frames_part: slice, value: Tensor) -> None:
-        if key not in outputs:
-            on_cpu = options.offload and device.type != "cpu"
-            outputs[key] = scene_buffer(
-                (batch, frames, *value.shape[2:]),
-                value.dtype,
-                "cpu" if on_cpu else device,
-                pin_memory=on_cpu and device.type == "cuda",
-            )
-        outputs[key][:, frames_part].copy_(value, non_blocking=True)
+    outputs = FrameOutputs(batch, frames, device, options.offload)
+    store = outputs.store
 
     with torch.autocast(device_type=device.type, enabled=False):
         for frames_part in chunk_slices(frames, options.frames_chunk_size):
@@ -223,7 +234,7 @@ def run_frame_heads(
             del tokens
             kept.discard_frames(frames_part.stop)
             progress.advance()
-    return outputs
+    return outputs.values
 
 
 def run_tracker(

@@ -83,9 +83,13 @@ class KeptOutputs:
         That is all the camera head reads.
         """
         out: list[Tensor | None] = [None] * self.depth
-        halves = self.layers[self.depth - 1]
-        out[-1] = torch.cat([h[:, :, :1].to(device=device) for h in halves], dim=-1).to(dtype)
+        out[-1] = self.first_tokens(1, device, dtype)
         return out
+
+    def first_tokens(self, count: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The first `count` tokens of every frame of the last layer (camera and register tokens), [B, S, count, 2C]."""
+        halves = self.layers[self.depth - 1]
+        return torch.cat([h[:, :, :count].to(device=device) for h in halves], dim=-1).to(dtype)
 
     def discard_frames(self, end: int) -> None:
         """Give back the memory of frames 0:end of every stored layer (every head has read them; see host_memory).

@@ -11,7 +11,8 @@ head's tracker samples correlations on local frames and exchanges those.
     full = gather_predictions(preds, group)                             # on rank 0: the whole scene
     result = run_sequence_parallel(model, images, world_size=2)         # spawns processes on 127.0.0.1
 
-`torchrun` users call `forward_sequence_parallel` with `split_frames(num_frames, world_size)[rank]`.
+`torchrun` users call `forward_sequence_parallel` with `split_frames(num_frames, world_size)[rank]`. The family
+models (VGGT-Omega, Pi3, Pi3X) go the same way through their streaming passes (`forward_family_sequence_parallel`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from vggt.runtime.chunked_block import KeyValueGather
 from vggt.runtime.engine import run_heads
 from vggt.runtime.host_memory import scene_buffer
 from vggt.runtime.onednn import onednn_linear
 from vggt.runtime.options import StreamingOptions
 from vggt.runtime.trunk import run_trunk
 
-# Outputs with a frame axis (dim 1), split over the ranks; the rest are the same on every rank.
-FRAME_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf", "images")
+# Outputs with a frame axis (dim 1), split over the ranks (VGGT's, then those only the family models have); the rest
+# are the same on every rank.
+FRAME_KEYS = (
+    *("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf", "images"),
+    *("points", "local_points", "rays", "camera_poses", "camera_and_register_tokens"),
+)
 LOOPBACK = "127.0.0.1"
 
 
@@ -112,25 +118,24 @@ def forward_sequence_parallel(
     query_points: Tensor | None = None,
     heads: Collection[str] | None = None,
     streaming: StreamingOptions | None = None,
+    conditioning: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
     """This rank's share of `model(images, query_points)` for its frames `local_images` [S_r, 3, H, W] or [B, S_r, ...].
 
     Every rank of `group` must call it, rank r with the r-th run of frames (see `split_frames`; rank 0
     holds frame 0). Returns the predictions of the local frames ([B, S_r, ...]); `pose_enc_list` too.
-    Query points (pixels in frame 0) are needed on every rank.
+    Query points (pixels in frame 0) are needed on every rank. A family model (VGGT-Omega, Pi3, Pi3X: see
+    `forward_family_sequence_parallel`) takes no query points or heads; Pi3X takes `conditioning` of its frames.
     """
+    from vggt.models.vggt import VGGT
+
+    if not isinstance(model, VGGT):
+        return forward_family_sequence_parallel(model, local_images, group, streaming, conditioning)
     images, query_points = model.check_inputs(local_images, query_points)
     heads = model.heads_to_run(heads)
     device = model.aggregator.camera_token.device
     options = streaming or StreamingOptions.auto(device, max_frames_chunk_size=model.config.frames_chunk_size)
     frames = FrameGroup.create(images.shape[1], device, group)
-    tokens_per_frame = model.config.patch_start_idx + (images.shape[-2] // model.config.patch_size) * (
-        images.shape[-1] // model.config.patch_size
-    )
-
-    def gather_keys_values(keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        return frames.gather(keys, 2, tokens_per_frame), frames.gather(values, 2, tokens_per_frame)
-
     with onednn_linear(device.type == "cpu"):
         kept = run_trunk(
             model.aggregator,
@@ -138,10 +143,53 @@ def forward_sequence_parallel(
             options,
             model.config.layers_needed(heads),
             includes_first=frames.rank == 0,
-            gather=gather_keys_values,
+            gather=key_value_gather(frames),
         )
         patch_start_idx = model.aggregator.patch_start_idx
         predictions = run_heads(model, kept, images.shape, patch_start_idx, heads, query_points, options, shard=frames)
+    predictions["images"] = images
+    return predictions
+
+
+def key_value_gather(frames: FrameGroup) -> KeyValueGather:
+    """The keys and values exchange of the global blocks: keys and values [B, h, s_r * n, d] of this rank's frames
+    (n tokens each: all of a frame's, or its camera and register tokens) -> every rank's, in frame order."""
+
+    def gather(keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        per_frame = keys.shape[2] // frames.counts[frames.rank]
+        return frames.gather(keys, 2, per_frame), frames.gather(values, 2, per_frame)
+
+    return gather
+
+
+@torch.no_grad()
+def forward_family_sequence_parallel(
+    model: Any,
+    local_images: Tensor,
+    group: dist.ProcessGroup | None = None,
+    streaming: StreamingOptions | None = None,
+    conditioning: dict[str, Tensor] | None = None,
+) -> dict[str, Any]:
+    """This rank's share of the streaming pass of VGGT-Omega, Pi3 or Pi3X (`run_omega`, `run_pi3`) for its frames
+    `local_images` [S_r, 3, H, W] or [B, S_r, ...] (Pi3X: `conditioning` intrinsics [B, S_r, 3, 3] and depth
+    [B, S_r, H, W] of the same frames). The all-frames blocks exchange keys and values; Pi3X's metric scale,
+    VGGT-Omega's camera and text-alignment heads read every rank's tokens; the per-frame heads stay local. Exact
+    attention only: the fast mode's token merging is not combined with sequence parallelism.
+    """
+    from vggt.models.pi3 import Pi3
+    from vggt.runtime.engine import StreamingEngine
+    from vggt.runtime.omega_engine import run_omega
+    from vggt.runtime.pi3_engine import run_pi3
+
+    images = local_images.unsqueeze(0) if local_images.dim() == 4 else local_images
+    device = next(model.parameters()).device
+    frames = FrameGroup.create(images.shape[1], device, group)
+    engine = StreamingEngine(streaming or StreamingOptions.auto(device))
+    shared = dict(shard=frames, gather=key_value_gather(frames))
+    if isinstance(model, Pi3):
+        predictions = run_pi3(model, images, engine, **(conditioning or {}), **shared)
+    else:
+        predictions = run_omega(model, images, engine, **shared)
     predictions["images"] = images
     return predictions
 
@@ -163,6 +211,8 @@ def gather_predictions(
             full[key] = torch.cat([g[key] for g in gathered], dim=1)
         elif key == "pose_enc_list":
             full[key] = [torch.cat(parts, dim=1) for parts in zip(*(g[key] for g in gathered))]
+        elif isinstance(gathered[0][key], Tensor):  # the same on every rank (Pi3X's metric scale, text alignment)
+            full[key] = gathered[0][key]
     return full
 
 
@@ -193,7 +243,9 @@ def _worker(rank: int, world_size: int, port: int, job: dict[str, Any], results:
         model = job["model"].to(device).eval()
         for p in model.parameters():  # bring the shared weights into this process before measuring
             p.data.sum()
-        images = job["images"][:, split_frames(job["images"].shape[1], world_size)[rank]]
+        frames = split_frames(job["images"].shape[1], world_size)[rank]
+        images = job["images"][:, frames]
+        conditioning = {name: value[:, frames].to(device) for name, value in (job["conditioning"] or {}).items()}
         query_points = job["query_points"]
         probe = job["probe"]
         with probe(device) if probe is not None else contextlib.nullcontext() as peak:
@@ -203,6 +255,7 @@ def _worker(rank: int, world_size: int, port: int, job: dict[str, Any], results:
                 query_points=None if query_points is None else query_points.to(device),
                 heads=job["heads"],
                 streaming=job["streaming"],
+                conditioning=conditioning or None,
             )
         full = gather_predictions(local)
         memory: list[Any] | None = None
@@ -227,6 +280,7 @@ def run_sequence_parallel(
     device_type: str = "cpu",
     timeout_s: float = 3600.0,
     probe: Callable[[torch.device], Any] | None = None,
+    conditioning: dict[str, Tensor] | None = None,
 ) -> SequenceParallelResult:
     """Spawn `world_size` local processes on 127.0.0.1 that run `model` on `images` sequence-parallel.
 
@@ -239,7 +293,10 @@ def run_sequence_parallel(
     """
     import torch.multiprocessing as mp
 
-    images, query_points = model.check_inputs(images, query_points)
+    if hasattr(model, "check_inputs"):
+        images, query_points = model.check_inputs(images, query_points)
+    elif images.dim() == 4:  # a family model: [B, S, 3, H, W] (see forward_family_sequence_parallel)
+        images = images.unsqueeze(0)
     split_frames(images.shape[1], world_size)  # fail early on too few frames
     context = mp.get_context("spawn")
     results = context.Queue()
@@ -254,6 +311,7 @@ def run_sequence_parallel(
             device_type=device_type,
             output=str(output),
             probe=probe,
+            conditioning=conditioning,
         )
         procs = mp.start_processes(
             _worker, args=(world_size, _free_port(), job, results), nprocs=world_size, join=False, start_method="spawn"
