@@ -146,14 +146,8 @@ def test_synthetic_and_loader_batches_do_not_depend_on_threads_or_workers(mixed_
     synthetic = [SyntheticSceneDataset(3, BUSY, seed=4, num_threads=threads) for threads in (1, 3)]
     for keys in BATCHES:
         assert_same_batch(synthetic[0].load_batch(keys), synthetic[1].load_batch(keys))
-    config = {
-        "source": "folders",
-        "roots": [str(mixed_root)],
-        "frames_per_gpu": 6,
-        "num_frames": [2, 3],
-        "batches_per_epoch": 4,
-        "image": {"max_size": 56, "blur_prob": 0.5},
-    }
+    config = dict(source="folders", roots=[str(mixed_root)], frames_per_gpu=6, num_frames=[2, 3], batches_per_epoch=4)
+    config["image"] = {"max_size": 56, "blur_prob": 0.5}
     reference = list(build_train_loader({**config, "num_threads": 1}, seed=2).iterate(epoch=0))
     for threads, workers in ((3, 0), (2, 2)):
         loader = build_train_loader({**config, "num_threads": threads, "num_workers": workers}, seed=2)

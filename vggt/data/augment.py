@@ -7,7 +7,8 @@ each output depth value is the original depth of the source pixel that contains 
 Colours are then jittered per frame (brightness, contrast, saturation, hue: OpenCV computes them in float32, the
 hue turned exactly in float HSV), sometimes turned grey, and sometimes blurred; with `shared_color_jitter_prob`
 a sample's frames share one such change (the reference's `cojitter_ratio`), as frames of one video would.
-Extrinsics never change.
+Extrinsics never change. A frame's random draws can be made ahead of the work (`frame_plans`, `FramePlan`), in the
+order `augment_frames` makes them, so that frames can then be augmented on several threads.
 """
 
 from __future__ import annotations
@@ -109,8 +110,10 @@ def crop_and_resize(frame: Frame, box: tuple[int, int, int, int], out_hw: tuple[
 
 
 def draw_jitter(rng: np.random.Generator, config: AugmentConfig) -> tuple[tuple[int, float], ...]:
-    """The colour jitter's random draws: (step, value) in the order applied, for steps 0 brightness, 1 contrast,
-    2 saturation (value: the factor) and 3 hue (value: the turn). The order of the draws is that of `jitter_colors`."""
+    """The colour jitter's random draws: the order of the four steps, then one value per step in that order.
+
+    Returns (step, value) pairs in the order applied: 0 brightness, 1 contrast, 2 saturation (value: the factor),
+    3 hue (value: the turn)."""
     strengths = (config.brightness, config.contrast, config.saturation)
     steps = []
     for operation in rng.permutation(4).tolist():
