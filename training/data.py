@@ -34,6 +34,7 @@ Config (the `data:` section of a training YAML; `build_train_loader`):
     use_depth: true               # false: camera-only training even where depth exists
     augment: true                 # false: centre crops, no colour changes
     num_workers: 0
+    num_threads: null             # threads reading and augmenting frames, per process (default: its share of cores)
     image: {max_size: 518, patch_size: 14, aspect_range: [0.33, 1.0], ...}   # vggt.data.augment.AugmentConfig
 """
 
@@ -41,7 +42,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,13 +53,31 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vggt.data.augment import AugmentConfig, augment_colors, augment_frames, color_generators, target_shape
+from vggt.data.augment import (
+    AugmentConfig,
+    ColorChange,
+    apply_color_change,
+    apply_frame_plan,
+    color_generators,
+    draw_color_change,
+    frame_plans,
+    target_shape,
+)
 from vggt.data.scene import CAMERAS_FILE, Frame, Scene, list_scenes, load_scene
 from vggt.data.synthetic import generate_scene, layout_rng, sample_layout
 
 PAPER_FRAMES_PER_GPU = 48
 DATASET_FORMATS = ("folders", "vkitti2", "co3d")
 PAPER_NUM_FRAMES_RANGE = (2, 24)
+MAX_DEFAULT_THREADS = 4  # beyond this, Python's own per-frame work (under the GIL) gains little
+
+
+def default_loader_threads(num_workers: int = 0) -> int:
+    """Threads that read and augment the frames of a sample, per loading process: this process's cores shared
+    among its data workers and the training processes on this machine (`LOCAL_WORLD_SIZE`), at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    processes = max(1, num_workers) * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(MAX_DEFAULT_THREADS, cores // processes))
 
 
 class SampleKey(NamedTuple):
@@ -69,45 +90,131 @@ class SampleKey(NamedTuple):
 
 
 class MultiViewDataset(Dataset):
-    """Base class: turns a SampleKey into a sample dict (see the module docstring, without the batch dim).
+    """Base class: turns a SampleKey into a sample dict (see the module docstring, without the batch dim), and the
+    SampleKeys of a batch into the batch dict (`load_batch`, written straight into the batch's arrays).
 
-    Subclasses implement `__len__` (number of scenes) and `load_frames`.
+    Subclasses implement `__len__` (number of scenes) and `start_frames`. The frames are read, augmented and
+    converted by `num_threads` threads (None: `default_loader_threads()`); every random draw is made in the calling
+    thread in a fixed order and results are kept by frame index, so samples do not depend on the thread count.
     """
 
-    def __init__(self, image_config: AugmentConfig | None = None, augment: bool = True, use_depth: bool = True):
+    def __init__(
+        self,
+        image_config: AugmentConfig | None = None,
+        augment: bool = True,
+        use_depth: bool = True,
+        num_threads: int | None = None,
+    ):
         self.image_config = image_config or AugmentConfig()
         self.augment = augment
         self.use_depth = use_depth
+        self.num_threads = default_loader_threads() if num_threads is None else int(num_threads)
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None, "_pool_pid": None}  # data workers start their own threads
 
     def __len__(self) -> int:
+        raise NotImplementedError
+
+    def run(self, function: Callable[..., Any], *args: Any) -> Future:
+        """`function(*args)` on the loading threads, first come first served (at once here when there is one)."""
+        if self.num_threads == 1:
+            future: Future = Future()
+            try:
+                future.set_result(function(*args))
+            except Exception as error:
+                future.set_exception(error)
+            return future
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked data worker needs threads of its own
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="vggt-data")
+            self._pool_pid = os.getpid()
+        return self._pool.submit(function, *args)
+
+    def start_frames(
+        self, scene_index: int, num_frames: int, out_hw: tuple[int, int], rng: np.random.Generator
+    ) -> tuple[str, np.ndarray, list[Future]]:
+        """(scene name, frame ids [S], futures of the frames at `out_hw`, augmented), the work given to `run`."""
         raise NotImplementedError
 
     def load_frames(
         self, scene_index: int, num_frames: int, out_hw: tuple[int, int], rng: np.random.Generator
     ) -> tuple[str, np.ndarray, list[Frame]]:
         """(scene name, frame ids [S], frames already at `out_hw` and augmented)."""
-        raise NotImplementedError
+        name, frame_ids, futures = self.start_frames(scene_index, num_frames, out_hw, rng)
+        return name, frame_ids, [future.result() for future in futures]
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
-        key = SampleKey(*key)
-        out_hw = target_shape(key.aspect_ratio, self.image_config.max_size, self.image_config.patch_size)
-        rng = np.random.default_rng(key.seed)
-        name, frame_ids, frames = self.load_frames(key.scene_index, key.num_frames, out_hw, rng)
-        sample: dict[str, Any] = {
-            "images": torch.from_numpy(np.stack([f.image for f in frames])).permute(0, 3, 1, 2).float().div_(255.0),
-            "intrinsics": torch.from_numpy(np.stack([f.intrinsic for f in frames])).float(),
-            "extrinsics": torch.from_numpy(np.stack([f.extrinsic for f in frames])).float(),
-            "scene_name": name,
-            "frame_ids": torch.as_tensor(frame_ids, dtype=torch.int64),
-        }
-        if self.use_depth and all(f.depth is not None for f in frames):
-            depths = torch.from_numpy(np.stack([f.depth for f in frames])).float()
-            valid = depths > 0
-            if all(f.mask is not None for f in frames):
-                valid &= torch.from_numpy(np.stack([f.mask for f in frames]))
-            sample["depths"] = depths.masked_fill_(~valid, 0.0)
-            sample["valid_masks"] = valid
+        batch = self.load_batch([key])
+        sample = {name: batch[name][0] for name in ("images", "intrinsics", "extrinsics", "frame_ids")}
+        sample["scene_name"] = batch["scene_names"][0]
+        if "depths" in batch and batch["has_depth"][0]:
+            sample["depths"], sample["valid_masks"] = batch["depths"][0], batch["valid_masks"][0]
         return sample
+
+    def load_batch(self, keys: Sequence[SampleKey]) -> dict[str, Any]:
+        """The batch dict of `collate_samples` for samples of one number of frames and one shape: each frame is
+        written into the batch's arrays on the loading threads, with no per-sample copies."""
+        keys = [SampleKey(*key) for key in keys]
+        shapes = {(key.num_frames, self.output_shape(key)) for key in keys}
+        if len(shapes) > 1:
+            raise ValueError(f"samples of one batch must share frames and size, got {sorted(shapes)}")
+        ((num_frames, (height, width)),) = shapes
+        batch_shape = (len(keys), num_frames)
+        arrays = {
+            "images": np.empty((*batch_shape, 3, height, width), dtype=np.float32),
+            "intrinsics": np.empty((*batch_shape, 3, 3), dtype=np.float32),
+            "extrinsics": np.empty((*batch_shape, 3, 4), dtype=np.float32),
+        }
+        if self.use_depth:  # zeros where a frame has no valid depth, or no depth at all
+            arrays["depths"] = np.zeros((*batch_shape, height, width), dtype=np.float32)
+            arrays["valid_masks"] = np.zeros((*batch_shape, height, width), dtype=bool)
+        names, frame_ids, filled = [], [], []
+        for index, key in enumerate(keys):
+            rng = np.random.default_rng(key.seed)
+            name, ids, futures = self.start_frames(key.scene_index, key.num_frames, (height, width), rng)
+            names.append(name)
+            frame_ids.append(np.asarray(ids, dtype=np.int64))
+            # The pool is first in, first out: a frame's own task has started before the task that waits for it.
+            filled.append([self.run(_fill_frame, arrays, (index, i), future) for i, future in enumerate(futures)])
+        has_depth = [all([future.result() for future in sample]) for sample in filled]  # waits for every frame
+        batch: dict[str, Any] = {
+            name: torch.from_numpy(arrays[name]) for name in ("images", "intrinsics", "extrinsics")
+        }
+        batch["frame_ids"] = torch.from_numpy(np.stack(frame_ids))
+        batch["scene_names"] = names
+        if any(has_depth):
+            for index in np.flatnonzero(~np.asarray(has_depth)):  # some frames without depth: the sample has none
+                arrays["depths"][index] = 0.0
+                arrays["valid_masks"][index] = False
+            batch["depths"] = torch.from_numpy(arrays["depths"])
+            batch["valid_masks"] = torch.from_numpy(arrays["valid_masks"])
+            batch["has_depth"] = torch.tensor(has_depth)
+        return batch
+
+    def output_shape(self, key: SampleKey) -> tuple[int, int]:
+        return target_shape(key.aspect_ratio, self.image_config.max_size, self.image_config.patch_size)
+
+
+def _fill_frame(arrays: dict[str, np.ndarray], index: tuple[int, int], future: Future) -> bool:
+    """Write the frame of `future` at `index` (sample, frame) of the batch arrays; whether it had depth.
+
+    Images become float32 value / 255 (a float division); depth is kept where it is positive and inside the mask.
+    """
+    frame = future.result()
+    np.divide(frame.image.transpose(2, 0, 1), np.float32(255), out=arrays["images"][index])
+    arrays["intrinsics"][index] = frame.intrinsic
+    arrays["extrinsics"][index] = frame.extrinsic
+    if "depths" not in arrays or frame.depth is None:
+        return False
+    valid = np.greater(frame.depth, 0, out=arrays["valid_masks"][index])
+    if frame.mask is not None:
+        np.logical_and(valid, frame.mask, out=valid)
+    np.copyto(arrays["depths"][index], frame.depth, where=valid)
+    return True
 
 
 @dataclass(frozen=True)
@@ -201,6 +308,7 @@ class SceneFolderDataset(MultiViewDataset):
         image_config: output size and augmentation strengths.
         augment: random crops and colour changes (False: centre crops, original colours).
         use_depth: False ignores depth/ folders (camera-only training).
+        num_threads: threads reading and augmenting the frames of a sample (None: `default_loader_threads()`).
     """
 
     def __init__(
@@ -209,8 +317,9 @@ class SceneFolderDataset(MultiViewDataset):
         image_config: AugmentConfig | None = None,
         augment: bool = True,
         use_depth: bool = True,
+        num_threads: int | None = None,
     ):
-        super().__init__(image_config, augment, use_depth)
+        super().__init__(image_config, augment, use_depth, num_threads)
         roots = [roots] if isinstance(roots, (str, Path, Mapping)) else list(roots)
         if not roots:
             raise ValueError("SceneFolderDataset needs at least one dataset root or scene folder")
@@ -237,16 +346,19 @@ class SceneFolderDataset(MultiViewDataset):
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def load_frames(self, scene_index, num_frames, out_hw, rng):
+    def start_frames(self, scene_index, num_frames, out_hw, rng):
         scene = self.scenes[scene_index]
         expand_ratio = self.sources[self.scene_source[scene_index]].expand_ratio
         if expand_ratio is None:
             frame_ids = rng.choice(scene.num_frames, size=num_frames, replace=scene.num_frames < num_frames)
         else:
             frame_ids = nearby_frame_ids(scene.num_frames, num_frames, expand_ratio, rng)
-        frames = [scene.read_frame(int(i), with_depth=self.use_depth) for i in frame_ids]
-        frames = augment_frames(frames, out_hw, rng if self.augment else None, self.image_config)
-        return scene.name, frame_ids, frames
+        reads = [self.run(scene.read_frame, int(i), self.use_depth) for i in frame_ids]
+        # Each frame's plan is drawn (in frame order) as soon as it is read, while later frames are still read.
+        sizes = (read.result().image.shape[:2] for read in reads)
+        plans = frame_plans(sizes, len(reads), out_hw, rng if self.augment else None, self.image_config)
+        augmented = [self.run(apply_frame_plan, read.result(), plan, out_hw) for read, plan in zip(reads, plans)]
+        return scene.name, frame_ids, augmented
 
 
 class SyntheticSceneDataset(MultiViewDataset):
@@ -262,8 +374,9 @@ class SyntheticSceneDataset(MultiViewDataset):
         augment: bool = True,
         use_depth: bool = True,
         seed: int = 0,
+        num_threads: int | None = None,
     ):
-        super().__init__(image_config, augment, use_depth)
+        super().__init__(image_config, augment, use_depth, num_threads)
         if num_scenes < 1:
             raise ValueError(f"num_scenes must be at least 1, got {num_scenes}")
         self.num_scenes = num_scenes
@@ -272,14 +385,22 @@ class SyntheticSceneDataset(MultiViewDataset):
     def __len__(self) -> int:
         return self.num_scenes
 
-    def load_frames(self, scene_index, num_frames, out_hw, rng):
+    def start_frames(self, scene_index, num_frames, out_hw, rng):
         layout = sample_layout(layout_rng(self.seed, scene_index))
         scene = generate_scene(num_frames, *out_hw, seed=int(rng.integers(2**31)), layout=layout)
         frames = [scene.read_frame(i, with_depth=self.use_depth) for i in range(num_frames)]
         if self.augment:
-            for frame, color_rng in zip(frames, color_generators(rng, num_frames, self.image_config)):
-                frame.image = augment_colors(frame.image, color_rng, self.image_config)
-        return f"synthetic_{scene_index:04d}", np.arange(num_frames), frames
+            color_rngs = color_generators(rng, num_frames, self.image_config)
+            changes = [draw_color_change(r, self.image_config, f.image.shape[:2]) for f, r in zip(frames, color_rngs)]
+        else:
+            changes = [ColorChange()] * num_frames
+        futures = [self.run(_with_colors, frame, change) for frame, change in zip(frames, changes)]
+        return f"synthetic_{scene_index:04d}", np.arange(num_frames), futures
+
+
+def _with_colors(frame: Frame, change: ColorChange) -> Frame:
+    frame.image = apply_color_change(frame.image, change)
+    return frame
 
 
 def sample_seed(*entropy: int) -> int:
@@ -376,8 +497,8 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     has_depth = [("depths" in s) for s in samples]
     if any(has_depth):
         _, frames, _, height, width = batch["images"].shape
-        empty_depth = torch.zeros(frames, height, width)
-        empty_mask = torch.zeros(frames, height, width, dtype=torch.bool)
+        empty_depth = None if all(has_depth) else torch.zeros(frames, height, width)
+        empty_mask = None if all(has_depth) else torch.zeros(frames, height, width, dtype=torch.bool)
         batch["depths"] = torch.stack([s.get("depths", empty_depth) for s in samples])
         batch["valid_masks"] = torch.stack([s.get("valid_masks", empty_mask) for s in samples])
         batch["has_depth"] = torch.tensor(has_depth)
@@ -397,6 +518,7 @@ class DataConfig:
     use_depth: bool = True
     augment: bool = True
     num_workers: int = 0
+    num_threads: int | None = None
     image: AugmentConfig = field(default_factory=AugmentConfig)
 
     @property
@@ -429,9 +551,12 @@ class DataConfig:
 
 
 def build_dataset(config: DataConfig, seed: int = 0) -> MultiViewDataset:
+    threads = default_loader_threads(config.num_workers) if config.num_threads is None else config.num_threads
     if config.source == "synthetic":
-        return SyntheticSceneDataset(config.num_scenes, config.image, config.augment, config.use_depth, seed)
-    return SceneFolderDataset(config.roots, config.image, config.augment, config.use_depth)
+        return SyntheticSceneDataset(
+            config.num_scenes, config.image, config.augment, config.use_depth, seed, num_threads=threads
+        )
+    return SceneFolderDataset(config.roots, config.image, config.augment, config.use_depth, num_threads=threads)
 
 
 class TrainLoader:
@@ -450,13 +575,28 @@ class TrainLoader:
         if not keys:
             return iter(())
         loader = DataLoader(
-            self.dataset,
-            batch_sampler=keys,
-            collate_fn=collate_samples,
+            _Batches(self.dataset),
+            sampler=keys,
+            batch_size=None,  # each index is a whole batch's keys, loaded at once
+            collate_fn=_as_loaded,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
         )
         return iter(loader)
+
+
+class _Batches(Dataset):
+    """A dataset's batches: indexed by a list of SampleKeys (`MultiViewDataset.load_batch`)."""
+
+    def __init__(self, dataset: MultiViewDataset):
+        self.dataset = dataset
+
+    def __getitem__(self, keys: Sequence[SampleKey]) -> dict[str, Any]:
+        return self.dataset.load_batch(keys)
+
+
+def _as_loaded(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
 
 
 def build_train_loader(config: Mapping[str, Any] | DataConfig, rank: int = 0, world_size: int = 1, seed: int = 0):

@@ -7,11 +7,13 @@ each output depth value is the original depth of the source pixel that contains 
 Colours are then jittered per frame (brightness, contrast, saturation, hue: OpenCV computes them in float32, the
 hue turned exactly in float HSV), sometimes turned grey, and sometimes blurred; with `shared_color_jitter_prob`
 a sample's frames share one such change (the reference's `cojitter_ratio`), as frames of one video would.
-Extrinsics never change.
+Extrinsics never change. A frame's random draws can be made ahead of the work (`frame_plans`, `FramePlan`), in the
+order `augment_frames` makes them, so that frames can then be augmented on several threads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,13 +103,29 @@ def crop_and_resize(frame: Frame, box: tuple[int, int, int, int], out_hw: tuple[
     # Nearest neighbour: the source pixel that contains each output pixel centre.
     source_cols = np.minimum(x0 + ((np.arange(out_w) + 0.5) / scale_x).astype(np.int64), x0 + crop_w - 1)
     source_rows = np.minimum(y0 + ((np.arange(out_h) + 0.5) / scale_y).astype(np.int64), y0 + crop_h - 1)
-    depth = None if frame.depth is None else frame.depth[np.ix_(source_rows, source_cols)]
-    mask = None if frame.mask is None else frame.mask[np.ix_(source_rows, source_cols)]
+    # Rows, then columns: two plain takes are several times faster than one np.ix_ gather.
+    depth = None if frame.depth is None else frame.depth[source_rows][:, source_cols]
+    mask = None if frame.mask is None else frame.mask[source_rows][:, source_cols]
     return Frame(np.asarray(image), intrinsic, np.array(frame.extrinsic), depth, mask)
 
 
-def jitter_colors(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
-    """Random brightness, contrast, saturation and hue (in a random order) of an [H, W, 3] uint8 image.
+def draw_jitter(rng: np.random.Generator, config: AugmentConfig) -> tuple[tuple[int, float], ...]:
+    """The colour jitter's random draws: the order of the four steps, then one value per step in that order.
+
+    Returns (step, value) pairs in the order applied: 0 brightness, 1 contrast, 2 saturation (value: the factor),
+    3 hue (value: the turn)."""
+    strengths = (config.brightness, config.contrast, config.saturation)
+    steps = []
+    for operation in rng.permutation(4).tolist():
+        if operation == 3:
+            steps.append((3, float(rng.uniform(-config.hue, config.hue))))
+        else:
+            steps.append((operation, float(rng.uniform(1 - strengths[operation], 1 + strengths[operation]))))
+    return tuple(steps)
+
+
+def apply_jitter(image: np.ndarray, steps: tuple[tuple[int, float], ...]) -> np.ndarray:
+    """An [H, W, 3] uint8 image with the brightness, contrast, saturation and hue steps of `draw_jitter` applied.
 
     Each step is computed in float32 on [0, 1] and clipped to it; the image is rounded to uint8 once, at the end.
     Brightness (p * f), contrast (m + (p - m) * f, m the mean luma) and saturation (g + (p - g) * f, g each
@@ -115,21 +133,26 @@ def jitter_colors(image: np.ndarray, rng: np.random.Generator, config: AugmentCo
     """
     cv2 = import_cv2()
     pixels = np.divide(image, np.float32(255), dtype=np.float32)
-    for operation in rng.permutation(4):
+    for operation, value in steps:
         if operation == 3:
-            pixels = rotate_hue(pixels, rng.uniform(-config.hue, config.hue))
+            pixels = rotate_hue(pixels, value)
         else:
             if operation == 0:
-                affine = _color_map(rng.uniform(1 - config.brightness, 1 + config.brightness), np.zeros(3))
+                affine = _color_map(value, np.zeros(3))
             elif operation == 1:
                 mean_luma = float(np.dot(cv2.mean(pixels)[:3], LUMA_WEIGHTS))
-                affine = _color_map(rng.uniform(1 - config.contrast, 1 + config.contrast), np.full(3, mean_luma))
+                affine = _color_map(value, np.full(3, mean_luma))
             else:
-                affine = _color_map(rng.uniform(1 - config.saturation, 1 + config.saturation), LUMA_WEIGHTS, True)
+                affine = _color_map(value, LUMA_WEIGHTS, True)
             pixels = cv2.transform(pixels, affine)
         np.clip(pixels, 0.0, 1.0, out=pixels)
     pixels *= 255
     return np.round(pixels, out=pixels).astype(np.uint8)
+
+
+def jitter_colors(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Random brightness, contrast, saturation and hue (in a random order) of an [H, W, 3] uint8 image."""
+    return apply_jitter(image, draw_jitter(rng, config))
 
 
 def _color_map(factor: float, toward: np.ndarray, per_pixel: bool = False) -> np.ndarray:
@@ -163,16 +186,40 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
+@dataclass(frozen=True)
+class ColorChange:
+    """One frame's photometric augmentation, drawn in advance: jitter steps (`draw_jitter`, None: no jitter), then
+    grey, then a Gaussian blur of `blur_sigma` pixels (None: no blur)."""
+
+    jitter: tuple[tuple[int, float], ...] | None = None
+    grayscale: bool = False
+    blur_sigma: float | None = None
+
+
+def draw_color_change(rng: np.random.Generator, config: AugmentConfig, image_hw: tuple[int, int]) -> ColorChange:
+    """The random draws of `augment_colors` for an image of `image_hw`, in the same order."""
+    jitter = draw_jitter(rng, config) if rng.random() < config.color_jitter_prob else None
+    grayscale = bool(rng.random() < config.grayscale_prob)
+    blur_sigma = None
+    if rng.random() < config.blur_prob:
+        blur_sigma = float(rng.uniform(*config.blur_sigma_range) * max(image_hw) / config.max_size)
+    return ColorChange(jitter, grayscale, blur_sigma)
+
+
+def apply_color_change(image: np.ndarray, change: ColorChange) -> np.ndarray:
+    """An [H, W, 3] uint8 image with a drawn `ColorChange` applied."""
+    if change.jitter is not None:
+        image = apply_jitter(image, change.jitter)
+    if change.grayscale:
+        image = to_grayscale(image)
+    if change.blur_sigma is not None:
+        image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius=change.blur_sigma)))
+    return image
+
+
 def augment_colors(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
     """Per-frame photometric augmentation of an [H, W, 3] uint8 image (geometry untouched)."""
-    if rng.random() < config.color_jitter_prob:
-        image = jitter_colors(image, rng, config)
-    if rng.random() < config.grayscale_prob:
-        image = to_grayscale(image)
-    if rng.random() < config.blur_prob:
-        sigma = rng.uniform(*config.blur_sigma_range) * max(image.shape[:2]) / config.max_size
-        image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius=sigma)))
-    return image
+    return apply_color_change(image, draw_color_change(rng, config, image.shape[:2]))
 
 
 def color_generators(rng: np.random.Generator, num_frames: int, config: AugmentConfig) -> list[np.random.Generator]:
@@ -184,6 +231,39 @@ def color_generators(rng: np.random.Generator, num_frames: int, config: AugmentC
     return [rng] * num_frames
 
 
+@dataclass(frozen=True)
+class FramePlan:
+    """One frame's augmentation, drawn in advance: the crop box (x0, y0, width, height) and the colour change
+    (None: colours kept). Applying plans needs no generator, so frames can be augmented in any order or thread."""
+
+    box: tuple[int, int, int, int]
+    color: ColorChange | None = None
+
+
+def frame_plans(
+    sizes_hw: Iterable[tuple[int, int]],
+    num_frames: int,
+    out_hw: tuple[int, int],
+    rng: np.random.Generator | None,
+    config: AugmentConfig,
+) -> Iterator[FramePlan]:
+    """The plans of `augment_frames` for `num_frames` frames of `sizes_hw` (height, width), drawn in its order;
+    `rng=None`: centre crops only. Lazy: a frame's size is asked for only when its plan is drawn, so `sizes_hw` may
+    wait for frames still being read."""
+    color_rngs = [None] * num_frames if rng is None else color_generators(rng, num_frames, config)
+    for (height, width), color_rng in zip(sizes_hw, color_rngs):
+        box = crop_box(height, width, out_hw, rng, config.crop_scale_range)
+        yield FramePlan(box, None if color_rng is None else draw_color_change(color_rng, config, out_hw))
+
+
+def apply_frame_plan(frame: Frame, plan: FramePlan, out_hw: tuple[int, int]) -> Frame:
+    """`frame` cropped and resized to `out_hw` by `plan.box`, its colours changed by `plan.color`."""
+    frame = crop_and_resize(frame, plan.box, out_hw)
+    if plan.color is not None:
+        frame.image = apply_color_change(frame.image, plan.color)
+    return frame
+
+
 def augment_frames(
     frames: list[Frame],
     out_hw: tuple[int, int],
@@ -191,13 +271,5 @@ def augment_frames(
     config: AugmentConfig,
 ) -> list[Frame]:
     """Crop and resize every frame to `out_hw` and jitter its colours; `rng=None` gives centre crops only."""
-    augmented = []
-    color_rngs = [None] * len(frames) if rng is None else color_generators(rng, len(frames), config)
-    for frame, color_rng in zip(frames, color_rngs):
-        height, width = frame.image.shape[:2]
-        box = crop_box(height, width, out_hw, rng, config.crop_scale_range)
-        frame = crop_and_resize(frame, box, out_hw)
-        if color_rng is not None:
-            frame.image = augment_colors(frame.image, color_rng, config)
-        augmented.append(frame)
-    return augmented
+    plans = frame_plans((frame.image.shape[:2] for frame in frames), len(frames), out_hw, rng, config)
+    return [apply_frame_plan(frame, plan, out_hw) for frame, plan in zip(frames, plans)]

@@ -149,14 +149,16 @@ def read_depth(path: Path, depth_scale: float | None = None, scene_name: str = "
         depth = np.load(path, allow_pickle=False)
         if depth.ndim == 3 and depth.shape[-1] == 1:
             depth = depth[..., 0]
-        depth = depth.astype(np.float32)
+        depth = depth.astype(np.float32, copy=False)
     else:
         if depth_scale is None:
             raise scene_error(
                 scene_name, path, "16-bit PNG depth needs a 'depth_scale' in {cameras_json}", cameras_json=CAMERAS_FILE
             )
         with Image.open(path) as image:
-            depth = np.asarray(image).astype(np.float32) * np.float32(depth_scale)
+            depth = np.multiply(np.asarray(image), np.float32(depth_scale), dtype=np.float32)
+    if depth.size == 0 or (depth.min() >= 0 and np.isfinite(depth.max())):  # fast path: NaN fails both tests
+        return depth
     bad = int((~np.isfinite(depth)).sum())
     if bad:
         raise scene_error(scene_name, path, "{n} non-finite depth values; write 0 where depth is unknown", n=bad)
