@@ -52,12 +52,14 @@ def shallow_model(family: str) -> Any:
 
 
 def _child(family: str, mode: str, frames: int, side: int) -> dict[str, Any]:
-    """One run in this process: the pipeline's pass, its peak and the estimate (MB)."""
+    """One run in this process: the pipeline's streaming pass or the reference forward pass (and the conversion of
+    its outputs to geometry), its peak and the estimate (MB)."""
     import torch
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from memory_probe import peak_rss_mb, rss_mb
 
+    from vggt.pipeline.family import family_forward, family_geometry
     from vggt.pipeline.inference import InferenceOptions, run_inference
     from vggt.pipeline.memory import estimate_family_memory
     from vggt.runtime.engine import StreamingEngine
@@ -68,7 +70,11 @@ def _child(family: str, mode: str, frames: int, side: int) -> dict[str, Any]:
     images = torch.rand(frames, 3, side, side)
     start = rss_mb()
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident set
-    run_inference(model, images, InferenceOptions(memory_check=False, engine=engine))
+    if engine is not None:
+        run_inference(model, images, InferenceOptions(memory_check=False, engine=engine))
+    else:  # the reference forward pass (the pipeline streams every model)
+        with torch.inference_mode():
+            family_geometry(family_forward(model, images[None]), (side, side))
     peak = peak_rss_mb()
     estimate = estimate_family_memory(model, frames, side, side, "cpu", None if engine is None else engine.options)
     return {"peak_mb": peak, "start_mb": start, "pass_mb": peak - start, "estimate_mb": estimate.total / 2**20}

@@ -75,12 +75,12 @@ def test_estimate_is_within_a_factor_of_the_measured_cpu_peak(frames, size):
     assert 1 / ESTIMATE_FACTOR <= ratio <= ESTIMATE_FACTOR, measured
 
 
-# VGGT-Omega, Pi3 and Pi3X at their released widths with fewer blocks, run through the pipeline's reference pass.
+# VGGT-Omega, Pi3 and Pi3X at their released widths with fewer blocks, their reference forward pass.
 MEASURE_FAMILY = """
 import json, sys, torch
 from benchmarks.memory_probe import peak_rss_mb
 from vggt.models import pi3, pi3x, vggt_omega
-from vggt.pipeline.inference import InferenceOptions, run_inference
+from vggt.pipeline.family import family_forward, family_geometry
 from vggt.pipeline.memory import estimate_family_memory
 shallow = dict(encoder_depth=2, decoder_depth=4, head_depth=1)
 models = {
@@ -93,7 +93,8 @@ torch.manual_seed(0)
 model = models[sys.argv[1]]().eval()
 num_frames, side = 8, 280
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident set
-run_inference(model, torch.rand(num_frames, 3, side, side), InferenceOptions(memory_check=False))
+with torch.inference_mode():  # the reference pass (the pipeline streams: tests/test_runtime_family_memory.py)
+    family_geometry(family_forward(model, torch.rand(1, num_frames, 3, side, side)), (side, side))
 estimate = estimate_family_memory(model, num_frames, side, side)
 print(json.dumps({"peak_mb": peak_rss_mb(), "estimate_mb": estimate.total / 2**20}))
 """

@@ -106,7 +106,7 @@ class EvalSettings:
         """How `predict` runs the model: exact streaming chosen per model, or the fast mode's (`config`: the
         model's, for its frames per chunk; None: VGGT-1B's)."""
         engine = None
-        if self.merge_ratio > 0 and (config is None or isinstance(config, VGGTConfig)):  # VGGT's engine only
+        if self.merge_ratio > 0:
             engine = streaming_for(self.device, config or VGGTConfig(), merge_ratio=self.merge_ratio)
         return InferenceOptions(
             self.device, self.dtype, engine=engine, memory_check=False, share_across_ranks=self.share_across_ranks

@@ -91,7 +91,7 @@ def reconstruct(
     inference = InferenceOptions(
         device,
         resolve_dtype(device, opts.dtype),
-        streaming_for(device, config, opts.chunk_size, opts.offload, opts.merge_ratio) if is_vggt(config) else None,
+        streaming_for(device, config, opts.chunk_size, opts.offload, opts.merge_ratio),
         opts.memory_check,
         opts.progress and ranks.is_main,
         opts.processes,
@@ -220,8 +220,8 @@ def check_conditioning_options(opts: ReconstructOptions, config: Any) -> None:
 
 
 def check_family_options(opts: ReconstructOptions, config: Any) -> None:
-    """A model other than VGGT: no track head (bundle adjustment refused in one line), and one line saying which
-    of the streaming engine's options it ignores."""
+    """A model other than VGGT: no track head (bundle adjustment refused in one line); with known poses, Pi3X runs
+    its reference forward pass, and one line says which of the streaming engine's options it then ignores."""
     label = model_label(None, opts.checkpoint, opts.preset, opts.model_name or type(config).__name__)
     if opts.bundle_adjust:
         raise InputError(
@@ -229,6 +229,8 @@ def check_family_options(opts: ReconstructOptions, config: Any) -> None:
             "{bundle_adjust} (the COLMAP model's points come from depth agreement between views)",
             model=label,
         )
+    if opts.poses is None or not isinstance(config, Pi3XConfig):
+        return
     asked = {
         "--chunk-size": opts.chunk_size is not None,
         "--offload": opts.offload,

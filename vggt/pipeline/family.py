@@ -1,12 +1,12 @@
 """The forward pass of the models other than VGGT (VGGT-Omega, Pi3, Pi3X) in the pipeline, and their geometry.
 
-These models run their reference forward pass in one piece, or, given a `StreamingEngine`, its streaming pass
-(`vggt.runtime.pi3_engine`, `vggt.runtime.omega_engine`: the same numbers in chunks, offload, the fast mode's token
-merging). The pipeline gives them an engine only when `InferenceOptions.engine` names one; `engine_notice` says in
-one line which streaming options asked for on the command line were not applied. Their outputs become the
-pipeline's cameras, depth and points through `vggt.models.family_outputs.to_geometry`: the first camera is the
-world frame for every model (Pi3 and Pi3X, which have no reference frame, are re-expressed in their first camera's
-frame). They have no track head.
+In the pipeline these models run their streaming pass (`vggt.runtime.pi3_engine`, `vggt.runtime.omega_engine`: the
+numbers of their reference forward pass, in chunks, with offload and the fast mode's token merging) with the engine
+of `InferenceOptions` (the automatic one unless chosen); Pi3X conditioned on known poses runs its reference forward
+pass in one piece, and `engine_notice` says in one line which streaming options it did not apply. Their outputs
+become the pipeline's cameras, depth and points through `vggt.models.family_outputs.to_geometry`: the first camera
+is the world frame for every model (Pi3 and Pi3X, which have no reference frame, are re-expressed in their first
+camera's frame). They have no track head.
 
 Conditioning (`FamilyConditioning`): Pi3X takes known intrinsics, depth and camera poses into its network; the
 other models take none (the pipeline then replaces their predictions with what is known, as for VGGT).
@@ -36,8 +36,7 @@ logger = logging.getLogger(__name__)
 PI3X_PIXEL_CENTRE_OFFSET = 0.5
 
 ENGINE_NOTICE = (
-    "%s runs its reference forward pass in one piece: %s apply to VGGT models only (the streaming engine) and "
-    "are ignored"
+    "%s conditioned on known poses runs its reference forward pass in one piece, in one process: %s are ignored"
 )
 
 
@@ -65,17 +64,11 @@ def takes_conditioning(model: nn.Module) -> bool:
     return isinstance(model, Pi3X)
 
 
-# Command-line options (by the start of their name in `engine_notice`'s list) a family model honours: its pass is
-# shared by several processes (`vggt.pipeline.inference._run_family`, sequence parallelism).
-HONOURED_OPTIONS = ("--processes",)
-
-
 def engine_notice(label: str, asked: list[str]) -> None:
-    """One warning line when the user asked for streaming-engine options that a non-VGGT model ignores (the command
-    line passes it no streaming engine: `InferenceOptions.engine` is None; the options of `HONOURED_OPTIONS` apply)."""
-    ignored = [name for name in asked if not name.startswith(HONOURED_OPTIONS)]
-    if ignored:
-        logger.warning(ENGINE_NOTICE, label, ", ".join(ignored))
+    """One warning line naming the streaming-engine options a user asked for that a run of Pi3X conditioned on
+    known poses ignores (its pose injection runs in the reference forward pass only)."""
+    if asked:
+        logger.warning(ENGINE_NOTICE, label, ", ".join(asked))
 
 
 def conditioning_tensors(model: nn.Module, conditioning: FamilyConditioning | None) -> dict[str, Tensor]:

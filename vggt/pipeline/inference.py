@@ -19,7 +19,6 @@ import torch
 import torch.distributed as dist
 
 from vggt.errors import InputError, PredictionError
-from vggt.models.config import VGGTConfig
 from vggt.pipeline.family import FamilyConditioning, conditioning_tensors, family_forward, family_geometry
 from vggt.pipeline.memory import check_memory, estimate_family_memory, estimate_inference_memory
 from vggt.pipeline.model_choice import is_vggt
@@ -58,11 +57,13 @@ class InferenceOptions:
         """How many torchrun ranks share the pass (1 without a process group or with `share_across_ranks` off)."""
         return dist.get_world_size() if self.share_across_ranks and dist.is_initialized() else 1
 
-    def engine_for(self, config: VGGTConfig) -> StreamingEngine:
-        """The engine of the run: the one chosen, else the automatic one for the device and `config`."""
+    def engine_for(self, config: Any) -> StreamingEngine:
+        """The engine of the run: the one chosen, else the automatic one for the device and `config` (any model's;
+        VGGT's caps the frames per chunk with its `frames_chunk_size`)."""
         if self.engine is not None:
             return self.engine
-        return StreamingEngine.auto(self.device, max_frames_chunk_size=config.frames_chunk_size)
+        cap = getattr(config, "frames_chunk_size", None)
+        return StreamingEngine.auto(self.device, max_frames_chunk_size=cap)
 
 
 def streaming_for(
@@ -323,12 +324,19 @@ def run_inference(
     return predictions
 
 
+def describe_pass(engine: StreamingEngine, processes: int) -> str:
+    """How a streaming pass runs, for the log: e.g. "streaming, 8 frames per chunk, offload, 2 processes"."""
+    parts = [f"streaming, {engine.options.frames_chunk_size or 'all'} frames per chunk"]
+    parts += ["offload"] * engine.options.offload + [f"merge ratio {engine.merge_ratio}"] * (engine.merge_ratio > 0)
+    return ", ".join(parts + [f"{processes} processes"] * (processes > 1))
+
+
 def _run_family(
     model: torch.nn.Module, images: torch.Tensor, options: InferenceOptions, conditioning: FamilyConditioning | None
 ) -> Predictions | None:
-    """`run_inference` for a model other than VGGT: its reference forward pass in this process (rank 0 of a
-    torchrun job sharing the pass; the other ranks get None), or its streaming pass when `options.engine` names a
-    `StreamingEngine` (chunk sizes, offload, fast mode: `vggt.pipeline.family.family_forward`), or its streaming
+    """`run_inference` for a model other than VGGT: its streaming pass in this process with `options`' engine
+    (chunk sizes, offload, fast mode: `vggt.pipeline.family.family_forward`; Pi3X conditioned on known poses runs
+    its reference forward pass; rank 0 of a torchrun job runs it alone, the other ranks get None), or its streaming
     pass shared by several processes (`options.processes` or the ranks of a torchrun job: sequence parallelism,
     exact attention; rank 0 gets the outputs), converted to cameras, depth and points with the first camera as the
     world (`vggt.models.family_outputs.to_geometry`)."""
@@ -337,17 +345,23 @@ def _run_family(
     if shares == 1 and options.ranks_sharing > 1 and dist.get_rank() != 0:
         return None  # rank 0 runs the pass alone
     num_frames, _, height, width = images.shape
-    engine = options.engine
-    if shares > 1 and engine is None:
-        engine = StreamingEngine.auto(options.device)
+    engine = options.engine_for(model.config)
     if options.memory_check:
-        streaming = None if engine is None else engine.options
+        streaming = None if "poses" in known else engine.options  # (Pi3X's pose injection: the reference pass)
         frames = -(-num_frames // shares)  # each process holds its share of the frames
         estimate = estimate_family_memory(model, frames, height, width, options.device.type, streaming)
         check_memory(estimate, options.device, num_frames, height, width)
-    logger.info("running on %s in %s: %d frames at %dx%d", options.device, options.dtype, num_frames, width, height)
+    logger.info(
+        "running on %s in %s: %d frames at %dx%d, %s",
+        options.device,
+        options.dtype,
+        num_frames,
+        width,
+        height,
+        "the reference pass" if "poses" in known else describe_pass(engine, shares),
+    )
     with torch.inference_mode():
-        with autocast(options.device, options.dtype), inference_progress(options.progress and engine is not None):
+        with autocast(options.device, options.dtype), inference_progress(options.progress):
             if shares > 1:
                 from vggt.pipeline.parallel import parallel_forward
 
