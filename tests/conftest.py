@@ -35,6 +35,14 @@ def _require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Every test ends with torch's thread count as it began: a trainer sets it for the whole process."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _require(SHARED)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import SMALL_TRAINING_RUN, TINY_TRAINING_CONFIG
 from PIL import Image
 
@@ -159,10 +158,3 @@ def test_training_reads_co3d_directly(tmp_path):
     Trainer(load_config(TINY_TRAINING_CONFIG, [*overrides, f"run_dir={tmp_path / 'run'}"])).train()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(np.isfinite(r["loss"]) and r["depth"] > 0 for r in records)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import SMALL_TRAINING_RUN, TINY_TRAINING_CONFIG
 from PIL import Image
 
@@ -89,10 +88,3 @@ def test_missing_camera_file_is_one_clear_error(tmp_path):
         list_sequences(tmp_path)
     with pytest.raises(ValueError, match="holds no Virtual KITTI 2 sequence"):
         list_sequences(tmp_path / "Scene01")
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)

@@ -41,13 +41,6 @@ def losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 # Adapters on the trunk's attention and MLP layers, the camera head trained in full (FSDP shards both kinds).
 LORA = ["lora.enabled=true", "lora.rank=4", "lora.train_fully=[camera_head.*]"]
 

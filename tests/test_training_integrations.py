@@ -30,13 +30,6 @@ RECORD_HEADER = 7
 RECORD_ENDS = (1, 4)
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(run_dir: Path, *overrides: str) -> dict:
     return load_config(
         TINY_TRAINING_CONFIG, [*SMALL_TRAINING_RUN, "data.frames_per_gpu=2", f"run_dir={run_dir}", *overrides]

@@ -17,13 +17,6 @@ from training.trainer import Trainer
 from vggt.models.vggt import VGGT
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def optim_config(**keys) -> dict:
     return {**DEFAULT_CONFIG["optim"], **keys}
 

@@ -25,13 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL_RUN = [*SMALL_TRAINING_RUN, "data.frames_per_gpu=2"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(run_dir: Path, *overrides: str) -> dict:
     return load_config(TINY_TRAINING_CONFIG, [*SMALL_RUN, f"run_dir={run_dir}", *overrides])
 
